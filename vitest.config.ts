@@ -1,0 +1,55 @@
+import { defineConfig } from 'vitest/config';
+
+// One project per test layer. `npm test` runs them all; `npm run test:<layer>` runs one.
+// Layers that need real infrastructure (root + network namespaces, the test VM, the
+// Go-built control plane) start it in their globalSetup and fail loudly when it is missing:
+// nothing is skipped.
+export default defineConfig({
+  test: {
+    reporters: ['default'],
+    projects: [
+      {
+        test: {
+          name: 'unit',
+          include: ['test/unit/**/*.test.ts'],
+        },
+      },
+      {
+        test: {
+          name: 'kernel',
+          include: ['test/kernel/host/**/*.test.ts'],
+          testTimeout: 30_000,
+        },
+      },
+      {
+        test: {
+          name: 'vm',
+          include: ['test/kernel/vm/**/*.test.ts'],
+          globalSetup: ['test/infra/vm/global-setup.ts'],
+          fileParallelism: false,
+          testTimeout: 120_000,
+          hookTimeout: 300_000,
+        },
+      },
+      {
+        test: {
+          name: 'controlplane',
+          include: ['test/controlplane/**/*.test.ts'],
+          globalSetup: ['test/infra/controlplane/global-setup.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+        },
+      },
+      {
+        test: {
+          name: 'e2e',
+          include: ['test/e2e/**/*.test.ts'],
+          globalSetup: ['test/infra/controlplane/global-setup.ts', 'test/infra/vm/global-setup.ts'],
+          fileParallelism: false,
+          testTimeout: 300_000,
+          hookTimeout: 600_000,
+        },
+      },
+    ],
+  },
+});
