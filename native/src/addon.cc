@@ -1,0 +1,15 @@
+// Module entry: exports the XfrmSocket class. See xfrm_socket.h.
+#include <napi.h>
+
+#include "xfrm_socket.h"
+
+namespace {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("XfrmSocket", ipsecop::XfrmSocket::Define(env));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(xfrm_netlink, Init)
