@@ -1,0 +1,180 @@
+/**
+ * The ownership ledger on disk: one JSON file per network namespace, replaced atomically
+ * (write to a temporary file, fsync, rename, fsync the directory) so that a crash leaves
+ * either the old or the new version, never a torn one. An exclusive lock file keeps two
+ * engines (a CLI run and an agent, say) from interleaving their changes.
+ *
+ * Format (versioned, so that a future layout can be migrated instead of misread):
+ *   { "formatVersion": 1, "salt": "<hex>", "records": [OwnershipRecord, ...] }
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
+import { fingerprintEntry } from './fingerprint.js';
+import type { OwnershipRecord } from './records.js';
+
+export const LEDGER_FORMAT_VERSION = 1;
+
+export class LedgerError extends Error {
+  override readonly name = 'LedgerError';
+}
+
+interface LedgerFile {
+  formatVersion: number;
+  salt: string;
+  records: OwnershipRecord[];
+}
+
+/** Where the ledger of a namespace lives under a state directory. */
+export function ledgerPath(stateDirectory: string, netns: string | undefined): string {
+  const scope = netns === undefined ? 'host' : `netns-${netns.replace(/[^A-Za-z0-9_.-]/g, '_')}`;
+  return join(stateDirectory, scope, 'ledger.json');
+}
+
+export class Ledger {
+  readonly #path: string;
+  readonly #lock: FileHandle;
+  readonly #salt: string;
+  #records: Map<string, OwnershipRecord>;
+  #closed = false;
+
+  private constructor(path: string, lock: FileHandle, salt: string, records: Map<string, OwnershipRecord>) {
+    this.#path = path;
+    this.#lock = lock;
+    this.#salt = salt;
+    this.#records = records;
+  }
+
+  /** Opens (creating if needed) and locks the ledger at `path`. */
+  static async open(path: string): Promise<Ledger> {
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    const lock = await acquireLock(`${path}.lock`);
+    try {
+      const file = await readLedger(path);
+      const records = new Map(file.records.map((record) => [record.key, record]));
+      const ledger = new Ledger(path, lock, file.salt, records);
+      if (file.records.length === 0) await ledger.#write(); // persist the salt
+      return ledger;
+    } catch (error) {
+      await releaseLock(lock, `${path}.lock`);
+      throw error;
+    }
+  }
+
+  get path(): string {
+    return this.#path;
+  }
+
+  records(): ReadonlyMap<string, OwnershipRecord> {
+    return this.#records;
+  }
+
+  fingerprint(entry: SecurityAssociation | SecurityPolicy): string {
+    return fingerprintEntry(this.#salt, entry);
+  }
+
+  /** Applies record changes and makes them durable before returning. */
+  async commit(changes: { readonly set?: readonly OwnershipRecord[]; readonly remove?: readonly string[] }): Promise<void> {
+    if (this.#closed) throw new LedgerError('ledger is closed');
+    const next = new Map(this.#records);
+    for (const key of changes.remove ?? []) next.delete(key);
+    for (const record of changes.set ?? []) next.set(record.key, record);
+    const previous = this.#records;
+    this.#records = next;
+    try {
+      await this.#write();
+    } catch (error) {
+      this.#records = previous;
+      throw error;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await releaseLock(this.#lock, `${this.#path}.lock`);
+  }
+
+  async #write(): Promise<void> {
+    const file: LedgerFile = {
+      formatVersion: LEDGER_FORMAT_VERSION,
+      salt: this.#salt,
+      records: [...this.#records.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)),
+    };
+    const temporary = `${this.#path}.tmp-${process.pid}`;
+    const handle = await open(temporary, 'w', 0o600);
+    try {
+      await handle.writeFile(`${JSON.stringify(file, null, 1)}\n`);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temporary, this.#path);
+    const directory = await open(dirname(this.#path), 'r');
+    try {
+      await directory.sync();
+    } finally {
+      await directory.close();
+    }
+  }
+}
+
+async function readLedger(path: string): Promise<LedgerFile> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+      return { formatVersion: LEDGER_FORMAT_VERSION, salt: randomBytes(16).toString('hex'), records: [] };
+    }
+    throw error;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new LedgerError(`ownership ledger ${path} is not valid JSON; it was not written by this engine or is damaged. Move it aside only if you know every entry it recorded is gone.`);
+  }
+  const file = parsed as Partial<LedgerFile>;
+  if (file.formatVersion !== LEDGER_FORMAT_VERSION) {
+    throw new LedgerError(`ownership ledger ${path} has format version ${String(file.formatVersion)}; this engine reads version ${LEDGER_FORMAT_VERSION}`);
+  }
+  if (typeof file.salt !== 'string' || !Array.isArray(file.records)) {
+    throw new LedgerError(`ownership ledger ${path} lacks its salt or records`);
+  }
+  return file as LedgerFile;
+}
+
+async function acquireLock(path: string): Promise<FileHandle> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const handle = await open(path, 'wx', 0o600);
+      await handle.writeFile(`${process.pid}\n`);
+      return handle;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const holder = Number((await readFile(path, 'utf8').catch(() => '')).trim());
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isAlive(holder)) {
+        throw new LedgerError(`ownership ledger ${path.replace(/\.lock$/, '')} is locked by process ${holder}; another ipsec-operator is changing this namespace`);
+      }
+      // The holder died without releasing it: the lock is stale.
+      await rm(path, { force: true });
+    }
+  }
+  throw new LedgerError(`could not lock ${path}`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function releaseLock(handle: FileHandle, path: string): Promise<void> {
+  await handle.close().catch(() => undefined);
+  await rm(path, { force: true });
+}

@@ -1,0 +1,145 @@
+/**
+ * What differs between a desired entry and the kernel's copy of it, field by field, and which
+ * of those differences the kernel can change in place.
+ *
+ * XFRM_MSG_UPDSA on a live SA applies only lifetimes, the encapsulation's ports and original
+ * address (not its type) and the care-of address; it answers 0 yet silently ignores keys,
+ * algorithms, mode, replay settings, flags and reqid. So any other difference means the SA must
+ * be deleted and added again. Policies change in place through UPDPOLICY, except their index,
+ * which the kernel keeps.
+ *
+ * Field names in the result are for humans (plan lines, status messages); key values never
+ * appear, only the fact that a key differs.
+ */
+import type { LifetimeConfig, Mark, PolicyTemplate, SecurityAssociation, SecurityPolicy, Selector, StateAlgorithms } from '../xfrm/types.js';
+
+export interface Differences {
+  /** Differences UPDSA/UPDPOLICY applies in place. */
+  readonly inPlace: string[];
+  /** Differences that need the entry deleted and added again. */
+  readonly replace: string[];
+}
+
+export function compareStates(desired: SecurityAssociation, observed: SecurityAssociation): Differences {
+  const inPlace: string[] = [];
+  const replace: string[] = [];
+  if (!sameLifetime(desired.lifetime, observed.lifetime)) inPlace.push('lifetime');
+  const encapDesired = desired.encapsulation;
+  const encapObserved = observed.encapsulation;
+  if (encapDesired?.type !== encapObserved?.type) replace.push('encapsulation type');
+  else if (
+    encapDesired &&
+    encapObserved &&
+    (encapDesired.sourcePort !== encapObserved.sourcePort ||
+      encapDesired.destinationPort !== encapObserved.destinationPort ||
+      encapDesired.originalAddress !== encapObserved.originalAddress)
+  ) {
+    inPlace.push('encapsulation');
+  }
+  if (desired.careOfAddress !== undefined && desired.careOfAddress !== observed.careOfAddress) inPlace.push('care-of address');
+
+  if (desired.source !== observed.source) replace.push('source');
+  if (desired.mode !== observed.mode) replace.push('mode');
+  if (desired.reqid !== observed.reqid) replace.push('reqid');
+  if (!sameSelector(desired.selector, observed.selector)) replace.push('selector');
+  replace.push(...algorithmDifferences(desired.algorithms, observed.algorithms));
+  if (desired.replay.window !== observed.replay.window || desired.replay.useEsnAttribute !== observed.replay.useEsnAttribute) {
+    replace.push('replay window');
+  }
+  if (!sameList(desired.flags, observed.flags)) replace.push('flags');
+  if (!sameList(desired.extraFlags, observed.extraFlags)) replace.push('extra flags');
+  if (!sameMark(desired.outputMark, observed.outputMark)) replace.push('output mark');
+  if ((desired.ifId ?? 0) !== (observed.ifId ?? 0)) replace.push('if_id');
+  if ((desired.tfcPad ?? 0) !== (observed.tfcPad ?? 0)) replace.push('tfcpad');
+  if (desired.direction !== observed.direction) replace.push('direction');
+  return { inPlace, replace };
+}
+
+function algorithmDifferences(desired: StateAlgorithms, observed: StateAlgorithms): string[] {
+  if (desired.kind !== observed.kind) return ['algorithm'];
+  switch (desired.kind) {
+    case 'aead': {
+      const other = (observed as typeof desired).aead;
+      const differences: string[] = [];
+      if (desired.aead.name !== other.name || desired.aead.icvBits !== other.icvBits) differences.push('aead algorithm');
+      if (!desired.aead.key.equals(other.key)) differences.push('aead key');
+      return differences;
+    }
+    case 'cipher': {
+      const other = observed as typeof desired;
+      const differences: string[] = [];
+      if (desired.cipher.name !== other.cipher.name) differences.push('encryption algorithm');
+      if (!desired.cipher.key.equals(other.cipher.key)) differences.push('encryption key');
+      if (!desired.auth || !other.auth) {
+        if (desired.auth !== other.auth) differences.push('authentication algorithm');
+      } else {
+        if (desired.auth.name !== other.auth.name || desired.auth.truncationBits !== other.auth.truncationBits) {
+          differences.push('authentication algorithm');
+        }
+        if (!desired.auth.key.equals(other.auth.key)) differences.push('authentication key');
+      }
+      return differences;
+    }
+    case 'auth': {
+      const other = (observed as typeof desired).auth;
+      const differences: string[] = [];
+      if (desired.auth.name !== other.name || desired.auth.truncationBits !== other.truncationBits) differences.push('authentication algorithm');
+      if (!desired.auth.key.equals(other.key)) differences.push('authentication key');
+      return differences;
+    }
+    case 'compression':
+      return desired.compression.name === (observed as typeof desired).compression.name ? [] : ['compression algorithm'];
+  }
+}
+
+export function comparePolicies(desired: SecurityPolicy, observed: SecurityPolicy): Differences {
+  const inPlace: string[] = [];
+  const replace: string[] = [];
+  if (desired.action !== observed.action) inPlace.push('action');
+  if (desired.priority !== observed.priority) inPlace.push('priority');
+  if (!sameList(desired.flags, observed.flags)) inPlace.push('flags');
+  if (!sameLifetime(desired.lifetime, observed.lifetime)) inPlace.push('lifetime');
+  if (!sameTemplates(desired.templates, observed.templates)) inPlace.push('templates');
+  // Index 0 means "the kernel chooses"; only an explicit index can differ.
+  if (desired.index !== 0 && desired.index !== observed.index) replace.push('index');
+  return { inPlace, replace };
+}
+
+function sameLifetime(a: LifetimeConfig, b: LifetimeConfig): boolean {
+  return (Object.keys(a) as (keyof LifetimeConfig)[]).every((field) => a[field] === b[field]);
+}
+
+export function sameSelector(a: Selector, b: Selector): boolean {
+  return (
+    a.family === b.family &&
+    a.source.address === b.source.address &&
+    a.source.prefixLength === b.source.prefixLength &&
+    a.destination.address === b.destination.address &&
+    a.destination.prefixLength === b.destination.prefixLength &&
+    a.protocol === b.protocol &&
+    a.sourcePort === b.sourcePort &&
+    a.sourcePortMask === b.sourcePortMask &&
+    a.destinationPort === b.destinationPort &&
+    a.destinationPortMask === b.destinationPortMask &&
+    a.ifindex === b.ifindex &&
+    a.user === b.user
+  );
+}
+
+function sameTemplates(a: readonly PolicyTemplate[], b: readonly PolicyTemplate[]): boolean {
+  return a.length === b.length && a.every((template, index) => sameTemplate(template, b[index]!));
+}
+
+function sameTemplate(a: PolicyTemplate, b: PolicyTemplate): boolean {
+  return (Object.keys(a) as (keyof PolicyTemplate)[]).every((field) => a[field] === b[field]);
+}
+
+function sameMark(a: Mark | undefined, b: Mark | undefined): boolean {
+  return a?.value === b?.value && a?.mask === b?.mask;
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  const left = [...a].sort();
+  const right = [...b].sort();
+  return left.length === right.length && left.every((value, index) => value === right[index]);
+}
