@@ -1,0 +1,256 @@
+/**
+ * Layout tables for the C structs that travel over netlink, and the one encoder and decoder
+ * that follow from them.
+ *
+ * Every kernel struct is described once, as a table of (field, offset, type) whose offsets are
+ * the x86-64 C layout including implicit padding; `test/unit/xfrm-layout.test.ts` compiles a
+ * probe against the system headers and checks every offset and size. Encoding starts from a
+ * zero-filled buffer of the struct's size, so all padding is zero: the kernel compares some
+ * structs byte for byte (a policy's identity includes its selector bytes).
+ *
+ * Byte order is part of the field type: `be16`/`be32` are the kernel's __be16/__be32 (ports,
+ * SPIs), everything else is host order. The only host this project targets is little-endian
+ * x86-64, which the module checks when it loads rather than silently producing wrong bytes.
+ */
+import { endianness } from 'node:os';
+import { NetlinkCodecError } from './codec-error.js';
+
+if (endianness() !== 'LE') {
+  throw new Error('netlink layouts assume a little-endian host (x86-64); this host is big-endian');
+}
+
+export type ByteOrder = 'host' | 'big' | 'none';
+
+/** How one C type is read and written. */
+export interface FieldType<V> {
+  /** C-like name, used in error messages and the layout test (`__be32`, `char[64]`). */
+  readonly name: string;
+  readonly size: number;
+  readonly byteOrder: ByteOrder;
+  read(buffer: Buffer, offset: number): V;
+  /** Throws a plain Error on a value that does not fit; the struct writer names the field. */
+  write(buffer: Buffer, offset: number, value: V): void;
+  /** The value of all-zero bytes. */
+  zero(): V;
+}
+
+function integer(name: string, size: 1 | 2 | 4, byteOrder: 'host' | 'big', signed = false): FieldType<number> {
+  const min = signed ? -(2 ** (size * 8 - 1)) : 0;
+  const max = signed ? 2 ** (size * 8 - 1) - 1 : 2 ** (size * 8) - 1;
+  const order = size === 1 ? 'none' : byteOrder;
+  return {
+    name,
+    size,
+    byteOrder: order,
+    read(buffer, offset) {
+      if (signed) return byteOrder === 'big' ? buffer.readIntBE(offset, size) : buffer.readIntLE(offset, size);
+      return byteOrder === 'big' ? buffer.readUIntBE(offset, size) : buffer.readUIntLE(offset, size);
+    },
+    write(buffer, offset, value) {
+      if (!Number.isInteger(value) || value < min || value > max) {
+        throw new Error(`${String(value)} does not fit ${name} (${min}..${max})`);
+      }
+      if (signed) {
+        if (byteOrder === 'big') buffer.writeIntBE(value, offset, size);
+        else buffer.writeIntLE(value, offset, size);
+      } else if (byteOrder === 'big') buffer.writeUIntBE(value, offset, size);
+      else buffer.writeUIntLE(value, offset, size);
+    },
+    zero: () => 0,
+  };
+}
+
+export const u8 = integer('__u8', 1, 'host');
+export const u16 = integer('__u16', 2, 'host');
+export const u32 = integer('__u32', 4, 'host');
+export const s32 = integer('int', 4, 'host', true);
+/** Network byte order (__be16): ports, encapsulation ports. */
+export const be16 = integer('__be16', 2, 'big');
+/** Network byte order (__be32): SPIs. */
+export const be32 = integer('__be32', 4, 'big');
+
+const U64_MAX = 0xffff_ffff_ffff_ffffn;
+
+export const u64: FieldType<bigint> = {
+  name: '__u64',
+  size: 8,
+  byteOrder: 'host',
+  read: (buffer, offset) => buffer.readBigUInt64LE(offset),
+  write(buffer, offset, value) {
+    if (typeof value !== 'bigint' || value < 0n || value > U64_MAX) {
+      throw new Error(`${String(value)} does not fit __u64`);
+    }
+    buffer.writeBigUInt64LE(value, offset);
+  },
+  zero: () => 0n,
+};
+
+/** Opaque bytes of a fixed size (addresses, unions); shorter values are zero-padded. */
+export function bytes(name: string, size: number): FieldType<Buffer> {
+  return {
+    name,
+    size,
+    byteOrder: 'none',
+    read: (buffer, offset) => Buffer.from(buffer.subarray(offset, offset + size)),
+    write(buffer, offset, value) {
+      if (value.length > size) throw new Error(`${value.length} bytes do not fit ${name} (${size} bytes)`);
+      buffer.fill(0, offset, offset + size);
+      value.copy(buffer, offset);
+    },
+    zero: () => Buffer.alloc(size),
+  };
+}
+
+/** A NUL-terminated string in a fixed char array (alg_name[64]): at most size-1 bytes of text. */
+export function cString(size: number): FieldType<string> {
+  return {
+    name: `char[${size}]`,
+    size,
+    byteOrder: 'none',
+    read(buffer, offset) {
+      const field = buffer.subarray(offset, offset + size);
+      const end = field.indexOf(0);
+      return field.subarray(0, end === -1 ? size : end).toString('latin1');
+    },
+    write(buffer, offset, value) {
+      const text = Buffer.from(value, 'latin1');
+      if (text.length > size - 1) {
+        throw new Error(`"${value}" is ${text.length} bytes, char[${size}] holds at most ${size - 1} and a NUL`);
+      }
+      if (text.includes(0)) throw new Error(`"${value}" contains a NUL byte`);
+      buffer.fill(0, offset, offset + size);
+      text.copy(buffer, offset);
+    },
+    zero: () => '',
+  };
+}
+
+/** A value that does not fit its field, with the path of field names down to it. */
+class FieldWriteError extends Error {
+  constructor(
+    readonly path: readonly string[],
+    readonly reason: string,
+  ) {
+    super(`${path.join('.')}: ${reason}`);
+  }
+}
+
+export interface FieldSpec<V> {
+  readonly offset: number;
+  readonly type: FieldType<V>;
+}
+
+export type FieldSpecs<T> = { readonly [K in keyof T]: FieldSpec<T[K]> };
+
+/** One row of a layout table, as the layout test and error messages see it. */
+export interface FieldRow {
+  readonly name: string;
+  readonly offset: number;
+  readonly size: number;
+  readonly typeName: string;
+  readonly byteOrder: ByteOrder;
+}
+
+/**
+ * A C struct: its size (sizeof, padding included), its fields, and optionally where a
+ * flexible array member starts (`alg_key[]`, `bmp[]`), which the codec handles itself.
+ */
+export class StructLayout<T extends object> implements FieldType<T> {
+  readonly name: string;
+  readonly byteOrder = 'none' as const;
+  readonly rows: readonly FieldRow[];
+
+  constructor(
+    readonly cName: string,
+    readonly size: number,
+    readonly fields: FieldSpecs<T>,
+    /** The flexible array member (name and offset), if the struct ends with one. */
+    readonly flexibleArray?: { readonly name: string; readonly offset: number },
+  ) {
+    this.name = cName.endsWith('_t') ? cName : `struct ${cName}`;
+    const rows = Object.entries(fields as Record<string, FieldSpec<unknown>>).map(([field, spec]) => ({
+      name: field,
+      offset: spec.offset,
+      size: spec.type.size,
+      typeName: spec.type.name,
+      byteOrder: spec.type.byteOrder,
+    }));
+    rows.sort((a, b) => a.offset - b.offset);
+    let end = 0;
+    for (const row of rows) {
+      if (row.offset < end) throw new Error(`layout ${this.name}: field ${row.name} at ${row.offset} overlaps the previous field`);
+      end = row.offset + row.size;
+      if (end > size) throw new Error(`layout ${this.name}: field ${row.name} ends at ${end}, beyond sizeof ${size}`);
+    }
+    if (flexibleArray && flexibleArray.offset < end) {
+      throw new Error(`layout ${this.name}: flexible array ${flexibleArray.name} overlaps the fields`);
+    }
+    this.rows = rows;
+  }
+
+  read(buffer: Buffer, offset: number): T {
+    const out: Record<string, unknown> = {};
+    for (const [field, spec] of Object.entries(this.fields as Record<string, FieldSpec<unknown>>)) {
+      out[field] = spec.type.read(buffer, offset + spec.offset);
+    }
+    return out as T;
+  }
+
+  write(buffer: Buffer, offset: number, value: T): void {
+    for (const [field, spec] of Object.entries(this.fields as Record<string, FieldSpec<unknown>>)) {
+      const fieldValue = (value as Record<string, unknown>)[field];
+      try {
+        if (fieldValue === undefined) throw new Error('is missing');
+        spec.type.write(buffer, offset + spec.offset, fieldValue);
+      } catch (error) {
+        if (error instanceof FieldWriteError) throw new FieldWriteError([field, ...error.path], error.reason);
+        throw new FieldWriteError([field], error instanceof Error ? error.message : String(error));
+      }
+    }
+  }
+
+  zero(): T {
+    const out: Record<string, unknown> = {};
+    for (const [field, spec] of Object.entries(this.fields as Record<string, FieldSpec<unknown>>)) {
+      out[field] = spec.type.zero();
+    }
+    return out as T;
+  }
+
+  /** A zero-filled buffer of sizeof(struct) with `value` written into it. */
+  encode(value: T): Buffer {
+    const buffer = Buffer.alloc(this.size);
+    try {
+      this.write(buffer, 0, value);
+    } catch (error) {
+      if (error instanceof FieldWriteError) {
+        throw new NetlinkCodecError(`encoding ${this.name}`, `field ${error.path.join('.')}: ${error.reason}`);
+      }
+      throw error;
+    }
+    return buffer;
+  }
+
+  /** Reads the struct at the start of `buffer`, which must hold at least sizeof(struct) bytes. */
+  decode(buffer: Buffer, where: string = this.name): T {
+    if (buffer.length < this.size) {
+      throw new NetlinkCodecError(where, `${buffer.length} bytes, ${this.name} needs ${this.size}`);
+    }
+    return this.read(buffer, 0);
+  }
+}
+
+/** Declares a struct layout; T is inferred from the field table. */
+export function struct<T extends object>(
+  cName: string,
+  size: number,
+  fields: FieldSpecs<T>,
+  flexibleArray?: { readonly name: string; readonly offset: number },
+): StructLayout<T> {
+  return new StructLayout<T>(cName, size, fields, flexibleArray);
+}
+
+/** A field at `offset` of `type`: `at(32, be16)`. */
+export function at<V>(offset: number, type: FieldType<V>): FieldSpec<V> {
+  return { offset, type };
+}
