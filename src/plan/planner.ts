@@ -14,7 +14,7 @@
  *   all creations. A peer thus never sends with a key we cannot yet receive, and traffic never
  *   meets a policy whose SA is missing.
  */
-import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
+import type { PolicyTemplate, SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
 import { compareStates, comparePolicies } from './compare.js';
 import { policyKey, stateKey } from './identity.js';
 import type { OwnershipRecord } from '../ownership/records.js';
@@ -194,21 +194,27 @@ function inboundStateKeys(input: PlanInput): Set<string> {
   const inboundPolicies = [...input.desired.policies.map((desired) => desired.entry), ...input.observed.policies].filter(
     (policy) => policy.id.direction !== 'out',
   );
-  const templates = inboundPolicies.flatMap((policy) => policy.templates);
   const keys = new Set<string>();
   for (const sa of [...input.desired.states.map((desired) => desired.entry), ...input.observed.states]) {
-    const matches = templates.some(
-      (template) =>
-        template.protocol === sa.id.protocol &&
-        template.mode === sa.mode &&
-        (template.reqid === 0 || template.reqid === sa.reqid) &&
-        (template.spi === 0 || template.spi === sa.id.spi) &&
-        (isAny(template.destination) || template.destination === sa.id.destination) &&
-        (isAny(template.source) || template.source === sa.source),
-    );
+    const matches = inboundPolicies.some((policy) => policy.templates.some((template) => templateMatches(policy, template, sa)));
     if (sa.direction === 'in' || (sa.direction === undefined && matches)) keys.add(stateKey(sa.id));
   }
   return keys;
+}
+
+/**
+ * Whether a template would pick this SA. A transport template without addresses takes them from
+ * the packet, so the SA's destination must be the selector's (when that is a single host).
+ */
+function templateMatches(policy: SecurityPolicy, template: PolicyTemplate, sa: SecurityAssociation): boolean {
+  if (template.protocol !== sa.id.protocol || template.mode !== sa.mode) return false;
+  if (template.reqid !== 0 && template.reqid !== sa.reqid) return false;
+  if (template.spi !== 0 && template.spi !== sa.id.spi) return false;
+  if (!isAny(template.source) && template.source !== sa.source) return false;
+  if (!isAny(template.destination)) return template.destination === sa.id.destination;
+  const destination = policy.id.selector.destination;
+  const isHost = destination.prefixLength === (sa.id.family === 'inet' ? 32 : 128);
+  return !isHost || destination.address === sa.id.destination;
 }
 
 function isAny(address: string): boolean {
