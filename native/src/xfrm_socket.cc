@@ -242,35 +242,76 @@ void XfrmSocket::OnPoll(uv_poll_t* handle, int status, int events) {
   if (self == nullptr || self->fd_ < 0) return;  // closed while the event was in flight
   Napi::HandleScope scope(self->Env());
   if (status < 0) {
-    self->ReportError(SysError::Of(-status, "epoll_wait", "watching the NETLINK_XFRM socket"), true);
+    self->OnPollError(status);
     return;
   }
   if ((events & UV_WRITABLE) != 0) self->FlushSendQueue();
   if ((events & UV_READABLE) != 0) self->Drain();
 }
 
+// libuv reports EPOLLERR as UV_EBADF and stops the handle. On a netlink socket EPOLLERR means a
+// pending socket error, in practice ENOBUFS after the receive queue overflowed. SO_ERROR fetches
+// and clears it; then we watch again. Only a failing getsockopt (the fd really is bad) or an
+// error other than ENOBUFS stops reading.
+void XfrmSocket::OnPollError(int status) {
+  pollEvents_ = 0;  // libuv stopped the handle
+  int pending = 0;
+  socklen_t len = sizeof(pending);
+  if (getsockopt(fd_, SOL_SOCKET, SO_ERROR, &pending, &len) != 0) {
+    const int err = errno;
+    ReportError(SysError::Of(err, "getsockopt",
+                             "fetching the pending error of the NETLINK_XFRM socket after poll reported " +
+                                 std::string(uv_err_name(status))),
+                true);
+    return;
+  }
+  if (pending == ENOBUFS) {
+    overflowPending_ = true;
+  } else if (pending != 0) {
+    ReportError(SysError::Of(pending, "recvmsg", "receiving from the NETLINK_XFRM socket"), true);
+  }
+  if (fd_ < 0) return;
+  const int rc = UpdatePoll();
+  if (rc != 0) {
+    reading_ = false;
+    ReportError(SysError::Of(-rc, "uv_poll_start", "watching the NETLINK_XFRM socket again after an error"), true);
+    return;
+  }
+  if (reading_) Drain();
+}
+
 void XfrmSocket::Drain() {
-  for (int i = 0; i < kReceiveBudget && reading_ && fd_ >= 0; i++) {
+  for (int i = 0; i < kReceiveBudget; i++) {
+    if (!reading_ || fd_ < 0) return;
     Napi::HandleScope scope(Env());
-    if (!ReceiveOne()) return;
+    switch (ReceiveOne()) {
+      case Received::kDatagram:
+        continue;
+      case Received::kNothing:
+        ReportOverflowIfPending();
+        return;
+      case Received::kStopped:
+        return;
+    }
   }
 }
 
-// Reads one datagram and hands it to JavaScript. Returns false when there is nothing more to
-// read now (or reading had to stop).
-bool XfrmSocket::ReceiveOne() {
+// After an overflow the kernel drops every further message for this socket until its queue has
+// been read empty (the socket is "congested"). What is still queued arrived before the first
+// drop, so it is delivered first and ENOBUFS after it, once the queue is empty: the stream stays
+// in order, and a handler that reacts by sending a dump request gets the reply.
+void XfrmSocket::ReportOverflowIfPending() {
+  if (!overflowPending_) return;
+  overflowPending_ = false;
+  ReportError(SysError::Of(ENOBUFS, "recvmsg", "receiving from the NETLINK_XFRM socket"), false);
+}
+
+// Reads one datagram and hands it to JavaScript.
+XfrmSocket::Received XfrmSocket::ReceiveOne() {
   // Peek at the size first (MSG_TRUNC makes netlink report the full length) so a datagram larger
   // than our buffer grows the buffer instead of being cut.
   const ssize_t size = recv(fd_, nullptr, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
-  if (size < 0) {
-    const int err = errno;
-    if (err == EINTR) return true;
-    if (IsWouldBlock(err)) return false;
-    // ENOBUFS: the receive queue overflowed and the kernel dropped messages. The socket is fine
-    // (the error is cleared by reporting it); the caller has to resynchronise.
-    ReportError(SysError::Of(err, "recvmsg", "receiving from the NETLINK_XFRM socket"), err != ENOBUFS);
-    return err == ENOBUFS;
-  }
+  if (size < 0) return OnReceiveError(errno);
   if (static_cast<size_t>(size) > receiveBuffer_.size()) {
     receiveBuffer_.resize((static_cast<size_t>(size) + 4095) & ~static_cast<size_t>(4095));
   }
@@ -285,28 +326,33 @@ bool XfrmSocket::ReceiveOne() {
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   const ssize_t n = recvmsg(fd_, &msg, MSG_DONTWAIT);
-  if (n < 0) {
-    const int err = errno;
-    if (err == EINTR) return true;
-    if (IsWouldBlock(err)) return false;
-    // An overflow that happened between peek and read is reported here; the peeked datagram
-    // is still queued and is read on the next round.
-    ReportError(SysError::Of(err, "recvmsg", "receiving from the NETLINK_XFRM socket"), err != ENOBUFS);
-    return err == ENOBUFS;
-  }
+  // An overflow between peek and read shows up here; the peeked datagram stays queued.
+  if (n < 0) return OnReceiveError(errno);
   if ((msg.msg_flags & MSG_TRUNC) != 0) {
     ReportError(SysError::Of(EMSGSIZE, "recvmsg",
                              "receiving a datagram larger than the peeked size (it was cut and dropped)"),
                 false);
-    return true;
+    return Received::kDatagram;
   }
   // Only the kernel speaks XFRM to us; another process that found our port id does not get to
   // inject replies or events.
-  if (sender.nl_pid != 0) return true;
+  if (sender.nl_pid != 0) return Received::kDatagram;
 
   Napi::Buffer<uint8_t> datagram = Napi::Buffer<uint8_t>::Copy(Env(), receiveBuffer_.data(), static_cast<size_t>(n));
   Dispatch(onDatagram_, {datagram});
-  return true;
+  return Received::kDatagram;
+}
+
+XfrmSocket::Received XfrmSocket::OnReceiveError(int err) {
+  if (err == EINTR) return Received::kDatagram;  // try again
+  if (IsWouldBlock(err)) return Received::kNothing;
+  if (err == ENOBUFS) {
+    // Reading the error cleared it; keep draining and report it once the queue is empty.
+    overflowPending_ = true;
+    return Received::kDatagram;
+  }
+  ReportError(SysError::Of(err, "recvmsg", "receiving from the NETLINK_XFRM socket"), true);
+  return Received::kStopped;
 }
 
 void XfrmSocket::FlushSendQueue() {

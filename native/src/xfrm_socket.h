@@ -47,8 +47,12 @@ class XfrmSocket : public Napi::ObjectWrap<XfrmSocket> {
   static void OnPoll(uv_poll_t* handle, int status, int events);
   static void OnEnvCleanup(void* arg);
   int UpdatePoll();
+  void OnPollError(int status);
+  enum class Received { kDatagram, kNothing, kStopped };
   void Drain();
-  bool ReceiveOne();
+  Received ReceiveOne();
+  Received OnReceiveError(int err);
+  void ReportOverflowIfPending();
   void FlushSendQueue();
   void ReportError(const SysError& error, bool fatal);
   void Dispatch(const Napi::FunctionReference& fn, std::initializer_list<napi_value> args);
@@ -61,6 +65,7 @@ class XfrmSocket : public Napi::ObjectWrap<XfrmSocket> {
   uv_poll_t* poll_ = nullptr;  // heap: it must outlive us until its close callback ran
   int pollEvents_ = 0;
   bool reading_ = false;
+  bool overflowPending_ = false;  // ENOBUFS seen, reported once the queue is read empty
   bool cleanupHookRegistered_ = false;
   std::vector<uint8_t> receiveBuffer_;
   std::deque<PendingSend> sendQueue_;
