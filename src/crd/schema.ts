@@ -290,6 +290,26 @@ export const entryStatus: Schema = {
   },
 };
 
+/**
+ * The API server forbids `additionalProperties: false` beside `properties` in structural
+ * schemas (it prunes unknown fields instead, and `kubectl apply`'s strict field validation
+ * reports them). The local validator keeps it, to refuse typos the same way kubectl does.
+ */
+function forApiServer(schema: Schema): Schema {
+  const copy: Schema = {};
+  for (const [keyword, value] of Object.entries(schema)) {
+    if (keyword === 'additionalProperties' && value === false) continue;
+    if (keyword === 'properties') {
+      copy[keyword] = Object.fromEntries(Object.entries(value as Record<string, Schema>).map(([name, child]) => [name, forApiServer(child)]));
+    } else if ((keyword === 'items' || keyword === 'additionalProperties') && typeof value === 'object' && value !== null) {
+      copy[keyword] = forApiServer(value as Schema);
+    } else {
+      copy[keyword] = value;
+    }
+  }
+  return copy;
+}
+
 interface KindNames {
   kind: string;
   plural: string;
@@ -333,7 +353,7 @@ function crd(names: KindNames, spec: Schema, columns: PrinterColumn[]): Schema {
                 apiVersion: { type: 'string' },
                 kind: { type: 'string' },
                 metadata: { type: 'object' },
-                spec,
+                spec: forApiServer(spec),
                 status: entryStatus,
               },
             },

@@ -62,6 +62,16 @@ export class Ledger {
     }
   }
 
+  /**
+   * Reads the ledger without locking or writing it (for `diff` and `--dry-run`, which must
+   * change nothing, not even create the file).
+   */
+  static async peek(path: string): Promise<Pick<Ledger, 'records' | 'fingerprint'>> {
+    const file = await readLedger(path);
+    const records = new Map(file.records.map((record) => [record.key, record]));
+    return { records: () => records, fingerprint: (entry) => fingerprintEntry(file.salt, entry) };
+  }
+
   get path(): string {
     return this.#path;
   }

@@ -1,0 +1,91 @@
+/**
+ * `apply` and `diff`: manifests → validated desired tables → plan → (apply → verify).
+ * Everything is validated before the kernel is touched; any invalid document means nothing is
+ * applied.
+ */
+import { loadManifests, formatManifestError } from '../model/manifests.js';
+import { desiredTables } from '../model/desired.js';
+import { describePlan, describeStep } from '../plan/describe.js';
+import { converge, planFor } from '../engine/converge.js';
+import { openKernelTables } from '../engine/kernel.js';
+import { readDevices } from '../engine/devices.js';
+import { Ledger, ledgerPath } from '../ownership/ledger.js';
+import { InputError } from './errors.js';
+
+export interface ApplyOptions {
+  readonly mode: 'apply' | 'dry-run' | 'diff';
+  readonly files: readonly string[];
+  readonly netns: string | undefined;
+  readonly prune: boolean;
+  readonly nodeLabels: Record<string, string> | undefined;
+  readonly stateDirectory: string;
+}
+
+const out = (line: string) => process.stdout.write(`${line}\n`);
+const err = (line: string) => process.stderr.write(`${line}\n`);
+
+export async function runApply(options: ApplyOptions): Promise<number> {
+  const manifests = await loadManifests(options.files).catch((error: Error) => {
+    throw new InputError(error.message);
+  });
+  const devices = await readDevices(options.netns);
+  const desired = desiredTables(manifests, { labels: options.nodeLabels, resolveDevice: (name) => devices.indexByName.get(name) });
+  const errors = [...manifests.errors, ...desired.errors];
+  if (errors.length > 0) {
+    for (const error of errors) err(formatManifestError(error));
+    throw new InputError(`${errors.length} problem${errors.length === 1 ? '' : 's'} in the input; nothing was applied`);
+  }
+
+  const kernel = await openKernelTables(options.netns);
+  try {
+    const path = ledgerPath(options.stateDirectory, options.netns);
+    if (options.mode !== 'apply') {
+      const ledger = await Ledger.peek(path);
+      const planned = await planFor(kernel, ledger, { desired: desired.tables, prune: options.prune });
+      for (const line of describePlan(planned)) out(line);
+      const changes = planned.steps.length + planned.conflicts.length;
+      if (options.mode === 'diff') return changes === 0 ? 0 : 1;
+      out(changes === 0 ? 'no changes' : `dry run: ${planned.steps.length} change(s) not applied`);
+      return planned.conflicts.length === 0 ? 0 : 1;
+    }
+
+    const ledger = await Ledger.open(path);
+    try {
+      const result = await converge(kernel, ledger, { desired: desired.tables, prune: options.prune, dryRun: false });
+      for (const line of describePlan(result.plan)) out(line);
+      switch (result.outcome) {
+        case 'planned':
+          return 0;
+        case 'conflict':
+          err(`${result.plan.conflicts.length} conflict(s) with entries ipsec-operator did not create; nothing was applied`);
+          return 1;
+        case 'failed': {
+          for (const failure of result.report.failures) {
+            err(`kernel refused: ${describeStep(failure.step)}: ${failure.message} (${failure.code})`);
+          }
+          for (const failure of result.report.rollbackFailures) {
+            err(`ROLLBACK FAILED, the kernel holds part of the plan: ${describeStep(failure.step)}: ${failure.message} (${failure.code})`);
+          }
+          err(
+            result.report.rollbackFailures.length === 0
+              ? `nothing was applied (${result.report.rolledBack.length} change(s) rolled back)`
+              : 'the kernel may hold a partial plan; run apply again once the cause is fixed',
+          );
+          return 1;
+        }
+        case 'applied':
+          if (result.remaining.steps.length > 0 || result.remaining.conflicts.length > 0) {
+            err('the kernel does not match the manifests after apply:');
+            for (const line of describePlan(result.remaining)) err(`  ${line}`);
+            return 1;
+          }
+          out(result.plan.steps.length === 0 ? 'no changes' : `applied ${result.plan.steps.length} change(s); the kernel matches`);
+          return 0;
+      }
+    } finally {
+      await ledger.close();
+    }
+  } finally {
+    kernel.close();
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * The `ipsec-operator` command: makes one machine's (or one network namespace's) XFRM state
+ * declarative without any cluster. The only place that exits the process: commands return an
+ * exit status or throw, and errors map to statuses here.
+ *
+ *   0  done (diff: nothing would change)
+ *   1  diff: something would change; apply: a conflict, a kernel refusal or a mismatch after apply
+ *   2  invalid input or usage; nothing was changed
+ */
+import { parseArgs } from 'node:util';
+import { runApply } from './apply.js';
+import { runCrds } from './crds.js';
+import { runImport } from './import.js';
+import { runMonitor } from './monitor.js';
+import { UsageError, InputError } from './errors.js';
+
+const USAGE = `Usage: ipsec-operator <command> [options]
+
+Commands:
+  apply -f PATH...   Validate manifests, print the plan, apply it, verify the kernel matches.
+  diff  -f PATH...   Print the plan only. Exit 0 when nothing would change, 1 when something would.
+  import             Print every SA and policy of the namespace as manifests plus a Secret with the keys.
+  monitor            Print kernel XFRM events, one line each (like \`ip xfrm monitor\`).
+  crds               Print the CustomResourceDefinitions.
+
+Options:
+  -f, --filename PATH   Manifest file or directory (repeatable). SecurityAssociation, IpsecPolicy, Secret.
+  --netns NAME          Network namespace (as \`ip netns\` names it) instead of the current one.
+  --dry-run             (apply) Print the plan, change nothing.
+  --prune               (apply, diff) Also delete entries this tool created that the manifests no longer hold.
+  --node-labels K=V,... Only resources whose nodeSelector matches these labels.
+  --state-dir DIR       Where ownership records live (default /var/lib/ipsec-operator).
+  --json                (monitor) One JSON object per line.
+  -h, --help            This text.
+`;
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '-h' || command === '--help' || command === 'help') {
+    process.stdout.write(USAGE);
+    return command ? 0 : 2;
+  }
+  try {
+    const { values } = parseArgs({
+      args: [...rest],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        filename: { type: 'string', short: 'f', multiple: true },
+        netns: { type: 'string' },
+        'dry-run': { type: 'boolean', default: false },
+        prune: { type: 'boolean', default: false },
+        'node-labels': { type: 'string' },
+        'state-dir': { type: 'string', default: '/var/lib/ipsec-operator' },
+        json: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+    if (values.help) {
+      process.stdout.write(USAGE);
+      return 0;
+    }
+    const common = { netns: values.netns, stateDirectory: values['state-dir'] };
+    switch (command) {
+      case 'apply':
+      case 'diff':
+        return await runApply({
+          ...common,
+          mode: command === 'diff' ? 'diff' : values['dry-run'] ? 'dry-run' : 'apply',
+          files: requireFiles(values.filename),
+          prune: values.prune,
+          nodeLabels: parseLabels(values['node-labels']),
+        });
+      case 'import':
+        return await runImport(common);
+      case 'monitor':
+        return await runMonitor({ netns: values.netns, json: values.json });
+      case 'crds':
+        return runCrds();
+      default:
+        throw new UsageError(`unknown command "${command}"`);
+    }
+  } catch (error) {
+    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`ipsec-operator: ${(error as Error).message}\n\n${USAGE}`);
+      return 2;
+    }
+    if (error instanceof InputError) {
+      process.stderr.write(`ipsec-operator: ${error.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`ipsec-operator: ${(error as Error).message}\n`);
+    return 1;
+  }
+}
+
+function requireFiles(files: string[] | undefined): string[] {
+  if (!files || files.length === 0) throw new UsageError('-f PATH is required');
+  return files;
+}
+
+function parseLabels(text: string | undefined): Record<string, string> | undefined {
+  if (text === undefined) return undefined;
+  const labels: Record<string, string> = {};
+  for (const pair of text.split(',').filter(Boolean)) {
+    const equals = pair.indexOf('=');
+    if (equals <= 0) throw new UsageError(`--node-labels: "${pair}" is not KEY=VALUE`);
+    labels[pair.slice(0, equals)] = pair.slice(equals + 1);
+  }
+  return labels;
+}
