@@ -165,7 +165,7 @@ async function acquireLock(path: string): Promise<FileHandle> {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
       const holder = Number((await readFile(path, 'utf8').catch(() => '')).trim());
-      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isAlive(holder)) {
+      if (Number.isInteger(holder) && holder > 0 && isAlive(holder)) {
         throw new LedgerError(`ownership ledger ${path.replace(/\.lock$/, '')} is locked by process ${holder}; another ipsec-operator is changing this namespace`);
       }
       // The holder died without releasing it: the lock is stale.

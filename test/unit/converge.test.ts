@@ -1,0 +1,139 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { converge } from '../../src/engine/converge.js';
+import { Ledger, LedgerError } from '../../src/ownership/ledger.js';
+import { policyKey, stateKey } from '../../src/plan/identity.js';
+import type { DesiredTables } from '../../src/plan/planner.js';
+import { FakeKernel } from '../support/fake-kernel.js';
+import { policy, sa, TEST_KEYS } from '../support/entries.js';
+
+let directory: string;
+let ledger: Ledger;
+beforeEach(async () => {
+  directory = await mkdtemp(join(tmpdir(), 'ipsecop-ledger-'));
+  ledger = await Ledger.open(join(directory, 'ledger.json'));
+});
+afterEach(async () => {
+  await ledger.close();
+  await rm(directory, { recursive: true, force: true });
+});
+
+const outbound = sa();
+const desired = (overrides: Partial<DesiredTables> = {}): DesiredTables => ({
+  states: [
+    { resource: 'SecurityAssociation/in', entry: sa({ source: '10.0.0.2', destination: '10.0.0.1', spi: 0x200, reqid: 2 }) },
+    { resource: 'SecurityAssociation/out', entry: outbound },
+  ],
+  policies: [
+    { resource: 'IpsecPolicy/in', entry: policy({ direction: 'in', selector: { source: '10.0.0.2/32', destination: '10.0.0.1/32' }, templates: [{ protocol: 'esp', reqid: 2 }] }) },
+    { resource: 'IpsecPolicy/out', entry: policy() },
+  ],
+  ...overrides,
+});
+
+describe('converge (applier + ledger) against a fake kernel', () => {
+  it('applies in make-before-break order, records ownership, and is idempotent', async () => {
+    const kernel = new FakeKernel();
+    const first = await converge(kernel, ledger, { desired: desired(), prune: true, dryRun: false });
+    expect(first.outcome).toBe('applied');
+    expect(kernel.log).toEqual(['add-state', 'add-policy', 'add-state', 'add-policy']);
+    expect([...ledger.records().values()].map((record) => record.phase)).toEqual(['present', 'present', 'present', 'present']);
+    if (first.outcome === 'applied') expect(first.remaining.steps).toEqual([]);
+    kernel.log.length = 0;
+    const second = await converge(kernel, ledger, { desired: desired(), prune: true, dryRun: false });
+    expect(second.plan.steps).toEqual([]);
+    expect(kernel.log).toEqual([]);
+  });
+
+  it('rolls everything back when the kernel refuses one entry: nothing is half-applied', async () => {
+    const foreign = sa({ spi: 0x999, destination: '192.168.0.1', source: '192.168.0.2' });
+    const kernel = new FakeKernel({ states: [foreign] });
+    const refused = outbound;
+    kernel.refuse = (entry) => entry === refused;
+    const result = await converge(kernel, ledger, { desired: desired(), prune: true, dryRun: false });
+    expect(result.outcome).toBe('failed');
+    if (result.outcome !== 'failed') return;
+    expect(result.report.failures).toHaveLength(1);
+    expect(result.report.failures[0]).toMatchObject({ code: 'EINVAL', message: 'Requested AEAD algorithm not found' });
+    expect(result.report.rolledBack).toHaveLength(2); // the inbound SA and policy created before
+    expect([...kernel.states.keys()]).toEqual([stateKey(foreign.id)]);
+    expect(kernel.policies.size).toBe(0);
+    expect(ledger.records().size).toBe(0);
+  });
+
+  it('restores the previous SA when the replacement is refused', async () => {
+    const kernel = new FakeKernel();
+    await converge(kernel, ledger, { desired: desired(), prune: true, dryRun: false });
+    const rekeyed = sa({ aead: { algorithm: 'rfc4106(gcm(aes))', icvLength: 128, keyRef: { name: 'keys', key: 'gcm128b' } } });
+    kernel.refuse = (entry) => entry === rekeyed;
+    const result = await converge(kernel, ledger, { desired: desired({ states: [desired().states[0]!, { resource: 'SecurityAssociation/out', entry: rekeyed }] }), prune: true, dryRun: false });
+    expect(result.outcome).toBe('failed');
+    const kept = kernel.states.get(stateKey(rekeyed.id))!;
+    expect(kept.algorithms.kind === 'aead' && kept.algorithms.aead.key.reveal().equals(TEST_KEYS.gcm128!)).toBe(true);
+    expect(ledger.records().get(stateKey(rekeyed.id))?.phase).toBe('present');
+  });
+
+  it('without prune keeps owned entries that are no longer desired; with prune deletes them and only them', async () => {
+    const foreignPolicy = policy({ selector: { source: '172.16.0.0/12', destination: '172.16.0.0/12' } });
+    const kernel = new FakeKernel({ policies: [foreignPolicy] });
+    await converge(kernel, ledger, { desired: desired(), prune: true, dryRun: false });
+    const kept = await converge(kernel, ledger, { desired: { states: [], policies: [] }, prune: false, dryRun: false });
+    expect(kept.plan.steps).toEqual([]);
+    expect(kernel.states.size).toBe(2);
+    const pruned = await converge(kernel, ledger, { desired: { states: [], policies: [] }, prune: true, dryRun: false });
+    expect(pruned.plan.steps.map((step) => `${step.op} ${step.target}`)).toEqual(['delete policy', 'delete state', 'delete policy', 'delete state']);
+    expect(kernel.states.size).toBe(0);
+    expect([...kernel.policies.keys()]).toEqual([policyKey(foreignPolicy.id)]);
+    expect(ledger.records().size).toBe(0);
+  });
+
+  it('refuses to apply anything when a desired entry collides with a foreign one', async () => {
+    const foreign = sa({ reqid: 42 });
+    const kernel = new FakeKernel({ states: [foreign] });
+    const result = await converge(kernel, ledger, { desired: desired(), prune: true, dryRun: false });
+    expect(result.outcome).toBe('conflict');
+    expect(kernel.log).toEqual([]);
+    expect(kernel.states.get(stateKey(foreign.id))).toBe(foreign);
+  });
+
+  it('recovers after a crash between the intent record and the kernel change', async () => {
+    const kernel = new FakeKernel();
+    const crashing = {
+      dump: () => kernel.dump(),
+      apply: async () => {
+        throw new Error('killed');
+      },
+    };
+    await expect(converge(crashing, ledger, { desired: desired(), prune: true, dryRun: false })).rejects.toThrow('killed');
+    expect([...ledger.records().values()].every((record) => record.phase === 'creating')).toBe(true);
+    await ledger.close();
+    ledger = await Ledger.open(join(directory, 'ledger.json'));
+    const result = await converge(kernel, ledger, { desired: desired(), prune: true, dryRun: false });
+    expect(result.outcome).toBe('applied');
+    expect(kernel.states.size).toBe(2);
+    expect([...ledger.records().values()].every((record) => record.phase === 'present')).toBe(true);
+  });
+});
+
+describe('ledger file', () => {
+  it('is locked against a second writer and never holds key material', async () => {
+    await expect(Ledger.open(join(directory, 'ledger.json'))).rejects.toThrow(/is locked by process \d+/);
+    const kernel = new FakeKernel();
+    await converge(kernel, ledger, { desired: desired(), prune: true, dryRun: false });
+    const text = await readFile(join(directory, 'ledger.json'), 'utf8');
+    for (const key of Object.values(TEST_KEYS)) {
+      expect(text).not.toContain(key.toString('hex'));
+      expect(text).not.toContain(key.toString('base64'));
+    }
+    expect(JSON.parse(text)).toMatchObject({ formatVersion: 1 });
+  });
+
+  it('refuses a ledger of another format version with a clear error', async () => {
+    const path = join(directory, 'other.json');
+    await writeFile(path, JSON.stringify({ formatVersion: 99, salt: 'x', records: [] }));
+    await expect(Ledger.open(path)).rejects.toThrow(LedgerError);
+    await expect(Ledger.open(path)).rejects.toThrow(/format version 99/);
+  });
+});
