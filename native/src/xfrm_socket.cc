@@ -31,6 +31,23 @@ Napi::Error MakeError(Napi::Env env, const SysError& e) {
 
 bool IsWouldBlock(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
 
+// Whether this environment still runs JavaScript. While Node tears an environment down (process
+// exit, worker termination) it runs the libuv loop again to close its own handles, so our poll
+// callback can fire when calling into JavaScript is forbidden. N-API then refuses every call that
+// needs the engine (node-addon-api would turn that refusal into a fatal error). Allocating an
+// empty Buffer is such a call, and cheap.
+bool JavaScriptCanRun(napi_env env) {
+  void* data = nullptr;
+  napi_value probe = nullptr;
+  if (napi_create_buffer(env, 0, &data, &probe) == napi_ok) return true;
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+    napi_value ignored = nullptr;
+    napi_get_and_clear_last_exception(env, &ignored);
+  }
+  return false;
+}
+
 // sendto the kernel (nl_pid 0), retrying only interruptions. Returns 0 or an errno.
 int SendDatagram(int fd, const uint8_t* data, size_t length) {
   sockaddr_nl kernel;
@@ -104,8 +121,8 @@ XfrmSocket::XfrmSocket(const Napi::CallbackInfo& info) : Napi::ObjectWrap<XfrmSo
     return;
   }
 
-  poll_ = new uv_poll_t;
-  const int rc = uv_poll_init(loop, poll_, opened.fd);
+  poll_ = new PollHandle;
+  const int rc = uv_poll_init(loop, &poll_->poll, opened.fd);
   if (rc != 0) {
     delete poll_;
     poll_ = nullptr;
@@ -114,7 +131,7 @@ XfrmSocket::XfrmSocket(const Napi::CallbackInfo& info) : Napi::ObjectWrap<XfrmSo
         .ThrowAsJavaScriptException();
     return;
   }
-  poll_->data = this;
+  poll_->poll.data = this;
 
   fd_ = opened.fd;
   portId_ = opened.portId;
@@ -124,27 +141,26 @@ XfrmSocket::XfrmSocket(const Napi::CallbackInfo& info) : Napi::ObjectWrap<XfrmSo
   onDatagram_ = Napi::Persistent(info[1].As<Napi::Function>());
   onError_ = Napi::Persistent(info[2].As<Napi::Function>());
   asyncContext_ = std::make_unique<Napi::AsyncContext>(env, "IpsecOperatorXfrmSocket", info.This().As<Napi::Object>());
-  napi_add_env_cleanup_hook(env, &XfrmSocket::OnEnvCleanup, this);
-  cleanupHookRegistered_ = true;
+  napi_add_async_cleanup_hook(env, &XfrmSocket::OnEnvCleanup, poll_, &poll_->envCleanup);
   // An open socket stays reachable, like a net.Socket: it must not vanish (and close) under a
   // caller that only kept a listener. close() drops this reference.
   Ref();
 }
 
-XfrmSocket::~XfrmSocket() {
-  Shutdown(false);
-  if (cleanupHookRegistered_) {
-    napi_remove_env_cleanup_hook(Env(), &XfrmSocket::OnEnvCleanup, this);
-    cleanupHookRegistered_ = false;
-  }
+XfrmSocket::~XfrmSocket() { Shutdown(false); }
+
+void XfrmSocket::OnEnvCleanup(napi_async_cleanup_hook_handle, void* arg) {
+  // The environment (process or worker) is going away with the socket open: release the fd and
+  // the handle without calling into JavaScript. The hook is removed in OnHandleClosed.
+  auto* handle = static_cast<PollHandle*>(arg);
+  auto* self = static_cast<XfrmSocket*>(handle->poll.data);
+  if (self != nullptr) self->Shutdown(false);
 }
 
-void XfrmSocket::OnEnvCleanup(void* arg) {
-  // The environment (process or worker) is going away: release the fd and the handle without
-  // calling into JavaScript.
-  auto* self = static_cast<XfrmSocket*>(arg);
-  self->cleanupHookRegistered_ = false;
-  self->Shutdown(false);
+void XfrmSocket::OnHandleClosed(uv_handle_t* handle) {
+  auto* owned = reinterpret_cast<PollHandle*>(handle);
+  if (owned->envCleanup != nullptr) napi_remove_async_cleanup_hook(owned->envCleanup);
+  delete owned;
 }
 
 Napi::Value XfrmSocket::Send(const Napi::CallbackInfo& info) {
@@ -204,11 +220,11 @@ void XfrmSocket::StopReading(const Napi::CallbackInfo&) {
 }
 
 void XfrmSocket::RefHandle(const Napi::CallbackInfo&) {
-  if (poll_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(poll_));
+  if (poll_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(&poll_->poll));
 }
 
 void XfrmSocket::UnrefHandle(const Napi::CallbackInfo&) {
-  if (poll_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+  if (poll_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(&poll_->poll));
 }
 
 void XfrmSocket::Close(const Napi::CallbackInfo&) { Shutdown(true); }
@@ -232,7 +248,7 @@ int XfrmSocket::UpdatePoll() {
   if (poll_ == nullptr) return 0;
   const int events = (reading_ ? UV_READABLE : 0) | (sendQueue_.empty() ? 0 : UV_WRITABLE);
   if (events == pollEvents_) return 0;
-  const int rc = events == 0 ? uv_poll_stop(poll_) : uv_poll_start(poll_, events, &XfrmSocket::OnPoll);
+  const int rc = events == 0 ? uv_poll_stop(&poll_->poll) : uv_poll_start(&poll_->poll, events, &XfrmSocket::OnPoll);
   if (rc == 0) pollEvents_ = events;
   return rc;
 }
@@ -241,6 +257,10 @@ void XfrmSocket::OnPoll(uv_poll_t* handle, int status, int events) {
   auto* self = static_cast<XfrmSocket*>(handle->data);
   if (self == nullptr || self->fd_ < 0) return;  // closed while the event was in flight
   Napi::HandleScope scope(self->Env());
+  if (!JavaScriptCanRun(self->Env())) {
+    self->Shutdown(false);  // nobody is left to deliver to
+    return;
+  }
   if (status < 0) {
     self->OnPollError(status);
     return;
@@ -389,18 +409,26 @@ void XfrmSocket::ReportError(const SysError& error, bool fatal) {
 
 // Calls into JavaScript from a libuv callback (with the async context, so promise jobs and
 // nextTicks run afterwards). A callback that throws becomes an uncaught exception, as it would
-// for any Node event listener.
+// for any Node event listener. A callback that ended the environment (process.exit() in a
+// worker) leaves the socket shut down; callers see fd_ < 0 and stop.
 void XfrmSocket::Dispatch(const Napi::FunctionReference& fn, std::initializer_list<napi_value> args) {
   if (fn.IsEmpty()) return;
   napi_env env = Env();
   napi_value result = nullptr;
-  const napi_status status = napi_make_callback(env, asyncContext_ ? static_cast<napi_async_context>(*asyncContext_) : nullptr,
-                                                Value(), fn.Value(), args.size(), args.begin(), &result);
-  if (status == napi_pending_exception) {
-    napi_value exception = nullptr;
+  const napi_status status =
+      napi_make_callback(env, asyncContext_ ? static_cast<napi_async_context>(*asyncContext_) : nullptr, Value(),
+                         fn.Value(), args.size(), args.begin(), &result);
+  if (status == napi_ok) return;
+  napi_value exception = nullptr;
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
     napi_get_and_clear_last_exception(env, &exception);
-    napi_fatal_exception(env, exception);
   }
+  if (!JavaScriptCanRun(env)) {
+    Shutdown(false);
+    return;
+  }
+  if (exception != nullptr) napi_fatal_exception(env, exception);
 }
 
 void XfrmSocket::Shutdown(bool notifyJs) {
@@ -408,9 +436,8 @@ void XfrmSocket::Shutdown(bool notifyJs) {
   if (poll_ != nullptr) {
     // uv_close stops the watch at once (the fd leaves epoll), so closing the fd right after is
     // safe; the handle memory is freed in the close callback.
-    poll_->data = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(poll_),
-             [](uv_handle_t* handle) { delete reinterpret_cast<uv_poll_t*>(handle); });
+    poll_->poll.data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&poll_->poll), &XfrmSocket::OnHandleClosed);
     poll_ = nullptr;
   }
   close(fd_);

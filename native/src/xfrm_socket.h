@@ -44,8 +44,17 @@ class XfrmSocket : public Napi::ObjectWrap<XfrmSocket> {
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
 
   // libuv side.
+  // The libuv handle, with what must outlive this object until libuv is done with the handle.
+  struct PollHandle {
+    uv_poll_t poll;  // first member: libuv hands callbacks &poll; poll.data is the owner or null
+    // Holds the environment's teardown (and so the unloading of this addon) until the handle's
+    // close callback, which lives in this addon, has run.
+    napi_async_cleanup_hook_handle envCleanup = nullptr;
+  };
+
   static void OnPoll(uv_poll_t* handle, int status, int events);
-  static void OnEnvCleanup(void* arg);
+  static void OnEnvCleanup(napi_async_cleanup_hook_handle hook, void* arg);
+  static void OnHandleClosed(uv_handle_t* handle);
   int UpdatePoll();
   void OnPollError(int status);
   enum class Received { kDatagram, kNothing, kStopped };
@@ -62,11 +71,10 @@ class XfrmSocket : public Napi::ObjectWrap<XfrmSocket> {
   uint32_t portId_ = 0;
   int receiveBufferBytes_ = 0;
   int sendBufferBytes_ = 0;
-  uv_poll_t* poll_ = nullptr;  // heap: it must outlive us until its close callback ran
+  PollHandle* poll_ = nullptr;  // heap: freed by its close callback, which may run after us
   int pollEvents_ = 0;
   bool reading_ = false;
   bool overflowPending_ = false;  // ENOBUFS seen, reported once the queue is read empty
-  bool cleanupHookRegistered_ = false;
   std::vector<uint8_t> receiveBuffer_;
   std::deque<PendingSend> sendQueue_;
   Napi::FunctionReference onDatagram_;

@@ -517,12 +517,45 @@ describe('NetlinkSocket: lifecycle', () => {
       `);
       expect(idle).toEqual({ code: 0, stdout: 'opened\n' });
 
+      // With a reply waiting at exit, which Node's teardown polls while JavaScript is off limits.
       const unrefd = await runChild(scratch, netns, `
         const socket = NetlinkSocket.open({ netns: process.env.NETNS, groups: [4] });
         socket.onMessage(() => undefined).unref();
+        await socket.send(${getSpdInfoSource()});
         console.log('listening');
       `);
       expect(unrefd).toEqual({ code: 0, stdout: 'listening\n' });
+    });
+
+    it('survives worker threads that are terminated with the socket open, or close it and end at once', async () => {
+      const netns = freshNetns();
+      const socketModule = pathToFileURL(join(repoRoot, 'src', 'netlink', 'socket.ts')).href;
+      const workerScript = join(scratch, 'socket-worker.mjs');
+      writeFileSync(
+        workerScript,
+        `import { parentPort, workerData } from 'node:worker_threads';
+        import { NetlinkSocket } from ${JSON.stringify(socketModule)};
+        const socket = NetlinkSocket.open({ netns: workerData.netns, groups: [4] });
+        socket.onMessage(() => parentPort.postMessage('reply'));
+        await socket.send(${getSpdInfoSource()});
+        if (workerData.closeAndEnd) { socket.close(); parentPort.postMessage('closed'); }
+        `,
+      );
+      const result = await runChild(scratch, netns, `
+        import { Worker } from 'node:worker_threads';
+        const run = (closeAndEnd) => new Promise((resolve, reject) => {
+          const worker = new Worker(${JSON.stringify(workerScript)}, { workerData: { netns: process.env.NETNS, closeAndEnd } });
+          worker.on('message', (message) => {
+            console.log(message);
+            if (message === 'reply') worker.terminate();
+          });
+          worker.on('error', reject);
+          worker.on('exit', resolve);
+        });
+        console.log('terminated worker exit ' + await run(false));
+        console.log('closing worker exit ' + await run(true));
+      `);
+      expect(result).toEqual({ code: 0, stdout: 'reply\nterminated worker exit 1\nclosed\nclosing worker exit 0\n' });
     });
   });
 });
@@ -569,7 +602,7 @@ export async function load(url, context, next) {
 async function runChild(dir: string, netns: string, body: string): Promise<{ code: number | null; stdout: string }> {
   const socketModule = pathToFileURL(join(repoRoot, 'src', 'netlink', 'socket.ts')).href;
   const script = join(dir, `child-${randomBytes(4).toString('hex')}.mjs`);
-  writeFileSync(script, `import { NetlinkSocket } from ${JSON.stringify(socketModule)};\n${body}\n`);
+  writeFileSync(script, `import { NetlinkSocket } from ${JSON.stringify(socketModule)};\nvoid NetlinkSocket;\n${body}\n`);
   const child = spawn(process.execPath, ['--import', pathToFileURL(join(dir, 'register.mjs')).href, script], {
     env: { ...process.env, NETNS: netns },
     stdio: ['ignore', 'pipe', 'pipe'],
