@@ -310,6 +310,43 @@ function forApiServer(schema: Schema): Schema {
   return copy;
 }
 
+const resourceReport: Schema = obj(
+  'How one resource stands on this node.',
+  {
+    kind: oneOf('Resource kind.', ['SecurityAssociation', 'IpsecPolicy']),
+    name: str('Resource name.'),
+    generation: int('Generation the agent applied or tried.', 0, Number.MAX_SAFE_INTEGER),
+    state: oneOf('Applied: the kernel holds it. Failed: see message. Removed: its entries are gone (deletion).', ['Applied', 'Failed', 'Removed']),
+    reason: str('CamelCase reason, e.g. Applied, KernelRejected, InvalidKey, MissingSecret, Conflict.'),
+    message: str('Detail, with the kernel reason where there is one. Never key material.', { maxLength: 4096 }),
+  },
+  ['kind', 'name', 'state'],
+);
+
+export const ipsecNodeStateStatus: Schema = obj(
+  "What a node's agent last found and did. Written by that node's agent only.",
+  {
+    lastSyncTime: str('When the kernel last matched the desired state.', { format: 'date-time' }),
+    lastAttemptTime: str('When the agent last reconciled.', { format: 'date-time' }),
+    agentVersion: str('Agent version.'),
+    kernelRelease: str('uname -r of the node.'),
+    algorithms: {
+      type: 'object',
+      description: 'Algorithms the kernel crypto API currently offers, by kind (from /proc/crypto).',
+      additionalProperties: { type: 'array', items: { type: 'string' } },
+    },
+    entries: obj('Counts of kernel entries.', {
+      ownedStates: int('SAs created by ipsec-operator.', 0, Number.MAX_SAFE_INTEGER),
+      ownedPolicies: int('Policies created by ipsec-operator.', 0, Number.MAX_SAFE_INTEGER),
+      foreignStates: int('SAs of other software (left untouched).', 0, Number.MAX_SAFE_INTEGER),
+      foreignPolicies: int('Policies of other software (left untouched).', 0, Number.MAX_SAFE_INTEGER),
+    }),
+    driftRepairs: int('Owned entries restored after someone else changed or removed them.', 0, Number.MAX_SAFE_INTEGER),
+    resources: list('Per resource.', resourceReport, { 'x-kubernetes-list-type': 'atomic' }),
+    conditions: list('Conditions (Ready).', condition, { 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'] }),
+  },
+);
+
 interface KindNames {
   kind: string;
   plural: string;
@@ -324,7 +361,7 @@ interface PrinterColumn {
   priority?: number;
 }
 
-function crd(names: KindNames, spec: Schema, columns: PrinterColumn[]): Schema {
+function crd(names: KindNames, spec: Schema, columns: PrinterColumn[], status: Schema = entryStatus, readyColumns = true): Schema {
   return {
     apiVersion: 'apiextensions.k8s.io/v1',
     kind: 'CustomResourceDefinition',
@@ -341,8 +378,12 @@ function crd(names: KindNames, spec: Schema, columns: PrinterColumn[]): Schema {
           subresources: { status: {} },
           additionalPrinterColumns: [
             ...columns,
-            { name: 'Ready', type: 'string', jsonPath: ".status.conditions[?(@.type=='Ready')].status" },
-            { name: 'Reason', type: 'string', jsonPath: ".status.conditions[?(@.type=='Ready')].reason", priority: 1 },
+            ...(readyColumns
+              ? [
+                  { name: 'Ready', type: 'string', jsonPath: ".status.conditions[?(@.type=='Ready')].status" },
+                  { name: 'Reason', type: 'string', jsonPath: ".status.conditions[?(@.type=='Ready')].reason", priority: 1 },
+                ]
+              : []),
             { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
           ],
           schema: {
@@ -354,7 +395,7 @@ function crd(names: KindNames, spec: Schema, columns: PrinterColumn[]): Schema {
                 kind: { type: 'string' },
                 metadata: { type: 'object' },
                 spec: forApiServer(spec),
-                status: entryStatus,
+                status: forApiServer(status),
               },
             },
           },
@@ -370,6 +411,15 @@ export const SECURITY_ASSOCIATION_NAMES: KindNames = {
   singular: 'securityassociation',
   shortNames: ['xsa'],
 };
+
+export const IPSEC_NODE_STATE_NAMES: KindNames = {
+  kind: 'IpsecNodeState',
+  plural: 'ipsecnodestates',
+  singular: 'ipsecnodestate',
+  shortNames: ['xnode'],
+};
+
+export const ipsecNodeStateSpec: Schema = obj('Which node this reports on.', { nodeName: str('Node name.', { minLength: 1, maxLength: 253 }) }, ['nodeName']);
 
 export const IPSEC_POLICY_NAMES: KindNames = {
   kind: 'IpsecPolicy',
@@ -397,5 +447,18 @@ export function renderCrds(): Schema[] {
       { name: 'Priority', type: 'integer', jsonPath: '.spec.priority', priority: 1 },
       { name: 'Applied', type: 'integer', jsonPath: '.status.nodes.applied', priority: 1 },
     ]),
+    crd(
+      IPSEC_NODE_STATE_NAMES,
+      ipsecNodeStateSpec,
+      [
+        { name: 'Synced', type: 'string', jsonPath: ".status.conditions[?(@.type=='Ready')].status" },
+        { name: 'Owned-SAs', type: 'integer', jsonPath: '.status.entries.ownedStates' },
+        { name: 'Owned-Policies', type: 'integer', jsonPath: '.status.entries.ownedPolicies' },
+        { name: 'Drift', type: 'integer', jsonPath: '.status.driftRepairs' },
+        { name: 'Last-Sync', type: 'date', jsonPath: '.status.lastSyncTime' },
+      ],
+      ipsecNodeStateStatus,
+      false,
+    ),
   ];
 }

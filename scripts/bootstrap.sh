@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs and builds everything the tests and the local demo need, on a fresh Debian 12
+# machine (as root): Debian packages, npm dependencies (which build the native addon), the
+# TypeScript build, the Go-built control plane (kube-apiserver + etcd, kubectl, helm) and the
+# test VM's initramfs. Every step is skipped quickly when already done, so running it again
+# costs seconds. Build caches live in ${IPSEC_OPERATOR_CACHE:-$HOME/.cache/ipsec-operator}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+started=$SECONDS
+
+# Debian packages: the VM (qemu, Debian's stock kernel with ESP/AH/IPComp modules, busybox
+# for its initramfs), iproute2 for namespaces and conformance checks, tcpdump for captures,
+# prometheus for the metrics tests.
+PACKAGES=(qemu-system-x86 linux-image-amd64 busybox-static iproute2 kmod cpio gzip tcpdump procps python3 make g++)
+missing=()
+for package in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "apt-get install ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then echo "bootstrap: installing Debian packages needs root" >&2; exit 1; fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# npm ci when node_modules does not match package-lock.json (its install script builds native/).
+lock_hash=$(sha256sum package-lock.json | cut -c1-16)
+if [ ! -f node_modules/.lock-hash ] || [ "$(cat node_modules/.lock-hash)" != "$lock_hash" ] || [ ! -f native/build/Release/xfrm_netlink.node ]; then
+  step "npm ci (builds the native addon)"
+  npm ci --no-audit --no-fund
+  echo "$lock_hash" > node_modules/.lock-hash
+fi
+
+step "TypeScript build"
+npm run --silent build
+
+step "control plane (kube-apiserver + etcd, kubectl, helm)"
+scripts/build-controlplane.sh
+
+step "test VM initramfs"
+scripts/build-vm.sh
+
+printf '\nbootstrap done in %ss\n' $((SECONDS - started))
