@@ -141,12 +141,10 @@ function ipv4(bytes: Buffer, offset: number): string {
 class Inbox {
   readonly messages: Nlmsg[] = [];
   readonly errors: NetlinkSocketError[] = [];
-  datagrams = 0;
   #waiters: { done: () => boolean; resolve: () => void }[] = [];
 
   constructor(socket: NetlinkSocket) {
     socket.onMessage((datagram) => {
-      this.datagrams++;
       this.messages.push(...splitDatagram(datagram));
       this.#wake();
     });
@@ -327,10 +325,9 @@ describe('NetlinkSocket: network namespaces', () => {
 
   it('returns the calling thread to its own namespace after opening elsewhere', () => {
     const before = threadNetnsInode();
-    const inNetns = statSync(join('/run/netns', freshNetns())).ino;
-    expect(inNetns).not.toBe(before);
+    const netns = freshNetns();
+    expect(statSync(join('/run/netns', netns)).ino).not.toBe(before);
 
-    const netns = [...createdNamespaces].at(-1)!;
     open({ netns });
     open({ netns: join('/run/netns', netns) }); // the absolute-path form
 
@@ -488,6 +485,19 @@ describe('NetlinkSocket: lifecycle', () => {
     expect(seen).toEqual([[1]]);
   });
 
+  it('holds datagrams in the kernel while paused and delivers them on resume', async () => {
+    const socket = open({ netns: freshNetns() });
+    const inbox = new Inbox(socket);
+
+    socket.pause();
+    await socket.send(getSpdInfo(31)); // the reply is queued once send resolves
+    for (let turn = 0; turn < 3; turn++) await new Promise((resolve) => setImmediate(resolve));
+    expect(inbox.messages).toEqual([]);
+
+    socket.resume();
+    expect((await inbox.reply(31)).type).toBe(XFRM_MSG_NEWSPDINFO);
+  });
+
   describe('in a child process', () => {
     let scratch: string;
     beforeAll(() => {
@@ -525,6 +535,22 @@ describe('NetlinkSocket: lifecycle', () => {
         console.log('listening');
       `);
       expect(unrefd).toEqual({ code: 0, stdout: 'listening\n' });
+    });
+
+    it('turns an exception thrown by a message handler into an uncaught exception', async () => {
+      const netns = freshNetns();
+      const result = await runChild(scratch, netns, `
+        const socket = NetlinkSocket.open({ netns: process.env.NETNS });
+        process.on('uncaughtException', (error) => {
+          console.log('uncaught ' + error.message);
+          socket.close();
+        });
+        socket.onMessage(() => {
+          throw new Error('handler failed');
+        });
+        await socket.send(${getSpdInfoSource()});
+      `);
+      expect(result).toEqual({ code: 0, stdout: 'uncaught handler failed\n' });
     });
 
     it('survives worker threads that are terminated with the socket open, or close it and end at once', async () => {
