@@ -6,7 +6,7 @@
  * seen, so a hex dump is rarely needed to understand it.
  */
 export class NetlinkCodecError extends Error {
-  override readonly name = 'NetlinkCodecError';
+  override readonly name: string = 'NetlinkCodecError';
 
   constructor(
     /** What was being encoded or decoded, e.g. `XFRMA_ALG_AEAD in XFRM_MSG_NEWSA`. */
@@ -21,4 +21,13 @@ export class NetlinkCodecError extends Error {
 export function asCodecError(where: string, error: unknown): NetlinkCodecError {
   if (error instanceof NetlinkCodecError) return error;
   return new NetlinkCodecError(where, error instanceof Error ? error.message : String(error));
+}
+
+/**
+ * A well-formed entry the model does not represent (a Mobile IPv6 SA, a per-socket policy, a
+ * mode newer than this code). Dumps skip these instead of failing: entries the operator did
+ * not create must never break it.
+ */
+export class UnsupportedEntryError extends NetlinkCodecError {
+  override readonly name = 'UnsupportedEntryError';
 }

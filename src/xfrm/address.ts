@@ -172,27 +172,3 @@ export function parsePrefix(text: string): Prefix {
 export function formatPrefix(prefix: Prefix): string {
   return `${prefix.address}/${prefix.prefixLength}`;
 }
-
-/**
- * An address as xfrm_address_t (16 bytes, zero-padded for IPv4), checking that it belongs to
- * `family`. `what` names the field for the error message.
- */
-export function toXfrmAddress(family: AddressFamily, text: string, what: string): Buffer {
-  let parsed: ParsedAddress;
-  try {
-    parsed = parseAddress(text);
-  } catch (error) {
-    throw new AddressError(`${what}: ${(error as Error).message}`);
-  }
-  if (parsed.family !== family) {
-    throw new AddressError(`${what}: "${text}" is ${parsed.family === 'inet' ? 'IPv4' : 'IPv6'}, but the family is ${family}`);
-  }
-  const out = Buffer.alloc(16);
-  parsed.bytes.copy(out);
-  return out;
-}
-
-/** xfrm_address_t bytes back to text in `family`. */
-export function fromXfrmAddress(family: AddressFamily, bytes: Buffer): string {
-  return formatAddress(family, bytes);
-}
