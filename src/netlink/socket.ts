@@ -14,7 +14,15 @@
  *   fill the receive buffer with echoes. Pass `capAck: false` to get the echoes.
  * - NETLINK_NO_ENOBUFS is never set: when the receive buffer overflows the kernel drops
  *   messages, and `onError` gets ENOBUFS (`code === 'ENOBUFS'`, `fatal === false`) so the owner
- *   can resynchronise with a dump. The socket stays usable.
+ *   can resynchronise with a dump. The socket stays usable. After an overflow the kernel drops
+ *   everything for this socket (replies too) until its queue has been read empty, so ENOBUFS is
+ *   reported after the datagrams that were still queued: a request sent from the error handler
+ *   gets its reply.
+ * - The kernel handles XFRM requests inside sendto: when `send` resolves, every reply and ack of
+ *   the datagram is already queued here (2,000 policy adds in one datagram: ~5–50 ms, during
+ *   which the event loop waits). Each queued datagram costs ~830 bytes of receive buffer
+ *   (measured on 6.18: an ack or a policy event), so the default buffer (208 KiB) holds about
+ *   256: a batch with more acked requests needs a larger `receiveBufferBytes` or loses acks.
  * - Datagrams whose sender is not the kernel (nl_pid ≠ 0) are dropped in the addon.
  * - Event loop: the socket watches for input only while a message handler is set and it is not
  *   paused, so an open socket with no handler never keeps the process alive. With a handler it
