@@ -26,6 +26,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# node-gyp would download Node's headers (no internet here); Debian's nodejs ships them in /usr.
+if [ -f /usr/include/node/node_version.h ]; then export npm_config_nodedir=/usr; fi
+
 # npm ci when node_modules does not match package-lock.json (its install script builds native/).
 lock_hash=$(sha256sum package-lock.json | cut -c1-16)
 if [ ! -f node_modules/.lock-hash ] || [ "$(cat node_modules/.lock-hash)" != "$lock_hash" ] || [ ! -f native/build/Release/xfrm_netlink.node ]; then
@@ -33,6 +36,9 @@ if [ ! -f node_modules/.lock-hash ] || [ "$(cat node_modules/.lock-hash)" != "$l
   npm ci --no-audit --no-fund
   echo "$lock_hash" > node_modules/.lock-hash
 fi
+
+step "native addon (incremental)"
+npx --no-install node-gyp build --directory native >/dev/null
 
 step "TypeScript build"
 npm run --silent build

@@ -317,6 +317,7 @@ const resourceReport: Schema = obj(
     name: str('Resource name.'),
     generation: int('Generation the agent applied or tried.', 0, Number.MAX_SAFE_INTEGER),
     state: oneOf('Applied: the kernel holds it. Failed: see message. Removed: its entries are gone (deletion).', ['Applied', 'Failed', 'Removed']),
+    entries: int('Kernel entries of this resource that ipsec-operator holds on this node.', 0, 1_000_000),
     reason: str('CamelCase reason, e.g. Applied, KernelRejected, InvalidKey, MissingSecret, Conflict.'),
     message: str('Detail, with the kernel reason where there is one. Never key material.', { maxLength: 4096 }),
   },

@@ -51,18 +51,28 @@ export interface BuildContext {
   readonly resolveDevice: DeviceResolver;
 }
 
-export type BuildResult<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly errors: FieldError[] };
+export type BuildResult<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly errors: BuildError[] };
 
 const ALL_ALGORITHMS = 0xffff_ffff;
 const MASK_ALL = 0xffff_ffff;
 /** Above this many packets the window no longer fits the legacy 32-bit bitmap. */
 const LEGACY_REPLAY_WINDOW_MAX = 32;
 
+/**
+ * Why a resource cannot be built, as the CamelCase reason its status reports: a missing Secret
+ * or key, a key that does not fit its algorithm, or anything else wrong with the spec.
+ */
+export type BuildReason = 'MissingSecret' | 'InvalidKey' | 'InvalidSpec';
+
+export interface BuildError extends FieldError {
+  readonly reason: BuildReason;
+}
+
 /** Collects errors with paths while a builder runs, so every problem is reported at once. */
 class Problems {
-  readonly errors: FieldError[] = [];
-  add(path: string, message: string): void {
-    this.errors.push({ path, message });
+  readonly errors: BuildError[] = [];
+  add(path: string, message: string, reason: BuildReason = 'InvalidSpec'): void {
+    this.errors.push({ path, message, reason });
   }
   result<T>(value: () => T): BuildResult<T> {
     return this.errors.length > 0 ? { ok: false, errors: this.errors } : { ok: true, value: value() };
@@ -253,11 +263,11 @@ function lookupAlgorithm(kind: AlgorithmKind, name: string, path: string, proble
 function readKey(ref: SecretKeyRef, algorithm: AlgorithmSpec, path: string, context: BuildContext, problems: Problems): KeyMaterial | undefined {
   const found = context.keys.lookup(ref.name, ref.key);
   if (found === 'missing-secret') {
-    problems.add(`${path}.name`, `Secret "${ref.name}" not found`);
+    problems.add(`${path}.name`, `Secret "${ref.name}" not found`, 'MissingSecret');
     return undefined;
   }
   if (found === 'missing-key') {
-    problems.add(`${path}.key`, `Secret "${ref.name}" has no key "${ref.key}"`);
+    problems.add(`${path}.key`, `Secret "${ref.name}" has no key "${ref.key}"`, 'MissingSecret');
     return undefined;
   }
   let bytes = found;
@@ -265,7 +275,7 @@ function readKey(ref: SecretKeyRef, algorithm: AlgorithmSpec, path: string, cont
     const text = found.toString('latin1').trim().replace(/^0x/i, '');
     if (!/^([0-9a-fA-F]{2})*$/.test(text)) {
       // Say what is wrong without quoting any of the value.
-      problems.add(`${path}.key`, `Secret "${ref.name}" key "${ref.key}" is not hex text of whole bytes (encoding: hex)`);
+      problems.add(`${path}.key`, `Secret "${ref.name}" key "${ref.key}" is not hex text of whole bytes (encoding: hex)`, 'InvalidKey');
       return undefined;
     }
     bytes = Buffer.from(text, 'hex');
@@ -275,6 +285,7 @@ function readKey(ref: SecretKeyRef, algorithm: AlgorithmSpec, path: string, cont
     problems.add(
       `${path}.key`,
       `${algorithm.name} needs a key of ${formatBits(algorithm.keyBits)}; Secret "${ref.name}" key "${ref.key}" holds ${bits} bits`,
+      'InvalidKey',
     );
     return undefined;
   }

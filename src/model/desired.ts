@@ -5,7 +5,7 @@
 import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
 import type { DesiredTables, DesiredEntry } from '../plan/planner.js';
 import { buildSecurityAssociation, buildSecurityPolicy, type BuildContext } from './build.js';
-import type { ManifestError, ManifestSet } from './manifests.js';
+import type { ManifestError, ResourceSet } from './manifests.js';
 import { selectsNode } from './node-selector.js';
 
 export interface NodeView {
@@ -19,7 +19,7 @@ export interface DesiredResult {
   readonly errors: ManifestError[];
 }
 
-export function desiredTables(set: ManifestSet, node: NodeView): DesiredResult {
+export function desiredTables(set: ResourceSet, node: NodeView): DesiredResult {
   const errors: ManifestError[] = [];
   const context: BuildContext = {
     resolveDevice: node.resolveDevice,

@@ -16,14 +16,23 @@ export interface DocumentSource {
 }
 
 export interface ManifestError extends FieldError {
-  readonly source: DocumentSource;
+  /** Absent for resources read from the API server rather than files. */
+  readonly source: DocumentSource | undefined;
   /** `Kind/name` when the document got far enough to have them. */
   readonly object: string | undefined;
 }
 
 export interface Sourced<T> {
   readonly resource: T;
-  readonly source: DocumentSource;
+  readonly source: DocumentSource | undefined;
+}
+
+/** Resources and their keys, from files (the CLI) or from the API server's caches (the agent). */
+export interface ResourceSet {
+  readonly securityAssociations: readonly Sourced<SecurityAssociationResource>[];
+  readonly policies: readonly Sourced<IpsecPolicyResource>[];
+  /** Secret name → key → bytes. */
+  readonly secrets: ReadonlyMap<string, ReadonlyMap<string, Buffer>>;
 }
 
 export interface ManifestSet {
@@ -35,7 +44,8 @@ export interface ManifestSet {
 }
 
 export function formatManifestError(error: ManifestError): string {
-  const where = `${error.source.file}: document ${error.source.index}${error.object ? ` (${error.object})` : ''}`;
+  const document = error.source ? `${error.source.file}: document ${error.source.index}` : undefined;
+  const where = [document, error.object && (document ? `(${error.object})` : error.object)].filter(Boolean).join(' ');
   return `${where}: ${error.path}: ${error.message}`;
 }
 

@@ -43,20 +43,20 @@ describe('building kernel entries from specs', () => {
   });
 
   it.each([
-    ['wrong key length', { aead: { algorithm: 'rfc4106(gcm(aes))', icvLength: 128, keyRef: { name: 'keys', key: 'aes128' } } }, 'spec.aead.keyRef.key', /needs a key of 160, 224 or 288 bits; Secret "keys" key "aes128" holds 128 bits/],
-    ['missing Secret', { aead: { algorithm: 'rfc4106(gcm(aes))', icvLength: 128, keyRef: { name: 'nope', key: 'x' } } }, 'spec.aead.keyRef.name', /Secret "nope" not found/],
-    ['missing key', { aead: { algorithm: 'rfc4106(gcm(aes))', icvLength: 128, keyRef: { name: 'keys', key: 'x' } } }, 'spec.aead.keyRef.key', /has no key "x"/],
-    ['unknown algorithm', { aead: { algorithm: 'rot13', icvLength: 128, keyRef: { name: 'keys', key: 'gcm128' } } }, 'spec.aead.algorithm', /unknown AEAD algorithm "rot13"/],
-    ['bad ICV', { aead: { algorithm: 'rfc4106(gcm(aes))', icvLength: 100, keyRef: { name: 'keys', key: 'gcm128' } } }, 'spec.aead.icvLength', /ICV of 64, 96 or 128 bits, not 100/],
-    ['mixed families', { destination: 'fd00::2' }, 'spec.destination', /source is IPv4 but destination is IPv6/],
-    ['bad address', { source: '10.0.0.300' }, 'spec.source', /not an IPv4 or IPv6 address/],
-    ['host bits in selector', { selector: { source: '10.0.0.1/24', destination: '10.0.1.0/24' } }, 'spec.selector.source', /bits set beyond \/24/],
-    ['unknown device', { selector: { source: '10.0.0.0/24', destination: '10.0.1.0/24', device: 'eth9' } }, 'spec.selector.device', /no interface "eth9"/],
-  ])('refuses %s with the field path and no key bytes', (_name, overrides, path, message) => {
+    ['wrong key length', { aead: { algorithm: 'rfc4106(gcm(aes))', icvLength: 128, keyRef: { name: 'keys', key: 'aes128' } } }, 'spec.aead.keyRef.key', /needs a key of 160, 224 or 288 bits; Secret "keys" key "aes128" holds 128 bits/, 'InvalidKey'],
+    ['missing Secret', { aead: { algorithm: 'rfc4106(gcm(aes))', icvLength: 128, keyRef: { name: 'nope', key: 'x' } } }, 'spec.aead.keyRef.name', /Secret "nope" not found/, 'MissingSecret'],
+    ['missing key', { aead: { algorithm: 'rfc4106(gcm(aes))', icvLength: 128, keyRef: { name: 'keys', key: 'x' } } }, 'spec.aead.keyRef.key', /has no key "x"/, 'MissingSecret'],
+    ['unknown algorithm', { aead: { algorithm: 'rot13', icvLength: 128, keyRef: { name: 'keys', key: 'gcm128' } } }, 'spec.aead.algorithm', /unknown AEAD algorithm "rot13"/, 'InvalidSpec'],
+    ['bad ICV', { aead: { algorithm: 'rfc4106(gcm(aes))', icvLength: 100, keyRef: { name: 'keys', key: 'gcm128' } } }, 'spec.aead.icvLength', /ICV of 64, 96 or 128 bits, not 100/, 'InvalidSpec'],
+    ['mixed families', { destination: 'fd00::2' }, 'spec.destination', /source is IPv4 but destination is IPv6/, 'InvalidSpec'],
+    ['bad address', { source: '10.0.0.300' }, 'spec.source', /not an IPv4 or IPv6 address/, 'InvalidSpec'],
+    ['host bits in selector', { selector: { source: '10.0.0.1/24', destination: '10.0.1.0/24' } }, 'spec.selector.source', /bits set beyond \/24/, 'InvalidSpec'],
+    ['unknown device', { selector: { source: '10.0.0.0/24', destination: '10.0.1.0/24', device: 'eth9' } }, 'spec.selector.device', /no interface "eth9"/, 'InvalidSpec'],
+  ] as const)('refuses %s with the field path, a reason and no key bytes', (_name, overrides, path, message, reason) => {
     const result = buildSecurityAssociation(saSpec(overrides), testContext);
     expect(result.ok).toBe(false);
     if (result.ok) return;
-    expect(result.errors).toContainEqual({ path, message: expect.stringMatching(message) });
+    expect(result.errors).toContainEqual({ path, message: expect.stringMatching(message), reason });
     const text = JSON.stringify(result.errors);
     for (const key of Object.values(TEST_KEYS)) expect(text).not.toContain(key.toString('hex').slice(0, 8));
   });

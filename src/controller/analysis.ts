@@ -1,0 +1,156 @@
+/**
+ * What the controller concludes about each resource, from everything it can see: the resource,
+ * the keys in the operator's Secrets, the Nodes and their labels, every other resource, and
+ * what each node's agent reported (IpsecNodeState). Pure; the controller's reconcile turns the
+ * verdict into status, Events and the finalizer.
+ *
+ * Checks one object cannot make on its own (the CRD's schema and CEL rules already made those):
+ * - keys: the Secret and key exist and the key fits the algorithm;
+ * - conflicts: two resources selecting the same node ask for the same kernel identity (the
+ *   older resource keeps it; agents apply the same rule, see ../model/ordering.ts);
+ * - progress: how many selected nodes applied this generation, and why others failed.
+ */
+import type { IpsecResource, LabelSelector } from '../crd/types.js';
+import { buildSecurityAssociation, buildSecurityPolicy, type BuildContext, type BuildError, type BuildReason } from '../model/build.js';
+import { selectsNode } from '../model/node-selector.js';
+import { policyKey, stateKey } from '../plan/identity.js';
+import { compareResourceAge, resourceName } from '../model/ordering.js';
+
+export interface ResourceReport {
+  readonly kind: 'SecurityAssociation' | 'IpsecPolicy';
+  readonly name: string;
+  readonly generation?: number;
+  readonly state: 'Applied' | 'Failed' | 'Removed';
+  readonly reason?: string;
+  readonly message?: string;
+  readonly entries?: number;
+}
+
+export interface NodeReport {
+  readonly node: string;
+  readonly resources: readonly ResourceReport[];
+}
+
+export interface ClusterView {
+  readonly resources: readonly (IpsecResource & { metadata: { creationTimestamp?: string } })[];
+  /** Node name → labels. */
+  readonly nodes: ReadonlyMap<string, Readonly<Record<string, string>>>;
+  readonly secrets: ReadonlyMap<string, ReadonlyMap<string, Buffer>>;
+  /** Node name → what its agent last reported. */
+  readonly reports: ReadonlyMap<string, NodeReport>;
+}
+
+export type Reason = 'Applied' | 'Pending' | 'NoNodesSelected' | 'Conflict' | 'KernelRejected' | 'Deleting' | BuildReason;
+
+export interface Verdict {
+  readonly ready: boolean;
+  readonly reason: Reason;
+  readonly message: string;
+  readonly nodes: { readonly selected: number; readonly applied: number; readonly failed: number };
+  /** Kernel entries of this resource still held on any node (deletion waits for 0). */
+  readonly entriesRemaining: number;
+}
+
+/** Devices are checked by each node's agent; the controller cannot see interfaces. */
+const anyDevice = () => 0;
+
+export function buildErrors(resource: IpsecResource, secrets: ClusterView['secrets']): BuildError[] {
+  const context: BuildContext = {
+    resolveDevice: anyDevice,
+    keys: {
+      lookup(name, key) {
+        const secret = secrets.get(name);
+        if (!secret) return 'missing-secret';
+        return secret.get(key) ?? 'missing-key';
+      },
+    },
+  };
+  const built = resource.kind === 'SecurityAssociation' ? buildSecurityAssociation(resource.spec, context) : buildSecurityPolicy(resource.spec, context);
+  return built.ok ? [] : built.errors;
+}
+
+/** Identity key of the kernel entry a valid resource asks for. */
+function identityOf(resource: IpsecResource, secrets: ClusterView['secrets']): string | undefined {
+  const context: BuildContext = {
+    resolveDevice: anyDevice,
+    keys: { lookup: (name, key) => secrets.get(name)?.get(key) ?? 'missing-key' },
+  };
+  if (resource.kind === 'SecurityAssociation') {
+    const built = buildSecurityAssociation(resource.spec, context);
+    return built.ok ? stateKey(built.value.id) : undefined;
+  }
+  const built = buildSecurityPolicy(resource.spec, context);
+  return built.ok ? policyKey(built.value.id) : undefined;
+}
+
+export function selectedNodes(selector: LabelSelector | undefined, nodes: ClusterView['nodes']): string[] {
+  return [...nodes].filter(([, labels]) => selectsNode(selector, labels)).map(([name]) => name).sort();
+}
+
+/**
+ * For every resource that loses an identity to an older one: the winner and the nodes where
+ * both are selected. Resources being deleted still hold their entries, so they still count.
+ */
+export function findConflicts(view: ClusterView): Map<string, { winner: string; nodes: string[] }> {
+  const losers = new Map<string, { winner: string; nodes: string[] }>();
+  const ordered = [...view.resources].sort(compareResourceAge);
+  for (const [node, labels] of view.nodes) {
+    const holders = new Map<string, string>();
+    for (const resource of ordered) {
+      if (!selectsNode(resource.spec.nodeSelector, labels)) continue;
+      const identity = identityOf(resource, view.secrets);
+      if (!identity) continue;
+      const name = resourceName(resource);
+      const winner = holders.get(identity);
+      if (winner === undefined) {
+        holders.set(identity, name);
+        continue;
+      }
+      const entry = losers.get(name) ?? { winner, nodes: [] };
+      entry.nodes.push(node);
+      losers.set(name, entry);
+    }
+  }
+  return losers;
+}
+
+export function judge(resource: IpsecResource, view: ClusterView, conflicts: ReturnType<typeof findConflicts>): Verdict {
+  const name = resourceName(resource);
+  const selected = selectedNodes(resource.spec.nodeSelector, view.nodes);
+  const reports = selected.map((node) => ({
+    node,
+    report: view.reports.get(node)?.resources.find((entry) => entry.kind === resource.kind && entry.name === resource.metadata.name),
+  }));
+  // Entries may remain on nodes no longer selected (labels changed) until their agents prune.
+  const entriesRemaining = [...view.reports.values()].reduce((sum, nodeReport) => {
+    if (!view.nodes.has(nodeReport.node)) return sum; // the node is gone, and its kernel with it
+    const entry = nodeReport.resources.find((candidate) => candidate.kind === resource.kind && candidate.name === resource.metadata.name);
+    return sum + (entry?.entries ?? 0);
+  }, 0);
+  const applied = reports.filter(({ report }) => report?.state === 'Applied' && report.generation === resource.metadata.generation);
+  const failed = reports.filter(({ report }) => report?.state === 'Failed' && report.generation === resource.metadata.generation);
+  const nodes = { selected: selected.length, applied: applied.length, failed: failed.length };
+  const verdict = (ready: boolean, reason: Reason, message: string): Verdict => ({ ready, reason, message, nodes, entriesRemaining });
+
+  if (resource.metadata.deletionTimestamp) {
+    return verdict(false, 'Deleting', entriesRemaining === 0 ? 'entries removed from every node' : `waiting for agents to remove ${entriesRemaining} kernel entr${entriesRemaining === 1 ? 'y' : 'ies'}`);
+  }
+  const errors = buildErrors(resource, view.secrets);
+  if (errors.length > 0) {
+    return verdict(false, errors[0]!.reason, errors.map((error) => `${error.path}: ${error.message}`).join('; '));
+  }
+  const conflict = conflicts.get(name);
+  if (conflict) {
+    return verdict(false, 'Conflict', `${conflict.winner} (older) asks for the same kernel entry on node${conflict.nodes.length === 1 ? '' : 's'} ${conflict.nodes.join(', ')}`);
+  }
+  if (selected.length === 0) return verdict(false, 'NoNodesSelected', 'nodeSelector matches no node');
+  if (failed.length > 0) {
+    const reason = failed[0]!.report?.reason === 'Conflict' ? 'Conflict' : 'KernelRejected';
+    return verdict(false, reason, failed.map(({ node, report }) => `${node}: ${report?.message ?? 'failed'}`).join('; '));
+  }
+  if (applied.length < selected.length) {
+    const waiting = reports.filter(({ report }) => !(report?.state === 'Applied' && report.generation === resource.metadata.generation)).map(({ node }) => node);
+    return verdict(false, 'Pending', `waiting for node${waiting.length === 1 ? '' : 's'} ${waiting.join(', ')}`);
+  }
+  return verdict(true, 'Applied', `applied on ${applied.length} node${applied.length === 1 ? '' : 's'}`);
+}
