@@ -20,6 +20,8 @@ export interface ManifestError extends FieldError {
   readonly source: DocumentSource | undefined;
   /** `Kind/name` when the document got far enough to have them. */
   readonly object: string | undefined;
+  /** Status reason (MissingSecret, InvalidKey, InvalidSpec) for errors found while building. */
+  readonly reason?: string;
 }
 
 export interface Sourced<T> {

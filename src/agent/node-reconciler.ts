@@ -1,0 +1,118 @@
+/**
+ * One reconcile of one node: from the resources the agent's caches hold to the kernel, with a
+ * report per resource for the node's IpsecNodeState.
+ *
+ * Isolation between resources is the point of this module. The engine applies a plan all or
+ * nothing; here a resource that cannot be built (missing Secret, wrong key), loses an identity
+ * to an older resource, or is refused by the kernel is set aside — its last good entries are
+ * kept, never pruned — and everything else is applied without it.
+ */
+import type { IpsecResource } from '../crd/types.js';
+import { desiredTables } from '../model/desired.js';
+import type { ResourceSet } from '../model/manifests.js';
+import { compareResourceAge, resourceName } from '../model/ordering.js';
+import { selectsNode } from '../model/node-selector.js';
+import { converge, type KernelTables } from '../engine/converge.js';
+import type { OwnershipStore } from '../apply/applier.js';
+import type { DesiredTables, Plan } from '../plan/planner.js';
+import { describeStep } from '../plan/describe.js';
+import type { ResourceReport } from '../controller/analysis.js';
+
+export interface NodeInputs {
+  /** Every SecurityAssociation and IpsecPolicy in the cluster (the agent filters). */
+  readonly resources: readonly (IpsecResource & { metadata: { creationTimestamp?: string } })[];
+  readonly secrets: ResourceSet['secrets'];
+  readonly nodeLabels: Readonly<Record<string, string>>;
+  readonly resolveDevice: (name: string) => number | undefined;
+}
+
+export interface NodeReconcileResult {
+  readonly reports: ResourceReport[];
+  /** Kernel changes made by this pass (0 when the kernel already matched). */
+  readonly changes: number;
+  /** Whether the kernel matches everything that could be applied. */
+  readonly converged: boolean;
+  readonly plan: Plan;
+}
+
+/** Bound on retries after kernel refusals: each round sets at least one resource aside. */
+const MAX_ROUNDS = 8;
+
+export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ownership: OwnershipStore): Promise<NodeReconcileResult> {
+  const ordered = [...inputs.resources].sort(compareResourceAge);
+  const selected = ordered.filter((resource) => selectsNode(resource.spec.nodeSelector, inputs.nodeLabels));
+  const live = selected.filter((resource) => !resource.metadata.deletionTimestamp);
+  const set: ResourceSet = {
+    securityAssociations: live.filter(isSa).map((resource) => ({ resource, source: undefined })),
+    policies: live.filter(isPolicy).map((resource) => ({ resource, source: undefined })),
+    secrets: inputs.secrets,
+  };
+  const built = desiredTables(set, { labels: undefined, resolveDevice: inputs.resolveDevice });
+  const failures = new Map<string, { reason: string; message: string }>();
+  for (const error of built.errors) {
+    const object = error.object ?? '';
+    const previous = failures.get(object);
+    const reason = error.reason ?? 'InvalidSpec';
+    failures.set(object, { reason: previous?.reason ?? reason, message: [previous?.message, `${error.path}: ${error.message}`].filter(Boolean).join('; ') });
+  }
+
+  let desired = built.tables;
+  let changes = 0;
+  let lastPlan: Plan | undefined;
+  let converged = false;
+  for (let round = 0; round < MAX_ROUNDS; round++) {
+    const result = await converge(kernel, ownership, { desired, prune: true, dryRun: false, conflicts: 'skip', protect: new Set(failures.keys()) });
+    lastPlan = result.plan;
+    for (const conflict of result.plan.conflicts) {
+      if (!failures.has(conflict.resource)) failures.set(conflict.resource, { reason: 'Conflict', message: conflict.reason });
+    }
+    if (result.outcome === 'failed') {
+      for (const failure of result.report.failures) {
+        failures.set(failure.step.resource, { reason: 'KernelRejected', message: `${describeStep(failure.step)}: ${failure.message} (${failure.code})` });
+      }
+      desired = without(desired, new Set(failures.keys()));
+      continue;
+    }
+    if (result.outcome === 'applied') {
+      changes += result.plan.steps.length;
+      converged = result.remaining.steps.length === 0;
+    }
+    break;
+  }
+
+  const entriesByResource = new Map<string, number>();
+  for (const record of ownership.records().values()) entriesByResource.set(record.resource, (entriesByResource.get(record.resource) ?? 0) + 1);
+  const reports: ResourceReport[] = selected.map((resource) => {
+    const name = resourceName(resource);
+    const entries = entriesByResource.get(name) ?? 0;
+    const base = { kind: resource.kind, name: resource.metadata.name, generation: resource.metadata.generation ?? 0, entries };
+    if (resource.metadata.deletionTimestamp) return { ...base, state: entries === 0 ? 'Removed' : 'Failed', reason: entries === 0 ? 'Removed' : 'Deleting', message: entries === 0 ? 'entries removed' : 'entries not yet removed' };
+    const failure = failures.get(name);
+    if (failure) return { ...base, state: 'Failed', reason: failure.reason, message: failure.message };
+    return { ...base, state: 'Applied', reason: 'Applied', message: `${entries} kernel entr${entries === 1 ? 'y' : 'ies'}` };
+  });
+  // Resources this node still holds entries for but no longer selects (or that are gone).
+  const reported = new Set(reports.map((report) => `${report.kind}/${report.name}`));
+  for (const [name, entries] of entriesByResource) {
+    if (reported.has(name)) continue;
+    const [kind, ...rest] = name.split('/');
+    if (kind !== 'SecurityAssociation' && kind !== 'IpsecPolicy') continue;
+    reports.push({ kind, name: rest.join('/'), state: 'Failed', reason: 'Deleting', message: 'entries of a resource this node no longer selects are being removed', entries });
+  }
+  return { reports, changes, converged, plan: lastPlan ?? { steps: [], conflicts: [], forget: [] } };
+}
+
+function isSa(resource: IpsecResource): resource is Extract<IpsecResource, { kind: 'SecurityAssociation' }> {
+  return resource.kind === 'SecurityAssociation';
+}
+
+function isPolicy(resource: IpsecResource): resource is Extract<IpsecResource, { kind: 'IpsecPolicy' }> {
+  return resource.kind === 'IpsecPolicy';
+}
+
+function without(tables: DesiredTables, resources: ReadonlySet<string>): DesiredTables {
+  return {
+    states: tables.states.filter((entry) => !resources.has(entry.resource)),
+    policies: tables.policies.filter((entry) => !resources.has(entry.resource)),
+  };
+}

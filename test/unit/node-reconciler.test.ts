@@ -1,0 +1,87 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { reconcileNode, type NodeInputs } from '../../src/agent/node-reconciler.js';
+import type { IpsecPolicySpec, SecurityAssociationSpec, IpsecResource } from '../../src/crd/types.js';
+import { Ledger } from '../../src/ownership/ledger.js';
+import { FakeKernel } from '../support/fake-kernel.js';
+import { policySpec, saSpec, TEST_KEYS } from '../support/entries.js';
+
+let directory: string;
+let ledger: Ledger;
+beforeEach(async () => {
+  directory = await mkdtemp(join(tmpdir(), 'ipsecop-node-'));
+  ledger = await Ledger.open(join(directory, 'ledger.json'));
+});
+afterEach(async () => {
+  await ledger.close();
+  await rm(directory, { recursive: true, force: true });
+});
+
+let clock = 0;
+function saResource(name: string, spec: Partial<SecurityAssociationSpec>, extra: Partial<IpsecResource['metadata']> = {}) {
+  return { apiVersion: 'ipsec.xfrm.io/v1alpha1' as const, kind: 'SecurityAssociation' as const, metadata: { name, generation: 1, creationTimestamp: `2026-01-01T00:00:${String(clock++).padStart(2, '0')}Z`, ...extra }, spec: saSpec(spec) };
+}
+function policyResource(name: string, spec: Partial<IpsecPolicySpec>) {
+  return { apiVersion: 'ipsec.xfrm.io/v1alpha1' as const, kind: 'IpsecPolicy' as const, metadata: { name, generation: 1, creationTimestamp: `2026-01-01T00:00:${String(clock++).padStart(2, '0')}Z` }, spec: policySpec(spec) };
+}
+
+const secrets = new Map([['keys', new Map(Object.entries(TEST_KEYS))]]);
+const inputs = (resources: NodeInputs['resources'], labels: Record<string, string> = { role: 'a' }): NodeInputs => ({
+  resources,
+  secrets,
+  nodeLabels: labels,
+  resolveDevice: () => undefined,
+});
+
+describe('reconcileNode', () => {
+  it('applies what it can and sets aside each bad resource with its reason', async () => {
+    const kernel = new FakeKernel();
+    const good = saResource('good', { spi: 0x100 });
+    const older = saResource('older', { spi: 0x200 });
+    const younger = saResource('younger', { spi: 0x200, reqid: 9 }); // same identity as older
+    const missing = saResource('missing', { spi: 0x300, aead: { algorithm: 'rfc4106(gcm(aes))', icvLength: 128, keyRef: { name: 'nope', key: 'k' } } });
+    const refused = saResource('refused', { spi: 0x400 });
+    const elsewhere = saResource('elsewhere', { spi: 0x500, nodeSelector: { matchLabels: { role: 'b' } } });
+    const pol = policyResource('out', {});
+    kernel.refuse = (entry) => 'id' in entry && 'spi' in entry.id && entry.id.spi === 0x400;
+    const result = await reconcileNode(inputs([good, older, younger, missing, refused, elsewhere, pol]), kernel, ledger);
+    const byName = Object.fromEntries(result.reports.map((report) => [report.name, report]));
+    expect(byName['good']).toMatchObject({ state: 'Applied', entries: 1 });
+    expect(byName['older']).toMatchObject({ state: 'Applied', entries: 1 });
+    expect(byName['out']).toMatchObject({ state: 'Applied', entries: 1 });
+    expect(byName['younger']).toMatchObject({ state: 'Failed', reason: 'Conflict' });
+    expect(byName['missing']).toMatchObject({ state: 'Failed', reason: 'MissingSecret' });
+    expect(byName['missing']!.message).toMatch(/Secret "nope" not found/);
+    expect(byName['refused']).toMatchObject({ state: 'Failed', reason: 'KernelRejected' });
+    expect(byName['refused']!.message).toMatch(/Requested AEAD algorithm not found \(EINVAL\)/);
+    expect(byName['elsewhere']).toBeUndefined();
+    expect(kernel.states.size).toBe(2);
+    expect(result.converged).toBe(true);
+  });
+
+  it('keeps the entries of a resource whose Secret went missing, and removes those of a deleted resource', async () => {
+    const kernel = new FakeKernel();
+    const a = saResource('a', { spi: 0x100 });
+    const b = saResource('b', { spi: 0x101 });
+    await reconcileNode(inputs([a, b]), kernel, ledger);
+    expect(kernel.states.size).toBe(2);
+    const aWithoutKey = { ...a, spec: { ...a.spec, aead: { ...a.spec.aead!, keyRef: { name: 'gone', key: 'k' } } } };
+    const bDeleting = { ...b, metadata: { ...b.metadata, deletionTimestamp: '2026-01-02T00:00:00Z' } };
+    const result = await reconcileNode(inputs([aWithoutKey, bDeleting]), kernel, ledger);
+    expect(kernel.states.size).toBe(1);
+    expect(result.reports.find((report) => report.name === 'a')).toMatchObject({ state: 'Failed', reason: 'MissingSecret', entries: 1 });
+    expect(result.reports.find((report) => report.name === 'b')).toMatchObject({ state: 'Removed', entries: 0 });
+  });
+
+  it('removes entries of resources the node no longer selects', async () => {
+    const kernel = new FakeKernel();
+    const a = saResource('a', { spi: 0x100, nodeSelector: { matchLabels: { role: 'a' } } });
+    await reconcileNode(inputs([a]), kernel, ledger);
+    expect(kernel.states.size).toBe(1);
+    const result = await reconcileNode(inputs([a], { role: 'other' }), kernel, ledger);
+    expect(kernel.states.size).toBe(0);
+    expect(result.reports).toEqual([]);
+  });
+});
