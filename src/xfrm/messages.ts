@@ -66,9 +66,12 @@ export function dumpStatesRequest(): XfrmRequest {
   return request(K.XFRM_MSG_GETSA, Buffer.alloc(0), 'dump', { flags: NLM_F_DUMP, replyType: K.XFRM_MSG_NEWSA });
 }
 
-/** `ip xfrm state flush [proto P]`: without a protocol, every IPsec SA (IPSEC_PROTO_ANY). */
+/**
+ * `ip xfrm state flush [proto P]`. Without a protocol, proto 0 as iproute2 sends it: every SA
+ * (the kernel's xfrm_id_proto_match treats 0 as "any", Mobile IPv6 states included).
+ */
 export function flushStatesRequest(protocol?: XfrmProtocol): XfrmRequest {
-  const proto = protocol === undefined ? K.IPSEC_PROTO_ANY : PROTOCOL.toNumber(protocol);
+  const proto = protocol === undefined ? 0 : PROTOCOL.toNumber(protocol);
   return request(K.XFRM_MSG_FLUSHSA, xfrm_usersa_flush.encode({ proto }), protocol === undefined ? 'all' : `proto ${protocol}`);
 }
 
