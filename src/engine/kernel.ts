@@ -1,0 +1,48 @@
+/**
+ * The engine's view of one namespace's kernel tables, on top of the XFRM client: a dump of
+ * both tables and pipelined batches of changes. The engine's KernelChange and the client's
+ * batch request are the same union, so this is a thin edge.
+ */
+import { XfrmClient } from '../xfrm/client.js';
+import { errnoDescription } from '../netlink/errno.js';
+import type { KernelChange, KernelOutcome } from '../apply/applier.js';
+import type { KernelTables } from './converge.js';
+
+export interface OpenKernelTables extends KernelTables {
+  /** Port id of the socket the changes go out on (events caused by them carry it). */
+  readonly portId: number;
+  /** Entries the dump held that the model cannot represent (counted as foreign). */
+  readonly skipped: () => number;
+  close(): void;
+}
+
+export async function openKernelTables(netns: string | undefined): Promise<OpenKernelTables> {
+  const client = await XfrmClient.open(netns === undefined ? {} : { netns });
+  let skipped = 0;
+  return {
+    portId: client.portId,
+    skipped: () => skipped,
+    async dump() {
+      const states = await client.dumpStates();
+      const policies = await client.dumpPolicies();
+      skipped = states.skipped.length + policies.skipped.length;
+      return { states: states.entries, policies: policies.entries };
+    },
+    async apply(changes: readonly KernelChange[]): Promise<readonly KernelOutcome[]> {
+      if (changes.length === 0) return [];
+      const results = await client.applyBatch(changes);
+      return results.map((result) =>
+        result.ok
+          ? { ok: true }
+          : {
+              ok: false,
+              errno: result.error.errno,
+              code: result.error.code,
+              // The kernel's own reason when it gave one (extended ack), else the errno's text.
+              message: result.error.kernelMessage ?? result.error.detail ?? errnoDescription(result.error.errno),
+            },
+      );
+    },
+    close: () => client.close(),
+  };
+}
