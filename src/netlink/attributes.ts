@@ -169,7 +169,7 @@ export class AttributeEncoder {
     try {
       return run();
     } catch (error) {
-      const detail = error instanceof NetlinkCodecError ? error.message : error instanceof Error ? error.message : String(error);
+      const detail = error instanceof NetlinkCodecError ? error.detail : error instanceof Error ? error.message : String(error);
       this.fail(`${what}: ${detail}`);
       return undefined;
     }

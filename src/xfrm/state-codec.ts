@@ -159,7 +159,9 @@ function guarded<R>(encoder: AttributeEncoder, what: string, run: () => R): R | 
   try {
     return run();
   } catch (error) {
-    encoder.fail(`${what}: ${error instanceof Error ? error.message : String(error)}`);
+    // Codec errors already carry `where`: keep only their detail.
+    const detail = error instanceof NetlinkCodecError ? error.detail : error instanceof Error ? error.message : String(error);
+    encoder.fail(`${what}: ${detail}`);
     return undefined;
   }
 }
