@@ -107,7 +107,7 @@ export function parseAcknowledgement(message: NetlinkMessage): Acknowledgement {
     sequence: raw.msg.nlmsg_seq,
     portId: raw.msg.nlmsg_pid,
   };
-  const errno = -raw.error;
+  const errno = raw.error === 0 ? 0 : -raw.error; // never -0
   if (errno < 0) throw new NetlinkCodecError(where, `positive error field ${raw.error}: not an errno`);
   // Without NLM_F_CAPPED the kernel echoes the whole request after the header (errors only,
   // when NETLINK_CAP_ACK is off); the TLVs follow the echo.
@@ -133,7 +133,8 @@ export function parseDone(message: NetlinkMessage): { readonly errno: number; re
   const where = `NLMSG_DONE (seq ${message.sequence})`;
   if (message.type !== NLMSG_DONE) throw new NetlinkCodecError(where, `message type ${message.type} is not NLMSG_DONE`);
   if (message.payload.length < 4) return { errno: 0, extendedAck: NO_EXTENDED_ACK };
-  const errno = -message.payload.readInt32LE(0);
+  const raw = message.payload.readInt32LE(0);
+  const errno = raw === 0 ? 0 : -raw;
   const extendedAck =
     (message.flags & NLM_F_ACK_TLVS) !== 0 ? parseExtendedAck(message.payload.subarray(4), `extended ack of ${where}`) : NO_EXTENDED_ACK;
   return { errno: Math.max(errno, 0), extendedAck };

@@ -224,7 +224,7 @@ export class StructLayout<T extends object> implements FieldType<T> {
       this.write(buffer, 0, value);
     } catch (error) {
       if (error instanceof FieldWriteError) {
-        throw new NetlinkCodecError(`encoding ${this.name}`, `field ${error.path.join('.')}: ${error.reason}`);
+        throw new NetlinkCodecError(`encoding ${this.name}`, `${this.name}.${error.path.join('.')}: ${error.reason}`);
       }
       throw error;
     }
