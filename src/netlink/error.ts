@@ -13,6 +13,8 @@ export interface NetlinkErrorDetails {
   readonly errno: number;
   readonly sequence: number;
   readonly extendedAck?: ExtendedAck;
+  /** Our own explanation, used when the kernel gave none (timeouts, lost replies). */
+  readonly detail?: string;
   readonly cause?: unknown;
 }
 
@@ -29,14 +31,17 @@ export class NetlinkError extends Error {
   readonly kernelOffset: number | undefined;
   /** NLMSGERR_ATTR_MISS_TYPE: the required attribute that was missing. */
   readonly missingAttribute: number | undefined;
+  /** Our own explanation when the kernel gave none (timeouts, lost replies). */
+  readonly detail: string | undefined;
   /** nlmsg_seq of the request. */
   readonly sequence: number;
 
   constructor(details: NetlinkErrorDetails) {
     const code = errnoCode(details.errno);
     const reason = details.extendedAck?.message;
+    const explanation = reason ?? details.detail;
     super(
-      `${details.operation}: ${code} (${errnoDescription(details.errno)})${reason ? `: ${reason}` : ''}`,
+      `${details.operation}: ${code} (${errnoDescription(details.errno)})${explanation ? `: ${explanation}` : ''}`,
       details.cause === undefined ? undefined : { cause: details.cause },
     );
     this.operation = details.operation;
@@ -45,6 +50,7 @@ export class NetlinkError extends Error {
     this.kernelMessage = reason;
     this.kernelOffset = details.extendedAck?.offset;
     this.missingAttribute = details.extendedAck?.missingType;
+    this.detail = details.detail;
     this.sequence = details.sequence;
   }
 
@@ -81,7 +87,11 @@ export class NetlinkTimeoutError extends NetlinkError {
   override readonly name = 'NetlinkTimeoutError';
 
   constructor(operation: string, sequence: number, timeoutMs: number) {
-    super({ operation, errno: errnoNumber('ETIMEDOUT'), sequence });
-    this.message = `${operation}: no reply within ${timeoutMs} ms (seq ${sequence}); the kernel may or may not have applied it`;
+    super({
+      operation,
+      errno: errnoNumber('ETIMEDOUT'),
+      sequence,
+      detail: `no reply within ${timeoutMs} ms (seq ${sequence}); the kernel may or may not have applied it`,
+    });
   }
 }
