@@ -91,6 +91,8 @@ export function validateState(sa: SecurityAssociation): string | undefined {
   }
   if (usesEsnAttribute(sa) && id.protocol === 'ipcomp') return `replay windows above 32 and ESN are only supported for esp and ah`;
   if (sa.flags.includes('esn') && window === 0 && sa.direction !== 'out') return `the esn flag needs a replay window (> 0)`;
+  // Linux 6.10+ refuses replay state on outbound SAs ("Replay window should not be set for OUT SA").
+  if (sa.direction === 'out' && window !== 0) return `an outbound SA (direction out) takes no replay window, got ${window}`;
   if (sa.tfcPad !== undefined) {
     if (!isU32(sa.tfcPad)) return `tfcpad ${sa.tfcPad} is not a 32-bit value`;
     if (id.protocol !== 'esp' || sa.mode !== 'tunnel') return `TFC padding is only for esp in tunnel mode`;

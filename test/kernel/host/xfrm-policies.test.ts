@@ -1,0 +1,265 @@
+/**
+ * XfrmClient against the host kernel's SPD, in a throwaway namespace: many policy shapes through
+ * add → list → get → update → delete → list, each checked against `ip xfrm policy` output;
+ * kernel refusals with their errno and extended-ack text; and policies made by `ip` decoded to
+ * exactly what was asked.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { isExists, isNotFound } from '../../../src/netlink/error.js';
+import { XfrmClient } from '../../../src/xfrm/client.js';
+import { DEFAULT_LIFETIME, makePolicy, makeSelector, makeTemplate } from '../../../src/xfrm/defaults.js';
+import type { SecurityPolicy } from '../../../src/xfrm/types.js';
+import { XfrmError } from '../../../src/xfrm/xfrm-error.js';
+import { parseIpPolicies, viewOf, type PolicyView } from './ip-policy-view.js';
+import { createNetns, type TestNetns } from './netns.js';
+
+let netns: TestNetns;
+let client: XfrmClient;
+
+beforeAll(async () => {
+  netns = createNetns();
+  client = await XfrmClient.open({ netns: netns.name });
+});
+
+afterAll(() => {
+  client?.close();
+  netns?.remove();
+});
+
+const deviceName = (ifindex: number): string => (ifindex === 1 ? 'lo' : `if${ifindex}`);
+
+function ipViews(): PolicyView[] {
+  return parseIpPolicies(netns.ip('-s', '-d', 'xfrm', 'policy', 'list'));
+}
+
+/** What the kernel reports back for a policy we asked for: share is not stored (always any). */
+function asReported(policy: SecurityPolicy, index: number): SecurityPolicy {
+  return { ...policy, share: 'any', index, observed: undefined };
+}
+
+const ESP_TRANSPORT = makeTemplate({ family: 'inet', protocol: 'esp', mode: 'transport', reqid: 1 });
+
+/** Shapes covering every field of xfrm_userpolicy_info, its selector and its attributes. */
+const SHAPES: SecurityPolicy[] = [
+  makePolicy({ direction: 'out', selector: makeSelector({ source: '10.0.0.0/24', destination: '10.0.1.0/24' }), templates: [ESP_TRANSPORT] }),
+  makePolicy({
+    direction: 'out',
+    type: 'sub',
+    selector: makeSelector({ source: '10.0.0.0/24', destination: '10.0.1.0/24', protocol: 6, sourcePort: 80, destinationPort: 443 }),
+    mark: { value: 5, mask: 0xff },
+    priority: 100,
+    templates: [makeTemplate({ source: '1.1.1.1', destination: '2.2.2.2', protocol: 'esp', reqid: 7, mode: 'tunnel' })],
+  }),
+  makePolicy({
+    direction: 'in',
+    selector: makeSelector({ source: 'fd00::/64', destination: 'fd00:1::1/128', protocol: 58, icmpType: 128, icmpCode: 0, ifindex: 1 }),
+    action: 'block',
+    ifId: 9,
+    flags: ['localok', 'icmp'],
+    templates: [
+      makeTemplate({ source: '10.0.0.1', destination: '10.0.0.2', protocol: 'esp', spi: 0x100, mode: 'tunnel', reqid: 3, level: 'use' }),
+      makeTemplate({ family: 'inet', protocol: 'ipcomp', mode: 'transport' }),
+    ],
+  }),
+  makePolicy({
+    direction: 'fwd',
+    selector: makeSelector({ source: '172.16.0.0/12', destination: '0.0.0.0/0' }),
+    index: 10,
+    priority: 0xffff_ffff,
+    lifetime: { ...DEFAULT_LIFETIME, hardAddExpiresSeconds: 100_000n, softPacketLimit: 50n, softByteLimit: 1n << 40n, hardUseExpiresSeconds: 3600n },
+    templates: [makeTemplate({ source: '203.0.113.1', destination: '203.0.113.2', protocol: 'ah', spi: 0x1234, mode: 'transport', reqid: 11 })],
+  }),
+  makePolicy({
+    direction: 'out',
+    selector: makeSelector({ source: '10.1.1.1/32', destination: '10.2.2.2/32', protocol: 1, icmpType: 8, icmpCode: 0 }),
+    templates: [
+      makeTemplate({ family: 'inet', protocol: 'ipcomp', mode: 'transport' }),
+      makeTemplate({ family: 'inet', protocol: 'ah', mode: 'transport' }),
+      makeTemplate({ source: '10.0.0.1', destination: '10.0.0.2', protocol: 'esp', mode: 'tunnel', reqid: 1 }),
+      makeTemplate({ source: '10.0.0.3', destination: '10.0.0.4', protocol: 'esp', mode: 'tunnel', reqid: 2 }),
+      makeTemplate({ source: '10.0.0.5', destination: '10.0.0.6', protocol: 'esp', mode: 'tunnel', reqid: 3 }),
+      makeTemplate({ source: '10.0.0.7', destination: '10.0.0.8', protocol: 'esp', mode: 'tunnel', reqid: 4 }),
+    ],
+  }),
+  // IPv4 traffic in an IPv6 tunnel (the other mix of families).
+  makePolicy({
+    direction: 'out',
+    selector: makeSelector({ source: '192.168.0.0/16', destination: '192.168.1.0/24', protocol: 17, destinationPort: 53 }),
+    templates: [makeTemplate({ source: '2001:db8::1', destination: '2001:db8::2', protocol: 'esp', mode: 'tunnel', reqid: 20 })],
+  }),
+  // GRE keys travel in the port fields.
+  makePolicy({
+    direction: 'in',
+    selector: { ...makeSelector({ source: '10.0.0.0/8', destination: '10.0.0.0/8', protocol: 47 }), sourcePort: 0x0102, sourcePortMask: 0xffff, destinationPort: 0x0304, destinationPortMask: 0xffff },
+  }),
+  makePolicy({ direction: 'in', selector: makeSelector({ source: '10.0.0.0/8', destination: '10.0.0.0/8', protocol: 132 }), action: 'block', priority: 7 }),
+  // Same selector and direction, told apart by mark and by if_id.
+  makePolicy({ direction: 'out', selector: makeSelector({ source: '10.9.0.0/16', destination: '10.8.0.0/16' }), mark: { value: 1, mask: 0xffff_ffff }, templates: [ESP_TRANSPORT] }),
+  makePolicy({ direction: 'out', selector: makeSelector({ source: '10.9.0.0/16', destination: '10.8.0.0/16' }), mark: { value: 2, mask: 0xffff_ffff }, templates: [ESP_TRANSPORT] }),
+  makePolicy({ direction: 'out', selector: makeSelector({ source: '10.9.0.0/16', destination: '10.8.0.0/16' }), ifId: 77, templates: [ESP_TRANSPORT] }),
+  makePolicy({
+    direction: 'fwd',
+    selector: makeSelector({ source: '2001:db8:a::/48', destination: '2001:db8:b::/48', protocol: 6, sourcePort: 22 }),
+    templates: [makeTemplate({ source: '2001:db8::a', destination: '2001:db8::b', protocol: 'esp', mode: 'beet', reqid: 0xffff_ffff, level: 'use' })],
+  }),
+];
+
+describe('policies through the client, checked against ip', () => {
+  it('adds every shape, and lists them exactly as ip shows them', async () => {
+    for (const policy of SHAPES) await client.addPolicy(policy);
+    const listed = await client.listPolicies();
+    expect(listed).toHaveLength(SHAPES.length);
+    const views = ipViews();
+    expect(new Set(views.map((v) => JSON.stringify(v)))).toEqual(new Set(listed.map((p) => JSON.stringify(viewOf(p, deviceName)))));
+    for (const shape of SHAPES) {
+      const found = listed.find((p) => JSON.stringify(p.id) === JSON.stringify(shape.id));
+      expect(found, JSON.stringify(shape.id)).toBeDefined();
+      expect(asReported(found!, found!.index)).toEqual(asReported(shape, shape.index === 0 ? found!.index : shape.index));
+      // The kernel keeps the direction in the low 3 bits of the index it chooses.
+      expect(found!.index & 7).toBe({ in: 0, out: 1, fwd: 2 }[shape.id.direction]);
+    }
+    expect(await client.spdInfo()).toMatchObject({ inbound: 3, outbound: 7, forward: 2 });
+  });
+
+  it('gets each one by identity', async () => {
+    for (const shape of SHAPES) {
+      const got = await client.getPolicy(shape.id);
+      expect(asReported(got, 0)).toEqual(asReported(shape, 0));
+    }
+  });
+
+  it('updates priority, action, templates and lifetime in place, keeping the index', async () => {
+    const [target] = SHAPES;
+    const before = await client.getPolicy(target!.id);
+    const changed: SecurityPolicy = {
+      ...target!,
+      priority: 999,
+      action: 'block',
+      lifetime: { ...DEFAULT_LIFETIME, hardAddExpiresSeconds: 60n },
+      templates: [makeTemplate({ source: '10.0.0.1', destination: '10.0.0.9', protocol: 'esp', mode: 'tunnel', reqid: 42 })],
+    };
+    await client.updatePolicy(changed);
+    const after = await client.getPolicy(target!.id);
+    expect(after.index).toBe(before.index);
+    expect(asReported(after, 0)).toEqual(asReported(changed, 0));
+    const view = ipViews().find((v) => v.index === before.index);
+    expect(view).toEqual(viewOf(after, deviceName));
+    expect(view).toMatchObject({ priority: 999, action: 'block' });
+  });
+
+  it('UPDPOLICY of a missing policy creates it (an upsert)', async () => {
+    const fresh = makePolicy({ direction: 'in', selector: makeSelector({ source: '198.51.100.0/24', destination: '198.51.100.0/24' }) });
+    await client.updatePolicy(fresh);
+    expect(asReported(await client.getPolicy(fresh.id), 0)).toEqual(asReported(fresh, 0));
+    await client.deletePolicy(fresh.id);
+  });
+
+  it('deletes each one; afterwards the list and ip are empty', async () => {
+    for (const shape of SHAPES) await client.deletePolicy(shape.id);
+    expect(await client.listPolicies()).toEqual([]);
+    expect(netns.ip('xfrm', 'policy', 'list').trim()).toBe('');
+    expect(await client.spdInfo()).toMatchObject({ inbound: 0, outbound: 0, forward: 0 });
+  });
+});
+
+describe('kernel refusals', () => {
+  const policy = makePolicy({ direction: 'out', selector: makeSelector({ source: '10.5.0.0/16', destination: '10.6.0.0/16' }), templates: [ESP_TRANSPORT] });
+
+  it('deleting a missing policy: ENOENT', async () => {
+    const error = await client.deletePolicy(policy.id).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(XfrmError);
+    expect(isNotFound(error)).toBe(true);
+    expect(error).toMatchObject({ code: 'ENOENT', operation: 'XFRM_MSG_DELPOLICY dir out 10.5.0.0/16 -> 10.6.0.0/16' });
+  });
+
+  it('getting a missing policy: ENOENT', async () => {
+    expect(isNotFound(await client.getPolicy(policy.id).catch((e: unknown) => e))).toBe(true);
+  });
+
+  it('adding twice: EEXIST', async () => {
+    await client.addPolicy(policy);
+    const error = await client.addPolicy(policy).catch((e: unknown) => e);
+    expect(isExists(error)).toBe(true);
+    expect(error).toMatchObject({ code: 'EEXIST', errno: 17 });
+    await client.deletePolicy(policy.id);
+  });
+
+  it('an optional tunnel template on an outbound policy: EINVAL with the kernel reason', async () => {
+    const bad = { ...policy, templates: [makeTemplate({ source: '10.0.0.1', destination: '10.0.0.2', protocol: 'esp', mode: 'tunnel', level: 'use' })] } satisfies SecurityPolicy;
+    const error = await client.addPolicy(bad).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'EINVAL', kernelMessage: 'Mode in optional template not allowed in outbound policy' });
+    expect((error as Error).message).toMatch(/^XFRM_MSG_NEWPOLICY dir out .*: EINVAL \(Invalid argument\): Mode in optional template not allowed in outbound policy$/);
+  });
+
+  it('a transport template changing family: EINVAL with the kernel reason', async () => {
+    const bad = { ...policy, templates: [makeTemplate({ source: 'fd00::1', destination: 'fd00::2', protocol: 'esp', mode: 'transport' })] } satisfies SecurityPolicy;
+    await expect(client.addPolicy(bad)).rejects.toMatchObject({ code: 'EINVAL', kernelMessage: "Mode in template doesn't support a family change" });
+  });
+
+  it('refuses what it can check itself before sending (validation: true, EINVAL)', async () => {
+    const error = await client.addPolicy({ ...policy, index: 8 }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'EINVAL', validation: true });
+    expect((error as Error).message).toMatch(/index 8 encodes direction 0/);
+  });
+});
+
+describe('policies made by ip decode to exactly what was asked', () => {
+  it('templates, marks, ports, ICMP, ifindex via dev lo, priority, type sub, limits, flags, if_id', async () => {
+    netns.ip('xfrm', 'policy', 'add', 'src', '10.0.0.0/24', 'dst', '10.0.1.0/24', 'proto', 'tcp', 'sport', '80', 'dport', '443', 'dir', 'out', 'priority', '100', 'mark', '5', 'mask', '0xff', 'ptype', 'sub', 'tmpl', 'src', '1.1.1.1', 'dst', '2.2.2.2', 'proto', 'esp', 'reqid', '7', 'mode', 'tunnel');
+    netns.ip(
+      ...'xfrm policy add src fd00::/64 dst fd00:1::1/128 proto ipv6-icmp type 128 code 0 dev lo dir in action block if_id 9 flag localok icmp limit time-hard 100 limit packet-soft 50 tmpl src 10.0.0.1 dst 10.0.0.2 proto esp spi 0x100 mode tunnel reqid 3 level use tmpl proto comp mode transport'.split(' '),
+    );
+    netns.ip(...'xfrm policy add src 10.1.1.1/32 dst 10.2.2.2/32 proto icmp type 8 code 0 dir fwd index 10 priority 4294967295 tmpl src 203.0.113.1 dst 203.0.113.2 proto ah spi 0x1234 mode transport reqid 11'.split(' '));
+    const listed = await client.listPolicies();
+    const expected: SecurityPolicy[] = [
+      makePolicy({
+        direction: 'out',
+        type: 'sub',
+        selector: makeSelector({ source: '10.0.0.0/24', destination: '10.0.1.0/24', protocol: 6, sourcePort: 80, destinationPort: 443 }),
+        mark: { value: 5, mask: 0xff },
+        priority: 100,
+        templates: [makeTemplate({ source: '1.1.1.1', destination: '2.2.2.2', protocol: 'esp', reqid: 7, mode: 'tunnel' })],
+      }),
+      makePolicy({
+        direction: 'in',
+        selector: makeSelector({ source: 'fd00::/64', destination: 'fd00:1::1/128', protocol: 58, icmpType: 128, icmpCode: 0, ifindex: 1 }),
+        action: 'block',
+        ifId: 9,
+        flags: ['localok', 'icmp'],
+        lifetime: { ...DEFAULT_LIFETIME, hardAddExpiresSeconds: 100n, softPacketLimit: 50n },
+        templates: [
+          makeTemplate({ source: '10.0.0.1', destination: '10.0.0.2', protocol: 'esp', spi: 0x100, mode: 'tunnel', reqid: 3, level: 'use' }),
+          makeTemplate({ family: 'inet', protocol: 'ipcomp', mode: 'transport' }),
+        ],
+      }),
+      makePolicy({
+        direction: 'fwd',
+        selector: makeSelector({ source: '10.1.1.1/32', destination: '10.2.2.2/32', protocol: 1, icmpType: 8, icmpCode: 0 }),
+        index: 10,
+        priority: 0xffff_ffff,
+        templates: [makeTemplate({ source: '203.0.113.1', destination: '203.0.113.2', protocol: 'ah', spi: 0x1234, mode: 'transport', reqid: 11 })],
+      }),
+    ];
+    expect(listed).toHaveLength(3);
+    for (const want of expected) {
+      const got = listed.find((p) => p.id.direction === want.id.direction);
+      expect(asReported(got!, want.index === 0 ? got!.index : want.index)).toEqual(asReported(want, want.index === 0 ? got!.index : want.index));
+      expect(got!.observed?.current.addTime).toBeGreaterThan(0n);
+    }
+    await client.flushPolicies('main');
+    await client.flushPolicies('sub');
+    expect(await client.listPolicies()).toEqual([]);
+  });
+
+  it('a policy whose template says esp needs no esp module', async () => {
+    const policy = makePolicy({
+      direction: 'out',
+      selector: makeSelector({ source: '10.7.0.1/32', destination: '10.7.0.2/32' }),
+      templates: [makeTemplate({ source: '10.7.0.1', destination: '10.7.0.2', protocol: 'esp', mode: 'transport', reqid: 5 })],
+    });
+    await client.addPolicy(policy);
+    expect(netns.ip('xfrm', 'policy', 'list')).toMatch(/tmpl src 10\.7\.0\.1 dst 10\.7\.0\.2\n\t\tproto esp reqid 5 mode transport/);
+    await client.deletePolicy(policy.id);
+  });
+});
