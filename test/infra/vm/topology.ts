@@ -80,35 +80,34 @@ export async function createNodes(vm: VmClient, names: readonly string[], option
   });
   const allNetns = [...nodes.map((n) => n.netns), ...(switchNetns ? [switchNetns] : [])];
 
-  // One script, one round trip: each exec costs a few hundred ms under TCG.
-  const lines = ['set -e'];
-  for (const ns of allNetns) {
-    lines.push(`ip netns add ${ns}`, `ip -n ${ns} link set lo up`);
-  }
-  if (switchNetns) {
-    lines.push(`ip -n ${switchNetns} link add br0 type bridge`, `ip -n ${switchNetns} link set br0 up`);
-    nodes.forEach((node, i) => {
-      lines.push(
-        `ip link add eth0 netns ${node.netns} type veth peer name port${i} netns ${switchNetns}`,
-        `ip -n ${switchNetns} link set port${i} master br0 up`,
-      );
-    });
-  } else {
-    const [a, b] = nodes as [TopologyNode, TopologyNode];
-    lines.push(`ip link add eth0 netns ${a.netns} type veth peer name eth0 netns ${b.netns}`);
-  }
-  for (const node of nodes) {
-    if (node.ipv4) lines.push(`ip -n ${node.netns} addr add ${node.ipv4}/24 dev eth0`);
-    // nodad: usable at once, instead of after a second of duplicate address detection.
-    if (node.ipv6) lines.push(`ip -n ${node.netns} addr add ${node.ipv6}/64 dev eth0 nodad`);
-    lines.push(`ip -n ${node.netns} link set eth0 up`);
-  }
+  // One script, one round trip, and few `ip` processes (each exec costs a few hundred ms
+  // under TCG): one `ip -batch` per namespace.
+  const batch = (netns: string | undefined, commands: readonly string[]) =>
+    `ip ${netns ? `-n ${netns} ` : ''}-batch - <<'EOF'\n${commands.join('\n')}\nEOF`;
+  const script = ['set -e', batch(undefined, allNetns.map((ns) => `netns add ${ns}`))];
+  if (switchNetns) script.push(batch(switchNetns, ['link set lo up', 'link add br0 type bridge', 'link set br0 up']));
+  nodes.forEach((node, i) => {
+    // The link is created from inside the node's namespace: the kernel looks the new name up in
+    // the requester's namespace, and the VM's own root namespace already has an eth0.
+    const peer = switchNetns ? `port${i} netns ${switchNetns}` : i === 0 ? `eth0 netns ${nodes[1]!.netns}` : undefined;
+    script.push(
+      batch(node.netns, [
+        'link set lo up',
+        ...(peer ? [`link add eth0 type veth peer name ${peer}`] : []),
+        ...(node.ipv4 ? [`addr add ${node.ipv4}/24 dev eth0`] : []),
+        // nodad: usable at once, instead of after a second of duplicate address detection.
+        ...(node.ipv6 ? [`addr add ${node.ipv6}/64 dev eth0 nodad`] : []),
+        'link set eth0 up',
+      ]),
+    );
+  });
+  if (switchNetns) script.push(batch(switchNetns, nodes.map((_, i) => `link set port${i} master br0 up`)));
 
   const cleanup = async (): Promise<void> => {
     await vm.sh(deleteNamespacesScript(allNetns));
   };
   try {
-    await vm.sh(lines.join('\n'));
+    await vm.sh(script.join('\n'));
   } catch (err) {
     await cleanup().catch(() => undefined);
     throw err;
@@ -126,10 +125,13 @@ export async function createNodes(vm: VmClient, names: readonly string[], option
 }
 
 function deleteNamespacesScript(netns: readonly string[]): string {
-  return netns
-    .map(
-      (ns) =>
-        `if [ -e /run/netns/${ns} ]; then ip netns pids ${ns} | xargs -r kill -9; ip netns del ${ns}; fi`,
-    )
-    .join('\n');
+  const existing = `for ns in ${netns.join(' ')}; do [ -e /run/netns/$ns ] && echo $ns; done`;
+  return [
+    `namespaces=$(${existing})`,
+    '[ -n "$namespaces" ] || exit 0',
+    // A process left in a namespace would keep it alive after `netns del`.
+    'pids=$(for ns in $namespaces; do ip netns pids $ns; done)',
+    '[ -z "$pids" ] || kill -9 $pids',
+    'for ns in $namespaces; do echo "netns del $ns"; done | ip -batch -',
+  ].join('\n');
 }

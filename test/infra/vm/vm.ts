@@ -121,7 +121,13 @@ async function bootOnce(image: VmImage, options: BootVmOptions): Promise<Vm> {
     (shutdownPromise ??= (async () => {
       if (!hasExited) {
         await poweroff().catch(() => undefined);
-        const stopped = await Promise.race([exited.then(() => true), sleep(15_000).then(() => false)]);
+        // An unref'ed timer: a pending one would keep vitest's process alive after the run.
+        let timer: NodeJS.Timeout | undefined;
+        const stopped = await Promise.race([
+          exited.then(() => true),
+          new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), 15_000).unref())),
+        ]);
+        clearTimeout(timer);
         if (!stopped) {
           qemu.kill('SIGKILL');
           await exited;
