@@ -143,13 +143,13 @@ describe('runWorkers', () => {
     const queue = new WorkQueue({ clock: new ManualClock() });
     const active = new Set<string>();
     let overlap = false;
-    const gates: Array<ReturnType<typeof deferred>> = [];
+    const gates: Array<ReturnType<typeof deferred<void>>> = [];
     const calls: string[] = [];
     const running = runWorkers(queue, 4, async (key) => {
       if (active.has(key)) overlap = true;
       active.add(key);
       calls.push(key);
-      const gate = deferred();
+      const gate = deferred<void>();
       gates.push(gate);
       await gate.promise;
       active.delete(key);
