@@ -173,7 +173,7 @@ export class NetlinkConnection {
       for (const index of chunk) {
         const request = requests[index]!;
         const sequence = this.#nextSequence();
-        offset += writeMessage(datagram, offset, { type: request.type, flags: NLM_F_REQUEST | NLM_F_ACK | request.flags, sequence, portId: 0 }, request.body);
+        offset += writeMessage(datagram, offset, this.#header(request, NLM_F_REQUEST | NLM_F_ACK | request.flags, sequence), request.body);
         inFlight += 1;
         completions.push(
           new Promise<void>((resolve) => {
@@ -215,7 +215,7 @@ export class NetlinkConnection {
       const result = await new Promise<{ outcome: BatchOutcome; interrupted: boolean }>((resolve) => {
         const pending = this.#register(request, sequence, (outcome) => resolve({ outcome, interrupted: pending.interrupted }));
         const datagram = Buffer.alloc(messageSpace(request.body.length));
-        writeMessage(datagram, 0, { type: request.type, flags: NLM_F_REQUEST | NLM_F_DUMP | request.flags, sequence, portId: 0 }, request.body);
+        writeMessage(datagram, 0, this.#header(request, NLM_F_REQUEST | NLM_F_DUMP | request.flags, sequence), request.body);
         this.#transport.send(datagram).catch((error: unknown) => this.#fail(pending, sendError(pending, error)));
       });
       if (!result.outcome.ok) throw result.outcome.error;
@@ -310,6 +310,15 @@ export class NetlinkConnection {
       this.#fail(pending, new NetlinkError({ operation: pending.request.operation, errno: error.errno, sequence: pending.sequence, detail, cause: error }));
     }
     if (error.fatal === true) this.close();
+  }
+
+  /**
+   * nlmsg_pid carries our port id: the kernel copies it into the notifications a change causes,
+   * which is how a listener recognises its own changes (requests sent with 0 look like the
+   * kernel's own).
+   */
+  #header(request: NetlinkRequest, flags: number, sequence: number): { type: number; flags: number; sequence: number; portId: number } {
+    return { type: request.type, flags, sequence, portId: this.#transport.portId };
   }
 
   #nextSequence(): number {

@@ -25,6 +25,8 @@ describe('requests', () => {
     await Promise.all([connection.request(ADD), connection.request(ADD)]);
     const [first, second] = transport.requests;
     expect(first!.flags).toBe(0x5);
+    // nlmsg_pid = our port id, so notifications caused by our requests can be recognised.
+    expect(first!.portId).toBe(transport.portId);
     expect(second!.sequence).toBe(first!.sequence + 1);
     expect(connection.inFlight).toBe(0);
   });
