@@ -178,8 +178,9 @@ function qemuArgs(image: VmImage, options: BootVmOptions, consoleLogPath: string
     ...share('/', 'hostroot'),
     ...share('/usr', 'hostusr'),
     // User networking: the guest reaches the host's 127.0.0.1 at 10.0.2.2; the host reaches
-    // the control server only through this forward, bound to its loopback.
-    '-netdev', `user,id=n0,hostfwd=tcp:127.0.0.1:${hostPort}-:${GUEST_CONTROL_PORT}`,
+    // the control server only through this forward, bound to its loopback. ipv6=off: qemu's
+    // router advertisements would give the guest an IPv6 default route out of the host.
+    '-netdev', `user,id=n0,ipv6=off,hostfwd=tcp:127.0.0.1:${hostPort}-:${GUEST_CONTROL_PORT}`,
     // romfile=: no iPXE option ROM to load and run at every boot.
     '-device', 'virtio-net-pci,netdev=n0,romfile=',
     ...(options.extraQemuArgs ?? []),
