@@ -1,0 +1,43 @@
+# syntax=docker/dockerfile:1
+# The ipsec-operator image: one image, two commands (`controller`, `agent`; see docs/operations.md).
+#   docker build -t ipsec-operator:0.1.0 .
+# test/unit/chart-image.test.ts checks that what the chart runs exists in this image: the
+# entrypoint, the files it imports, and the subcommands and flags in the CLI's usage text.
+
+# ---- build: TypeScript, the NETLINK_XFRM addon, production node_modules ----
+FROM node:20-bookworm AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+# npm ci runs the package's install script (node-gyp rebuild --directory native): native/ first.
+COPY package.json package-lock.json ./
+COPY native/binding.gyp native/
+COPY native/src/ native/src/
+RUN npm ci --no-audit --no-fund \
+ && test -f native/build/Release/xfrm_netlink.node
+COPY tsconfig.json tsconfig.build.json ./
+COPY src/ src/
+COPY bin/ bin/
+RUN npm run build \
+ && npm prune --omit=dev --no-audit --no-fund
+
+# ---- runtime ----
+FROM node:20-bookworm-slim
+# iproute2: the agent reads the node's interfaces with `ip -j link`.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iproute2 \
+ && rm -rf /var/lib/apt/lists/*
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=build /src/package.json ./
+COPY --from=build /src/node_modules/ node_modules/
+COPY --from=build /src/dist/ dist/
+COPY --from=build /src/bin/ bin/
+COPY --from=build /src/native/build/Release/xfrm_netlink.node native/build/Release/
+COPY deploy/crds/ deploy/crds/
+# The controller runs as this user (restricted Pod Security); the agent's pod sets runAsUser 0
+# with only NET_ADMIN (see charts/ipsec-operator/templates/agent-daemonset.yaml).
+USER 65532:65532
+ENTRYPOINT ["node", "/app/bin/ipsec-operator.js"]
+CMD ["--help"]
