@@ -38,23 +38,58 @@ function integer(name: string, size: 1 | 2 | 4, byteOrder: 'host' | 'big', signe
   const min = signed ? -(2 ** (size * 8 - 1)) : 0;
   const max = signed ? 2 ** (size * 8 - 1) - 1 : 2 ** (size * 8) - 1;
   const order = size === 1 ? 'none' : byteOrder;
+  // The fixed-size Buffer accessors are much faster than the generic read/writeUIntLE(size).
+  const big = byteOrder === 'big';
+  const read: (buffer: Buffer, offset: number) => number =
+    size === 1
+      ? signed
+        ? (b, o) => b.readInt8(o)
+        : (b, o) => b.readUInt8(o)
+      : size === 2
+        ? big
+          ? signed
+            ? (b, o) => b.readInt16BE(o)
+            : (b, o) => b.readUInt16BE(o)
+          : signed
+            ? (b, o) => b.readInt16LE(o)
+            : (b, o) => b.readUInt16LE(o)
+        : big
+          ? signed
+            ? (b, o) => b.readInt32BE(o)
+            : (b, o) => b.readUInt32BE(o)
+          : signed
+            ? (b, o) => b.readInt32LE(o)
+            : (b, o) => b.readUInt32LE(o);
+  const write: (buffer: Buffer, offset: number, value: number) => void =
+    size === 1
+      ? signed
+        ? (b, o, v) => b.writeInt8(v, o)
+        : (b, o, v) => b.writeUInt8(v, o)
+      : size === 2
+        ? big
+          ? signed
+            ? (b, o, v) => b.writeInt16BE(v, o)
+            : (b, o, v) => b.writeUInt16BE(v, o)
+          : signed
+            ? (b, o, v) => b.writeInt16LE(v, o)
+            : (b, o, v) => b.writeUInt16LE(v, o)
+        : big
+          ? signed
+            ? (b, o, v) => b.writeInt32BE(v, o)
+            : (b, o, v) => b.writeUInt32BE(v, o)
+          : signed
+            ? (b, o, v) => b.writeInt32LE(v, o)
+            : (b, o, v) => b.writeUInt32LE(v, o);
   return {
     name,
     size,
     byteOrder: order,
-    read(buffer, offset) {
-      if (signed) return byteOrder === 'big' ? buffer.readIntBE(offset, size) : buffer.readIntLE(offset, size);
-      return byteOrder === 'big' ? buffer.readUIntBE(offset, size) : buffer.readUIntLE(offset, size);
-    },
+    read,
     write(buffer, offset, value) {
       if (!Number.isInteger(value) || value < min || value > max) {
         throw new Error(`${String(value)} does not fit ${name} (${min}..${max})`);
       }
-      if (signed) {
-        if (byteOrder === 'big') buffer.writeIntBE(value, offset, size);
-        else buffer.writeIntLE(value, offset, size);
-      } else if (byteOrder === 'big') buffer.writeUIntBE(value, offset, size);
-      else buffer.writeUIntLE(value, offset, size);
+      write(buffer, offset, value);
     },
     zero: () => 0,
   };
@@ -159,6 +194,8 @@ export class StructLayout<T extends object> implements FieldType<T> {
   readonly name: string;
   readonly byteOrder = 'none' as const;
   readonly rows: readonly FieldRow[];
+  /** The field table as a list, computed once (encode/decode are hot in big batches). */
+  readonly #entries: ReadonlyArray<readonly [string, FieldSpec<unknown>]>;
 
   constructor(
     readonly cName: string,
@@ -186,18 +223,19 @@ export class StructLayout<T extends object> implements FieldType<T> {
       throw new Error(`layout ${this.name}: flexible array ${flexibleArray.name} overlaps the fields`);
     }
     this.rows = rows;
+    this.#entries = Object.entries(fields as Record<string, FieldSpec<unknown>>);
   }
 
   read(buffer: Buffer, offset: number): T {
     const out: Record<string, unknown> = {};
-    for (const [field, spec] of Object.entries(this.fields as Record<string, FieldSpec<unknown>>)) {
+    for (const [field, spec] of this.#entries) {
       out[field] = spec.type.read(buffer, offset + spec.offset);
     }
     return out as T;
   }
 
   write(buffer: Buffer, offset: number, value: T): void {
-    for (const [field, spec] of Object.entries(this.fields as Record<string, FieldSpec<unknown>>)) {
+    for (const [field, spec] of this.#entries) {
       const fieldValue = (value as Record<string, unknown>)[field];
       try {
         if (fieldValue === undefined) throw new Error('is missing');
@@ -211,7 +249,7 @@ export class StructLayout<T extends object> implements FieldType<T> {
 
   zero(): T {
     const out: Record<string, unknown> = {};
-    for (const [field, spec] of Object.entries(this.fields as Record<string, FieldSpec<unknown>>)) {
+    for (const [field, spec] of this.#entries) {
       out[field] = spec.type.zero();
     }
     return out as T;
