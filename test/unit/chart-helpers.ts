@@ -185,7 +185,8 @@ export function permissionTable(table: Record<string, Record<string, string>>): 
   const out: string[] = [];
   for (const [scope, rows] of Object.entries(table)) {
     for (const [resources, verbs] of Object.entries(rows)) {
-      const [group, list] = resources.split('/', 2) as [string, string];
+      const slash = resources.indexOf('/');
+      const [group, list] = [resources.slice(0, slash), resources.slice(slash + 1)];
       const [first, ...subs] = list.split('/'); // "securityassociations,ipsecpolicies/status"
       for (const resource of first!.split(',')) {
         for (const verb of verbs.split(',')) out.push(`${scope} ${group}/${[resource, ...subs].join('/')} ${verb}`);
