@@ -39,7 +39,7 @@ export interface NetlinkRequest {
 }
 
 export interface ConnectionOptions {
-  /** Time allowed for each request (each dump attempt) to be answered. Default 10 s. */
+  /** Silence allowed before a request (or a dump, between two of its replies) fails. Default 10 s. */
   readonly requestTimeoutMs?: number;
   /** Dump attempts before giving up when NLM_F_DUMP_INTR keeps coming. Default 5. */
   readonly maxDumpAttempts?: number;
@@ -293,7 +293,11 @@ export class NetlinkConnection {
         } else this.#complete(pending, { ok: true, replies: pending.replies });
         return;
       }
-      if (pending.request.replyType !== undefined && message.type === pending.request.replyType) pending.replies.push(message);
+      if (pending.request.replyType !== undefined && message.type === pending.request.replyType) {
+        pending.replies.push(message);
+        // A long dump is progress, not silence: the timeout counts from the last reply.
+        pending.timer?.refresh();
+      }
     } catch (error) {
       this.#fail(pending, error instanceof NetlinkCodecError ? error : new NetlinkCodecError(pending.request.operation, String(error)));
     }
