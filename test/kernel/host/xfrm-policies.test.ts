@@ -4,6 +4,8 @@
  * kernel refusals with their errno and extended-ack text; and policies made by `ip` decoded to
  * exactly what was asked.
  */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { isExists, isNotFound } from '../../../src/netlink/error.js';
@@ -261,5 +263,44 @@ describe('policies made by ip decode to exactly what was asked', () => {
     await client.addPolicy(policy);
     expect(netns.ip('xfrm', 'policy', 'list')).toMatch(/tmpl src 10\.7\.0\.1 dst 10\.7\.0\.2\n\t\tproto esp reqid 5 mode transport/);
     await client.deletePolicy(policy.id);
+  });
+});
+
+describe('per-socket policies', () => {
+  /**
+   * A process in the namespace that sets IP_XFRM_POLICY (17) on a UDP socket: an outbound
+   * per-socket policy, which the kernel keeps as dir XFRM_POLICY_MAX + out = 4 and includes in
+   * policy dumps. Python's socket module can pass the raw xfrm_userpolicy_info.
+   */
+  const HOLDER = [
+    'import socket, struct, sys',
+    'info = bytearray(168)',
+    "struct.pack_into('<H', info, 40, 2)",
+    "for i in range(4): struct.pack_into('<Q', info, 56 + 8 * i, 0xffffffffffffffff)",
+    'info[160] = 1',
+    's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+    's.setsockopt(socket.IPPROTO_IP, 17, bytes(info))',
+    "print('ready', flush=True)",
+    'sys.stdin.read()',
+  ].join('\n');
+
+  it('are left out of listPolicies and reported as skipped by dumpPolicies', async () => {
+    const holder = spawn('ip', ['netns', 'exec', netns.name, 'python3', '-c', HOLDER], { stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      const [chunk] = (await once(holder.stdout, 'data')) as [Buffer];
+      expect(chunk.toString()).toContain('ready');
+      expect(netns.ip('xfrm', 'policy', 'list')).toMatch(/socket out/);
+      const main = makePolicy({ direction: 'out', selector: makeSelector({ source: '10.8.0.0/16', destination: '10.9.0.0/16' }) });
+      await client.addPolicy(main);
+      const dumped = await client.dumpPolicies();
+      expect(dumped.entries.map((p) => p.id)).toEqual([main.id]);
+      expect(dumped.skipped).toEqual([{ reason: expect.stringMatching(/per-socket policy \(dir 4\)/) }]);
+      expect(await client.listPolicies()).toHaveLength(1);
+      expect(await client.spdInfo()).toMatchObject({ outbound: 1, outboundSocket: 1 });
+      await client.deletePolicy(main.id);
+    } finally {
+      holder.stdin.end();
+      if (holder.exitCode === null) await once(holder, 'exit');
+    }
   });
 });
