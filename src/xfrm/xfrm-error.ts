@@ -49,7 +49,8 @@ export class XfrmError extends NetlinkError {
         operation,
         errno: errnoNumber(validation ? 'EINVAL' : 'EPROTO'),
         sequence: 0,
-        detail: validation ? `refused before sending: ${error.message}` : `undecodable reply: ${error.message}`,
+        // The operation is already in the message: keep the codec's detail only.
+        detail: validation ? `refused before sending: ${error.detail}` : `undecodable reply: ${error.message}`,
         validation,
         ...(index === undefined ? {} : { index }),
         cause: error,
