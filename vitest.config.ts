@@ -25,7 +25,7 @@ export default defineConfig({
         test: {
           name: 'vm',
           include: ['test/kernel/vm/**/*.test.ts'],
-          globalSetup: ['test/infra/vm/global-setup.ts'],
+          globalSetup: ['test/infra/build-dist.ts', 'test/infra/vm/global-setup.ts'],
           fileParallelism: false,
           testTimeout: 120_000,
           hookTimeout: 300_000,
@@ -44,7 +44,7 @@ export default defineConfig({
         test: {
           name: 'e2e',
           include: ['test/e2e/**/*.test.ts'],
-          globalSetup: ['test/infra/controlplane/global-setup.ts', 'test/infra/vm/global-setup.ts'],
+          globalSetup: ['test/infra/build-dist.ts', 'test/infra/controlplane/global-setup.ts', 'test/infra/vm/global-setup.ts'],
           fileParallelism: false,
           testTimeout: 300_000,
           hookTimeout: 600_000,

@@ -206,6 +206,7 @@ export const securityAssociationSpec: Schema = obj(
       rule("self.protocol != 'ipcomp' || self.spi < 65536", 'an ipcomp CPI must be below 0x10000'),
       rule('!has(self.esn) || !self.esn || (has(self.replayWindow) && self.replayWindow > 0)', 'esn needs a replayWindow above 0'),
       rule("!has(self.encapsulation) || self.protocol == 'esp'", 'encapsulation is only for esp'),
+      rule("!has(self.tfcPad) || self.tfcPad == 0 || (has(self.mode) && self.mode == 'tunnel')", 'tfcPad needs tunnel mode'),
     ],
   },
 );

@@ -96,6 +96,7 @@ export function buildSecurityAssociation(spec: SecurityAssociationSpec, context:
     ? buildSelector(spec.selector, 'spec.selector', context, problems)
     : anySelector(family);
 
+  if ((spec.tfcPad ?? 0) !== 0 && mode !== 'tunnel') problems.add('spec.tfcPad', 'tfcPad needs tunnel mode');
   const esn = spec.esn === true;
   const window = spec.replayWindow ?? 0;
   const flags: StateFlag[] = [...(spec.flags ?? []), ...(esn ? (['esn'] as const) : [])];

@@ -51,12 +51,23 @@ export function formatManifestError(error: ManifestError): string {
   return `${where}: ${error.path}: ${error.message}`;
 }
 
-/** Expands directories (their *.yaml / *.yml / *.json files, sorted) and reads every file. */
+/**
+ * Expands directories (their *.yaml / *.yml / *.json files, sorted) and reads every file;
+ * `-` reads standard input, as with `kubectl apply -f -`.
+ */
 export async function loadManifests(paths: readonly string[]): Promise<ManifestSet> {
   const files: string[] = [];
-  for (const path of paths) files.push(...(await expand(path)));
-  const texts = await Promise.all(files.map(async (file) => ({ file, text: await readFile(file, 'utf8') })));
+  for (const path of paths) files.push(...(path === '-' ? [path] : await expand(path)));
+  const texts = await Promise.all(
+    files.map(async (file) => ({ file: file === '-' ? '<stdin>' : file, text: file === '-' ? await readStdin() : await readFile(file, 'utf8') })),
+  );
   return parseManifests(texts);
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 async function expand(path: string): Promise<string[]> {

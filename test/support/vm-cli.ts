@@ -1,0 +1,31 @@
+/**
+ * Running the `ipsec-operator` CLI inside the test VM (which sees this checkout at the same
+ * path), and small helpers around `ip xfrm` output for kernel tests.
+ */
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import type { VmClient, VmExecResult } from '../infra/vm/client.js';
+
+export const REPO = fileURLToPath(new URL('../../', import.meta.url));
+export const CLI = `${REPO}bin/ipsec-operator.js`;
+
+/** Runs the CLI in the VM; `manifests` goes to stdin (use `-f -`). */
+export function cli(vm: VmClient, args: readonly string[], manifests?: string): Promise<VmExecResult> {
+  return vm.exec({ argv: ['node', CLI, ...args] }, { ...(manifests === undefined ? {} : { stdin: manifests }), timeoutMs: 120_000 });
+}
+
+/** A fresh, empty network namespace in the VM (with lo up), and its removal. */
+export async function freshNamespace(vm: VmClient, label: string): Promise<{ name: string; remove: () => Promise<void> }> {
+  const name = `${label}-${randomBytes(3).toString('hex')}`;
+  await vm.sh(`ip netns add ${name} && ip -n ${name} link set lo up`);
+  return { name, remove: async () => void (await vm.trySh(`ip netns del ${name}`)) };
+}
+
+/** A state directory for the CLI's ownership ledger, private to one test. */
+export function stateDir(namespace: string): string {
+  return `/var/lib/ipsecop-test/${namespace}`;
+}
+
+export function formatResult(result: VmExecResult): string {
+  return `exit ${result.exitCode}\n--- stdout\n${result.stdout}\n--- stderr\n${result.stderr}`;
+}
