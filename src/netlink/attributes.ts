@@ -49,6 +49,23 @@ export class AttributeEncoder {
     return this;
   }
 
+  /**
+   * Runs a step that may throw (conversions, struct encoding) and records its failure as this
+   * encoder's error, prefixed with `what`. Returns undefined when it failed or an error was
+   * already recorded, so the caller skips the attribute.
+   */
+  attempt<R>(what: string, run: () => R): R | undefined {
+    if (this.#error) return undefined;
+    try {
+      return run();
+    } catch (error) {
+      // Codec errors already carry `where`: keep only their detail.
+      const detail = error instanceof NetlinkCodecError ? error.detail : error instanceof Error ? error.message : String(error);
+      this.fail(`${what}: ${detail}`);
+      return undefined;
+    }
+  }
+
   /** Raw bytes at the current position, padded to 4 (the fixed struct that starts a message). */
   header(bytes: Uint8Array): this {
     if (this.#error) return this;
@@ -63,7 +80,7 @@ export class AttributeEncoder {
   /** Encodes `value` with `layout` as the fixed header of the message. */
   headerStruct<T extends object>(layout: StructLayout<T>, value: T): this {
     if (this.#error) return this;
-    const encoded = this.#guard(`${layout.name} header`, () => layout.encode(value));
+    const encoded = this.attempt(`${layout.name} header`, () => layout.encode(value));
     return encoded ? this.header(encoded) : this;
   }
 
@@ -118,7 +135,7 @@ export class AttributeEncoder {
   /** A struct payload encoded by its layout (padding zeroed). */
   struct<T extends object>(type: number, layout: StructLayout<T>, value: T): this {
     if (this.#error) return this;
-    const encoded = this.#guard(this.names(type), () => layout.encode(value));
+    const encoded = this.attempt(this.names(type), () => layout.encode(value));
     return encoded ? this.bytes(type, encoded) : this;
   }
 
@@ -163,16 +180,6 @@ export class AttributeEncoder {
       return false;
     }
     return true;
-  }
-
-  #guard<R>(what: string, run: () => R): R | undefined {
-    try {
-      return run();
-    } catch (error) {
-      const detail = error instanceof NetlinkCodecError ? error.detail : error instanceof Error ? error.message : String(error);
-      this.fail(`${what}: ${detail}`);
-      return undefined;
-    }
   }
 
   #reserve(extra: number): void {

@@ -8,6 +8,11 @@ import { xfrmAttributeName, XFRMA_MARK } from './abi/constants.js';
 import { xfrm_mark } from './abi/structs.js';
 import type { Mark } from './types.js';
 
+/** Whether a number fits a __u32 field (SPIs, reqids, marks, priorities). */
+export function isU32(value: number): boolean {
+  return Number.isInteger(value) && value >= 0 && value <= 0xffff_ffff;
+}
+
 /** The last attribute of each type (the kernel sends each at most once). */
 export function indexAttributes(attributes: readonly RawAttribute[]): Map<number, RawAttribute> {
   const index = new Map<number, RawAttribute>();

@@ -28,14 +28,8 @@ import {
 import { formatAddress, formatPrefix } from './address.js';
 import { FAMILY, MODE, POLICY_ACTION, POLICY_DIRECTION, POLICY_FLAGS, POLICY_TYPE, PROTOCOL, SHARE } from './enums.js';
 import { addressBytes, decodeLifetime, decodeLifetimeCurrent, decodeSelector, encodeLifetime, encodeSelector } from './selector.js';
-import { markAttribute, splitBody, u32Attribute } from './body.js';
+import { isU32, markAttribute, splitBody, u32Attribute } from './body.js';
 import type { PolicyDirection, PolicyId, PolicyTemplate, PolicyType, SecurityPolicy, Selector } from './types.js';
-
-const U32_MAX = 0xffff_ffff;
-
-function isU32(value: number): boolean {
-  return Number.isInteger(value) && value >= 0 && value <= U32_MAX;
-}
 
 /** `ip`-like text of a selector: `10.0.0.0/24 -> 10.0.1.0/24 proto 6 dport 443`. */
 export function describeSelector(selector: Selector): string {
@@ -106,25 +100,13 @@ function encodeTemplate(template: PolicyTemplate, index: number, where: string):
   };
 }
 
-function guarded<R>(encoder: AttributeEncoder, what: string, run: () => R): R | undefined {
-  if (encoder.error) return undefined;
-  try {
-    return run();
-  } catch (error) {
-    // Codec errors already carry `where`: keep only their detail.
-    const detail = error instanceof NetlinkCodecError ? error.detail : error instanceof Error ? error.message : String(error);
-    encoder.fail(`${what}: ${detail}`);
-    return undefined;
-  }
-}
-
 /** The identity attributes every policy message carries after its fixed struct. */
 function encodeIdentityAttributes(encoder: AttributeEncoder, id: PolicyId, templates: readonly PolicyTemplate[] | undefined, where: string): void {
   if (id.type !== 'main') {
     encoder.struct(K.XFRMA_POLICY_TYPE, xfrm_userpolicy_type, { type: POLICY_TYPE.toNumber(id.type), reserved1: 0, reserved2: 0 });
   }
   if (templates && templates.length > 0) {
-    const bytes = guarded(encoder, 'XFRMA_TMPL', () =>
+    const bytes = encoder.attempt('XFRMA_TMPL', () =>
       Buffer.concat(templates.map((template, i) => xfrm_user_tmpl.encode(encodeTemplate(template, i, where)))),
     );
     if (bytes) encoder.bytes(K.XFRMA_TMPL, bytes);
@@ -138,7 +120,7 @@ export function encodePolicy(policy: SecurityPolicy, where = `policy ${describeP
   const problem = validatePolicy(policy);
   if (problem) throw new NetlinkCodecError(where, problem);
   const encoder = new AttributeEncoder(where, K.xfrmAttributeName);
-  const info = guarded(encoder, 'xfrm_userpolicy_info', () => {
+  const info = encoder.attempt('xfrm_userpolicy_info', () => {
     const raw: RawUserpolicyInfo = {
       sel: encodeSelector(policy.id.selector, where),
       lft: encodeLifetime(policy.lifetime),
@@ -165,7 +147,7 @@ export function encodePolicyId(id: PolicyId, where = `policy ${describePolicyId(
   const problem = validateId(id);
   if (problem) throw new NetlinkCodecError(where, problem);
   const encoder = new AttributeEncoder(where, K.xfrmAttributeName);
-  const head = guarded(encoder, 'xfrm_userpolicy_id', () =>
+  const head = encoder.attempt('xfrm_userpolicy_id', () =>
     xfrm_userpolicy_id.encode({ sel: encodeSelector(id.selector, where), index: 0, dir: POLICY_DIRECTION.toNumber(id.direction) }),
   );
   if (head) encoder.header(head);

@@ -15,7 +15,7 @@
  *   kernel caps at 32 (the legacy 32-bit bitmap).
  */
 import { AttributeEncoder, type RawAttribute } from '../netlink/attributes.js';
-import { markAttribute, splitBody, structAttribute, u32Attribute } from './body.js';
+import { isU32, markAttribute, splitBody, structAttribute, u32Attribute } from './body.js';
 import { NetlinkCodecError, UnsupportedEntryError } from '../netlink/codec-error.js';
 import * as K from './abi/constants.js';
 import {
@@ -40,7 +40,6 @@ import type {
   AddressFamily,
   AuthAlgorithm,
   Encapsulation,
-  Mark,
   ReplayConfig,
   ReplayState,
   SecurityAssociation,
@@ -60,10 +59,6 @@ export function describeStateId(id: StateId): string {
 /** Whether an SA's replay state travels as XFRMA_REPLAY_ESN_VAL. */
 export function usesEsnAttribute(sa: Pick<SecurityAssociation, 'replay' | 'flags'>): boolean {
   return sa.replay.useEsnAttribute || sa.replay.window > K.XFRM_LEGACY_REPLAY_WINDOW_MAX || sa.flags.includes('esn');
-}
-
-function isU32(value: number): boolean {
-  return Number.isInteger(value) && value >= 0 && value <= U32_MAX;
 }
 
 /**
@@ -124,7 +119,7 @@ function writeKeyed(
 
 function encodeAlgorithms(encoder: AttributeEncoder, algorithms: StateAlgorithms): void {
   const auth = (value: AuthAlgorithm): void => {
-    const head = guarded(encoder, 'XFRMA_ALG_AUTH_TRUNC', () =>
+    const head = encoder.attempt('XFRMA_ALG_AUTH_TRUNC', () =>
       xfrm_algo_auth.encode({ alg_name: value.name, alg_key_len: value.key.bits, alg_trunc_len: value.truncationBits }),
     );
     if (head) writeKeyed(encoder, K.XFRMA_ALG_AUTH_TRUNC, head, value.key);
@@ -132,7 +127,7 @@ function encodeAlgorithms(encoder: AttributeEncoder, algorithms: StateAlgorithms
   switch (algorithms.kind) {
     case 'aead': {
       const { aead } = algorithms;
-      const head = guarded(encoder, 'XFRMA_ALG_AEAD', () =>
+      const head = encoder.attempt('XFRMA_ALG_AEAD', () =>
         xfrm_algo_aead.encode({ alg_name: aead.name, alg_key_len: aead.key.bits, alg_icv_len: aead.icvBits }),
       );
       if (head) writeKeyed(encoder, K.XFRMA_ALG_AEAD, head, aead.key);
@@ -140,7 +135,7 @@ function encodeAlgorithms(encoder: AttributeEncoder, algorithms: StateAlgorithms
     }
     case 'cipher': {
       const { cipher } = algorithms;
-      const head = guarded(encoder, 'XFRMA_ALG_CRYPT', () => xfrm_algo.encode({ alg_name: cipher.name, alg_key_len: cipher.key.bits }));
+      const head = encoder.attempt('XFRMA_ALG_CRYPT', () => xfrm_algo.encode({ alg_name: cipher.name, alg_key_len: cipher.key.bits }));
       if (head) writeKeyed(encoder, K.XFRMA_ALG_CRYPT, head, cipher.key);
       if (algorithms.auth) auth(algorithms.auth);
       break;
@@ -149,22 +144,10 @@ function encodeAlgorithms(encoder: AttributeEncoder, algorithms: StateAlgorithms
       auth(algorithms.auth);
       break;
     case 'compression': {
-      const head = guarded(encoder, 'XFRMA_ALG_COMP', () => xfrm_algo.encode({ alg_name: algorithms.compression.name, alg_key_len: 0 }));
+      const head = encoder.attempt('XFRMA_ALG_COMP', () => xfrm_algo.encode({ alg_name: algorithms.compression.name, alg_key_len: 0 }));
       if (head) encoder.bytes(K.XFRMA_ALG_COMP, head);
       break;
     }
-  }
-}
-
-function guarded<R>(encoder: AttributeEncoder, what: string, run: () => R): R | undefined {
-  if (encoder.error) return undefined;
-  try {
-    return run();
-  } catch (error) {
-    // Codec errors already carry `where`: keep only their detail.
-    const detail = error instanceof NetlinkCodecError ? error.detail : error instanceof Error ? error.message : String(error);
-    encoder.fail(`${what}: ${detail}`);
-    return undefined;
   }
 }
 
@@ -200,13 +183,13 @@ export function encodeState(sa: SecurityAssociation, where = `SA ${describeState
   const problem = validateState(sa);
   if (problem) throw new NetlinkCodecError(where, problem);
   const encoder = new AttributeEncoder(where, K.xfrmAttributeName);
-  const info = guarded(encoder, 'xfrm_usersa_info', () => xfrm_usersa_info.encode(encodeUsersaInfo(sa, where)));
+  const info = encoder.attempt('xfrm_usersa_info', () => xfrm_usersa_info.encode(encodeUsersaInfo(sa, where)));
   if (info) encoder.header(info);
   encodeAlgorithms(encoder, sa.algorithms);
   const family = sa.id.family;
   if (sa.encapsulation) {
     const encap = sa.encapsulation;
-    const raw = guarded(encoder, 'XFRMA_ENCAP', () => ({
+    const raw = encoder.attempt('XFRMA_ENCAP', () => ({
       encap_type: ENCAP_TYPE.toNumber(encap.type),
       encap_sport: encap.sourcePort,
       encap_dport: encap.destinationPort,
@@ -216,7 +199,7 @@ export function encodeState(sa: SecurityAssociation, where = `SA ${describeState
   }
   if (sa.careOfAddress !== undefined) {
     const coa = sa.careOfAddress;
-    const bytes = guarded(encoder, 'XFRMA_COADDR', () => addressBytes(family, coa, 'care-of address', where));
+    const bytes = encoder.attempt('XFRMA_COADDR', () => addressBytes(family, coa, 'care-of address', where));
     if (bytes) encoder.bytes(K.XFRMA_COADDR, bytes);
   }
   if (usesEsnAttribute(sa)) {
@@ -246,7 +229,7 @@ export function encodeState(sa: SecurityAssociation, where = `SA ${describeState
 export function encodeStateId(id: StateId, where = `SA ${describeStateId(id)}`): Buffer {
   if (!isU32(id.spi)) throw new NetlinkCodecError(where, `SPI ${id.spi} is not a 32-bit value`);
   const encoder = new AttributeEncoder(where, K.xfrmAttributeName);
-  const head = guarded(encoder, 'xfrm_usersa_id', () =>
+  const head = encoder.attempt('xfrm_usersa_id', () =>
     xfrm_usersa_id.encode({
       daddr: addressBytes(id.family, id.destination, 'destination', where),
       spi: id.spi,
