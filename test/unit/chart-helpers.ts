@@ -129,7 +129,11 @@ export function podSecurityViolations(spec: PodSpec, level: 'baseline' | 'restri
   for (const c of containers) {
     const sc = c.securityContext ?? {};
     if (sc.privileged) out.push(`privileged (${c.name})`);
-    for (const port of c.ports ?? []) if (port.hostPort) out.push(`hostPort ${port.hostPort} (${c.name})`);
+    // The API server defaults hostPort to containerPort in a hostNetwork pod.
+    for (const port of c.ports ?? []) {
+      const hostPort = port.hostPort ?? (spec.hostNetwork ? port.containerPort : undefined);
+      if (hostPort) out.push(`hostPort ${hostPort} (${c.name})`);
+    }
     if (sc.procMount && sc.procMount !== 'Default') out.push(`procMount (${c.name})`);
     if (sc.seccompProfile?.type === 'Unconfined') out.push(`seccompProfile Unconfined (${c.name})`);
     for (const cap of sc.capabilities?.add ?? []) {

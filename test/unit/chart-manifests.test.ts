@@ -104,10 +104,12 @@ describe('agent DaemonSet', () => {
   });
 
   it('breaks the restricted and baseline levels exactly where it must, and nowhere else', () => {
-    expect(podSecurityViolations(agentPod.spec, 'baseline')).toEqual(['hostNetwork', 'hostPath volume state', 'capability NET_ADMIN (agent)']);
+    // hostPort: the API server sets hostPort = containerPort (the metrics port) in a hostNetwork pod.
+    expect(podSecurityViolations(agentPod.spec, 'baseline')).toEqual(['hostNetwork', 'hostPath volume state', 'hostPort 9090 (agent)', 'capability NET_ADMIN (agent)']);
     expect(podSecurityViolations(agentPod.spec, 'restricted')).toEqual([
       'hostNetwork',
       'hostPath volume state',
+      'hostPort 9090 (agent)',
       'capability NET_ADMIN (agent)',
       'runAsNonRoot not true (agent)',
       'runAsUser 0 (agent)',
