@@ -82,6 +82,8 @@ describe('LeaderElector on a real Lease', () => {
     expect(await leader.run).toBe('stopped');
     expect(leader.log).toEqual(['started', 'stopped']);
     expect(leader.leaderSignal?.aborted).toBe(true);
+    // Released on the clean stop (empty holder, or already the standby): not left to expire.
+    expect(await holder('handover')).not.toBe(leader.elector.identity);
     await eventually('standby takes over', () => ensure(standby.elector.isLeader(), 'standby not leading'));
     expect(await holder('handover')).toBe(standby.elector.identity);
     const lease = await admin.makeApiClient(CoordinationV1Api).readNamespacedLease({ name: 'handover', namespace: ns });
