@@ -5,6 +5,9 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll } from 'vitest';
+
+import { XfrmClient } from '../../../src/xfrm/client.js';
 
 export interface TestNetns {
   readonly name: string;
@@ -42,6 +45,35 @@ export function createNetns(): TestNetns {
     tryIp,
     remove: () => {
       execFileSync('ip', ['netns', 'del', name], { stdio: 'pipe' });
+    },
+  };
+}
+
+/**
+ * For a test file: a fresh namespace and an XfrmClient in it, made before the file's tests and
+ * removed after them. Read `netns` and `client` inside tests (they exist once beforeAll ran).
+ */
+export function useNetnsWithClient(): { readonly netns: TestNetns; readonly client: XfrmClient } {
+  let netns: TestNetns | undefined;
+  let client: XfrmClient | undefined;
+  beforeAll(async () => {
+    netns = createNetns();
+    client = await XfrmClient.open({ netns: netns.name });
+  });
+  afterAll(() => {
+    client?.close();
+    netns?.remove();
+  });
+  const ready = <T>(value: T | undefined, what: string): T => {
+    if (value === undefined) throw new Error(`${what} is not set up yet (use it inside a test)`);
+    return value;
+  };
+  return {
+    get netns() {
+      return ready(netns, 'netns');
+    },
+    get client() {
+      return ready(client, 'client');
     },
   };
 }

@@ -2,25 +2,14 @@
  * applyBatch against the host kernel: thousands of policies pipelined without losing an ack,
  * and a batch whose bad entry fails alone with the kernel's errno while the others apply.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import { XfrmClient, type XfrmBatchRequest } from '../../../src/xfrm/client.js';
+import type { XfrmBatchRequest } from '../../../src/xfrm/client.js';
 import { makePolicy, makeSelector, makeTemplate } from '../../../src/xfrm/defaults.js';
 import type { SecurityPolicy } from '../../../src/xfrm/types.js';
-import { createNetns, type TestNetns } from './netns.js';
+import { useNetnsWithClient } from './netns.js';
 
-let netns: TestNetns;
-let client: XfrmClient;
-
-beforeAll(async () => {
-  netns = createNetns();
-  client = await XfrmClient.open({ netns: netns.name });
-});
-
-afterAll(() => {
-  client?.close();
-  netns?.remove();
-});
+const setup = useNetnsWithClient();
 
 /** Policy number i: a distinct /32 pair per i, one esp template. */
 function policy(i: number, direction: 'in' | 'out' | 'fwd' = 'out'): SecurityPolicy {
@@ -35,19 +24,19 @@ function policy(i: number, direction: 'in' | 'out' | 'fwd' = 'out'): SecurityPol
 }
 
 function count(): number {
-  const match = /SPD IN\s+(\d+)\s+OUT\s+(\d+)\s+FWD\s+(\d+)/.exec(netns.ip('xfrm', 'policy', 'count'));
+  const match = /SPD IN\s+(\d+)\s+OUT\s+(\d+)\s+FWD\s+(\d+)/.exec(setup.netns.ip('xfrm', 'policy', 'count'));
   return match ? Number(match[1]) + Number(match[2]) + Number(match[3]) : Number.NaN;
 }
 
 describe('applyBatch', () => {
   it('adds 2,000 policies, every one acknowledged', async () => {
     const requests: XfrmBatchRequest[] = Array.from({ length: 2000 }, (_, i) => ({ op: 'add-policy', policy: policy(i) }));
-    const results = await client.applyBatch(requests);
+    const results = await setup.client.applyBatch(requests);
     expect(results.filter((r) => !r.ok)).toEqual([]);
     expect(results.map((r) => r.index)).toEqual(requests.map((_, i) => i));
     expect(count()).toBe(2000);
-    expect((await client.spdInfo()).outbound).toBe(2000);
-    expect(await client.listPolicies()).toHaveLength(2000);
+    expect((await setup.client.spdInfo()).outbound).toBe(2000);
+    expect(await setup.client.listPolicies()).toHaveLength(2000);
   });
 
   it('a bad entry in the middle fails alone, naming itself, with the kernel errno', async () => {
@@ -61,7 +50,7 @@ describe('applyBatch', () => {
       { op: 'update-policy', policy: { ...policy(18), priority: 123_456 } },
       { op: 'add-policy', policy: policy(5004) },
     ];
-    const results = await client.applyBatch(requests);
+    const results = await setup.client.applyBatch(requests);
     expect(results.map((r) => (r.ok ? 'ok' : r.error.code))).toEqual(['ok', 'ok', 'EEXIST', 'ENOENT', 'EINVAL', 'EINVAL', 'ok', 'ok']);
     const failure = results[2];
     expect(failure?.ok).toBe(false);
@@ -77,13 +66,13 @@ describe('applyBatch', () => {
     }
     const local = results[5];
     if (local && !local.ok) expect(local.error.validation).toBe(true);
-    expect((await client.getPolicy(policy(18).id)).priority).toBe(123_456);
+    expect((await setup.client.getPolicy(policy(18).id)).priority).toBe(123_456);
     expect(count()).toBe(2003);
   });
 
   it('deletes them all in one batch', async () => {
-    const listed = await client.listPolicies();
-    const results = await client.applyBatch(listed.map((p) => ({ op: 'delete-policy', id: p.id }) as const));
+    const listed = await setup.client.listPolicies();
+    const results = await setup.client.applyBatch(listed.map((p) => ({ op: 'delete-policy', id: p.id }) as const));
     expect(results.every((r) => r.ok)).toBe(true);
     expect(count()).toBe(0);
   });
@@ -91,11 +80,11 @@ describe('applyBatch', () => {
   it('is safe with 10,000 requests: nothing lost, all three directions', async () => {
     const directions = ['in', 'out', 'fwd'] as const;
     const adds: XfrmBatchRequest[] = Array.from({ length: 10_000 }, (_, i) => ({ op: 'add-policy', policy: policy(i, directions[i % 3]) }));
-    const added = await client.applyBatch(adds);
+    const added = await setup.client.applyBatch(adds);
     expect(added.filter((r) => !r.ok).map((r) => (r.ok ? '' : r.error.message)).slice(0, 3)).toEqual([]);
     expect(count()).toBe(10_000);
     const deletes: XfrmBatchRequest[] = adds.map((request) => ({ op: 'delete-policy', id: (request as { policy: SecurityPolicy }).policy.id }));
-    const deleted = await client.applyBatch(deletes);
+    const deleted = await setup.client.applyBatch(deletes);
     expect(deleted.every((r) => r.ok)).toBe(true);
     expect(count()).toBe(0);
   });

@@ -3,26 +3,14 @@
  * namespace, told apart by the sender's port id; flushes; and an overrun when the receive buffer
  * overflows, after which events keep coming.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import { XfrmClient } from '../../../src/xfrm/client.js';
 import { makePolicy, makeSelector, makeTemplate } from '../../../src/xfrm/defaults.js';
 import { isOwnEvent, type XfrmEvent } from '../../../src/xfrm/events.js';
 import { XfrmMonitor } from '../../../src/xfrm/monitor.js';
-import { createNetns, type TestNetns } from './netns.js';
+import { useNetnsWithClient } from './netns.js';
 
-let netns: TestNetns;
-let client: XfrmClient;
-
-beforeAll(async () => {
-  netns = createNetns();
-  client = await XfrmClient.open({ netns: netns.name });
-});
-
-afterAll(() => {
-  client?.close();
-  netns?.remove();
-});
+const setup = useNetnsWithClient();
 
 /** Reads events until `count` have been collected (the iterator is left open for more). */
 async function take(iterator: AsyncIterator<XfrmEvent>, count: number): Promise<XfrmEvent[]> {
@@ -37,29 +25,29 @@ async function take(iterator: AsyncIterator<XfrmEvent>, count: number): Promise<
 
 describe('XfrmMonitor', () => {
   it('sees policy changes by ip and by the client, and tells them apart by port id', async () => {
-    const monitor = XfrmMonitor.open({ netns: netns.name });
+    const monitor = XfrmMonitor.open({ netns: setup.netns.name });
     const iterator = monitor[Symbol.asyncIterator]();
     try {
-      netns.ip(...'xfrm policy add src 10.0.0.0/24 dst 10.0.1.0/24 proto tcp dport 443 dir out priority 5 tmpl src 1.1.1.1 dst 2.2.2.2 proto esp reqid 9 mode tunnel'.split(' '));
+      setup.netns.ip(...'xfrm policy add src 10.0.0.0/24 dst 10.0.1.0/24 proto tcp dport 443 dir out priority 5 tmpl src 1.1.1.1 dst 2.2.2.2 proto esp reqid 9 mode tunnel'.split(' '));
       const ours = makePolicy({
         direction: 'in',
         selector: makeSelector({ source: '10.0.1.0/24', destination: '10.0.0.0/24' }),
         mark: { value: 3, mask: 0xf },
         templates: [makeTemplate({ source: '2.2.2.2', destination: '1.1.1.1', protocol: 'esp', reqid: 9, mode: 'tunnel' })],
       });
-      await client.addPolicy(ours);
-      await client.updatePolicy({ ...ours, priority: 77 });
-      netns.ip(...'xfrm policy delete src 10.0.0.0/24 dst 10.0.1.0/24 proto tcp dport 443 dir out'.split(' '));
-      await client.deletePolicy(ours.id);
+      await setup.client.addPolicy(ours);
+      await setup.client.updatePolicy({ ...ours, priority: 77 });
+      setup.netns.ip(...'xfrm policy delete src 10.0.0.0/24 dst 10.0.1.0/24 proto tcp dport 443 dir out'.split(' '));
+      await setup.client.deletePolicy(ours.id);
 
       const events = await take(iterator, 5);
       expect(events.map((e) => e.kind)).toEqual(['policy-added', 'policy-added', 'policy-updated', 'policy-deleted', 'policy-deleted']);
-      expect(events.map((e) => isOwnEvent(e, client.portId))).toEqual([false, true, true, false, true]);
+      expect(events.map((e) => isOwnEvent(e, setup.client.portId))).toEqual([false, true, true, false, true]);
       const [byIp, byUs, updated, deletedByIp, deletedByUs] = events;
       if (byIp?.kind !== 'policy-added' || byUs?.kind !== 'policy-added' || updated?.kind !== 'policy-updated') throw new Error('unexpected kinds');
       // iproute2 sends nlmsg_pid 0, so its changes look like the kernel's own; ours carry our port id.
       expect(byIp.origin.portId).toBe(0);
-      expect(byUs.origin.portId).toBe(client.portId);
+      expect(byUs.origin.portId).toBe(setup.client.portId);
       expect(byIp.policy).toMatchObject({ priority: 5, id: { direction: 'out', selector: { destinationPort: 443, protocol: 6 } } });
       expect(byIp.policy.templates[0]).toMatchObject({ source: '1.1.1.1', destination: '2.2.2.2', reqid: 9, mode: 'tunnel' });
       expect(byUs.policy.id).toEqual(ours.id);
@@ -77,12 +65,12 @@ describe('XfrmMonitor', () => {
 
   it('sees flushes of each policy type', async () => {
     // Flushing an empty table notifies nobody (the kernel returns early), so fill both types.
-    netns.ip(...'xfrm policy add src 10.3.0.0/16 dst 10.4.0.0/16 dir in'.split(' '));
-    netns.ip(...'xfrm policy add src 10.3.0.0/16 dst 10.4.0.0/16 dir in ptype sub'.split(' '));
-    const monitor = XfrmMonitor.open({ netns: netns.name, groups: ['policy'] });
+    setup.netns.ip(...'xfrm policy add src 10.3.0.0/16 dst 10.4.0.0/16 dir in'.split(' '));
+    setup.netns.ip(...'xfrm policy add src 10.3.0.0/16 dst 10.4.0.0/16 dir in ptype sub'.split(' '));
+    const monitor = XfrmMonitor.open({ netns: setup.netns.name, groups: ['policy'] });
     try {
-      netns.ip('xfrm', 'policy', 'flush');
-      await client.flushPolicies('sub');
+      setup.netns.ip('xfrm', 'policy', 'flush');
+      await setup.client.flushPolicies('sub');
       const events: XfrmEvent[] = [];
       for await (const event of monitor) {
         events.push(event);
@@ -90,7 +78,7 @@ describe('XfrmMonitor', () => {
       }
       expect(events).toEqual([
         { kind: 'policies-flushed', type: 'main', origin: { portId: 0, sequence: expect.any(Number) } },
-        { kind: 'policies-flushed', type: 'sub', origin: { portId: client.portId, sequence: expect.any(Number) } },
+        { kind: 'policies-flushed', type: 'sub', origin: { portId: setup.client.portId, sequence: expect.any(Number) } },
       ]);
       expect(monitor.closed).toBe(true);
     } finally {
@@ -101,13 +89,13 @@ describe('XfrmMonitor', () => {
   it('yields an overrun when the receive buffer overflows, then keeps going', async () => {
     // A tiny buffer and a high-water mark of one: the monitor stops reading after the first
     // event, so the kernel's queue overflows while the batch runs.
-    const monitor = XfrmMonitor.open({ netns: netns.name, groups: ['policy'], receiveBufferBytes: 4096, highWaterMark: 1 });
+    const monitor = XfrmMonitor.open({ netns: setup.netns.name, groups: ['policy'], receiveBufferBytes: 4096, highWaterMark: 1 });
     const iterator = monitor[Symbol.asyncIterator]();
     try {
       const policies = Array.from({ length: 300 }, (_, i) =>
         makePolicy({ direction: 'fwd', selector: makeSelector({ source: `10.44.${i >> 8}.${i & 0xff}/32`, destination: '10.45.0.0/16' }) }),
       );
-      const results = await client.applyBatch(policies.map((policy) => ({ op: 'add-policy', policy })));
+      const results = await setup.client.applyBatch(policies.map((policy) => ({ op: 'add-policy', policy })));
       expect(results.every((r) => r.ok)).toBe(true);
       const seen: XfrmEvent[] = [];
       let overrun: XfrmEvent | undefined;
@@ -120,7 +108,7 @@ describe('XfrmMonitor', () => {
       expect(overrun).toMatchObject({ kind: 'overrun', reason: 'ENOBUFS' });
       expect(seen.length).toBeLessThan(300);
       // Still listening after the overrun (the 300 policies are there: the flush notifies).
-      netns.ip('xfrm', 'policy', 'flush');
+      setup.netns.ip('xfrm', 'policy', 'flush');
       let after: XfrmEvent | undefined;
       do {
         const next = await iterator.next();

@@ -6,33 +6,21 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { isExists, isNotFound } from '../../../src/netlink/error.js';
-import { XfrmClient } from '../../../src/xfrm/client.js';
 import { DEFAULT_LIFETIME, makePolicy, makeSelector, makeTemplate } from '../../../src/xfrm/defaults.js';
 import type { SecurityPolicy } from '../../../src/xfrm/types.js';
 import { XfrmError } from '../../../src/xfrm/xfrm-error.js';
 import { parseIpPolicies, viewOf, type PolicyView } from './ip-policy-view.js';
-import { createNetns, type TestNetns } from './netns.js';
+import { useNetnsWithClient } from './netns.js';
 
-let netns: TestNetns;
-let client: XfrmClient;
-
-beforeAll(async () => {
-  netns = createNetns();
-  client = await XfrmClient.open({ netns: netns.name });
-});
-
-afterAll(() => {
-  client?.close();
-  netns?.remove();
-});
+const setup = useNetnsWithClient();
 
 const deviceName = (ifindex: number): string => (ifindex === 1 ? 'lo' : `if${ifindex}`);
 
 function ipViews(): PolicyView[] {
-  return parseIpPolicies(netns.ip('-s', '-d', 'xfrm', 'policy', 'list'));
+  return parseIpPolicies(setup.netns.ip('-s', '-d', 'xfrm', 'policy', 'list'));
 }
 
 /** What the kernel reports back for a policy we asked for: share is not stored (always any). */
@@ -109,8 +97,8 @@ const SHAPES: SecurityPolicy[] = [
 
 describe('policies through the client, checked against ip', () => {
   it('adds every shape, and lists them exactly as ip shows them', async () => {
-    for (const policy of SHAPES) await client.addPolicy(policy);
-    const listed = await client.listPolicies();
+    for (const policy of SHAPES) await setup.client.addPolicy(policy);
+    const listed = await setup.client.listPolicies();
     expect(listed).toHaveLength(SHAPES.length);
     const views = ipViews();
     expect(new Set(views.map((v) => JSON.stringify(v)))).toEqual(new Set(listed.map((p) => JSON.stringify(viewOf(p, deviceName)))));
@@ -121,19 +109,19 @@ describe('policies through the client, checked against ip', () => {
       // The kernel keeps the direction in the low 3 bits of the index it chooses.
       expect(found!.index & 7).toBe({ in: 0, out: 1, fwd: 2 }[shape.id.direction]);
     }
-    expect(await client.spdInfo()).toMatchObject({ inbound: 3, outbound: 7, forward: 2 });
+    expect(await setup.client.spdInfo()).toMatchObject({ inbound: 3, outbound: 7, forward: 2 });
   });
 
   it('gets each one by identity', async () => {
     for (const shape of SHAPES) {
-      const got = await client.getPolicy(shape.id);
+      const got = await setup.client.getPolicy(shape.id);
       expect(asReported(got, 0)).toEqual(asReported(shape, 0));
     }
   });
 
   it('updates priority, action, templates and lifetime in place, keeping the index', async () => {
     const [target] = SHAPES;
-    const before = await client.getPolicy(target!.id);
+    const before = await setup.client.getPolicy(target!.id);
     const changed: SecurityPolicy = {
       ...target!,
       priority: 999,
@@ -141,8 +129,8 @@ describe('policies through the client, checked against ip', () => {
       lifetime: { ...DEFAULT_LIFETIME, hardAddExpiresSeconds: 60n },
       templates: [makeTemplate({ source: '10.0.0.1', destination: '10.0.0.9', protocol: 'esp', mode: 'tunnel', reqid: 42 })],
     };
-    await client.updatePolicy(changed);
-    const after = await client.getPolicy(target!.id);
+    await setup.client.updatePolicy(changed);
+    const after = await setup.client.getPolicy(target!.id);
     expect(after.index).toBe(before.index);
     expect(asReported(after, 0)).toEqual(asReported(changed, 0));
     const view = ipViews().find((v) => v.index === before.index);
@@ -152,16 +140,16 @@ describe('policies through the client, checked against ip', () => {
 
   it('UPDPOLICY of a missing policy creates it (an upsert)', async () => {
     const fresh = makePolicy({ direction: 'in', selector: makeSelector({ source: '198.51.100.0/24', destination: '198.51.100.0/24' }) });
-    await client.updatePolicy(fresh);
-    expect(asReported(await client.getPolicy(fresh.id), 0)).toEqual(asReported(fresh, 0));
-    await client.deletePolicy(fresh.id);
+    await setup.client.updatePolicy(fresh);
+    expect(asReported(await setup.client.getPolicy(fresh.id), 0)).toEqual(asReported(fresh, 0));
+    await setup.client.deletePolicy(fresh.id);
   });
 
   it('deletes each one; afterwards the list and ip are empty', async () => {
-    for (const shape of SHAPES) await client.deletePolicy(shape.id);
-    expect(await client.listPolicies()).toEqual([]);
-    expect(netns.ip('xfrm', 'policy', 'list').trim()).toBe('');
-    expect(await client.spdInfo()).toMatchObject({ inbound: 0, outbound: 0, forward: 0 });
+    for (const shape of SHAPES) await setup.client.deletePolicy(shape.id);
+    expect(await setup.client.listPolicies()).toEqual([]);
+    expect(setup.netns.ip('xfrm', 'policy', 'list').trim()).toBe('');
+    expect(await setup.client.spdInfo()).toMatchObject({ inbound: 0, outbound: 0, forward: 0 });
   });
 });
 
@@ -169,38 +157,38 @@ describe('kernel refusals', () => {
   const policy = makePolicy({ direction: 'out', selector: makeSelector({ source: '10.5.0.0/16', destination: '10.6.0.0/16' }), templates: [ESP_TRANSPORT] });
 
   it('deleting a missing policy: ENOENT', async () => {
-    const error = await client.deletePolicy(policy.id).catch((e: unknown) => e);
+    const error = await setup.client.deletePolicy(policy.id).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(XfrmError);
     expect(isNotFound(error)).toBe(true);
     expect(error).toMatchObject({ code: 'ENOENT', operation: 'XFRM_MSG_DELPOLICY dir out 10.5.0.0/16 -> 10.6.0.0/16' });
   });
 
   it('getting a missing policy: ENOENT', async () => {
-    expect(isNotFound(await client.getPolicy(policy.id).catch((e: unknown) => e))).toBe(true);
+    expect(isNotFound(await setup.client.getPolicy(policy.id).catch((e: unknown) => e))).toBe(true);
   });
 
   it('adding twice: EEXIST', async () => {
-    await client.addPolicy(policy);
-    const error = await client.addPolicy(policy).catch((e: unknown) => e);
+    await setup.client.addPolicy(policy);
+    const error = await setup.client.addPolicy(policy).catch((e: unknown) => e);
     expect(isExists(error)).toBe(true);
     expect(error).toMatchObject({ code: 'EEXIST', errno: 17 });
-    await client.deletePolicy(policy.id);
+    await setup.client.deletePolicy(policy.id);
   });
 
   it('an optional tunnel template on an outbound policy: EINVAL with the kernel reason', async () => {
     const bad = { ...policy, templates: [makeTemplate({ source: '10.0.0.1', destination: '10.0.0.2', protocol: 'esp', mode: 'tunnel', level: 'use' })] } satisfies SecurityPolicy;
-    const error = await client.addPolicy(bad).catch((e: unknown) => e);
+    const error = await setup.client.addPolicy(bad).catch((e: unknown) => e);
     expect(error).toMatchObject({ code: 'EINVAL', kernelMessage: 'Mode in optional template not allowed in outbound policy' });
     expect((error as Error).message).toMatch(/^XFRM_MSG_NEWPOLICY dir out .*: EINVAL \(Invalid argument\): Mode in optional template not allowed in outbound policy$/);
   });
 
   it('a transport template changing family: EINVAL with the kernel reason', async () => {
     const bad = { ...policy, templates: [makeTemplate({ source: 'fd00::1', destination: 'fd00::2', protocol: 'esp', mode: 'transport' })] } satisfies SecurityPolicy;
-    await expect(client.addPolicy(bad)).rejects.toMatchObject({ code: 'EINVAL', kernelMessage: "Mode in template doesn't support a family change" });
+    await expect(setup.client.addPolicy(bad)).rejects.toMatchObject({ code: 'EINVAL', kernelMessage: "Mode in template doesn't support a family change" });
   });
 
   it('refuses what it can check itself before sending (validation: true, EINVAL)', async () => {
-    const error = await client.addPolicy({ ...policy, index: 8 }).catch((e: unknown) => e);
+    const error = await setup.client.addPolicy({ ...policy, index: 8 }).catch((e: unknown) => e);
     expect(error).toMatchObject({ code: 'EINVAL', validation: true });
     expect((error as Error).message).toMatch(/index 8 encodes direction 0/);
   });
@@ -208,12 +196,12 @@ describe('kernel refusals', () => {
 
 describe('policies made by ip decode to exactly what was asked', () => {
   it('templates, marks, ports, ICMP, ifindex via dev lo, priority, type sub, limits, flags, if_id', async () => {
-    netns.ip('xfrm', 'policy', 'add', 'src', '10.0.0.0/24', 'dst', '10.0.1.0/24', 'proto', 'tcp', 'sport', '80', 'dport', '443', 'dir', 'out', 'priority', '100', 'mark', '5', 'mask', '0xff', 'ptype', 'sub', 'tmpl', 'src', '1.1.1.1', 'dst', '2.2.2.2', 'proto', 'esp', 'reqid', '7', 'mode', 'tunnel');
-    netns.ip(
+    setup.netns.ip('xfrm', 'policy', 'add', 'src', '10.0.0.0/24', 'dst', '10.0.1.0/24', 'proto', 'tcp', 'sport', '80', 'dport', '443', 'dir', 'out', 'priority', '100', 'mark', '5', 'mask', '0xff', 'ptype', 'sub', 'tmpl', 'src', '1.1.1.1', 'dst', '2.2.2.2', 'proto', 'esp', 'reqid', '7', 'mode', 'tunnel');
+    setup.netns.ip(
       ...'xfrm policy add src fd00::/64 dst fd00:1::1/128 proto ipv6-icmp type 128 code 0 dev lo dir in action block if_id 9 flag localok icmp limit time-hard 100 limit packet-soft 50 tmpl src 10.0.0.1 dst 10.0.0.2 proto esp spi 0x100 mode tunnel reqid 3 level use tmpl proto comp mode transport'.split(' '),
     );
-    netns.ip(...'xfrm policy add src 10.1.1.1/32 dst 10.2.2.2/32 proto icmp type 8 code 0 dir fwd index 10 priority 4294967295 tmpl src 203.0.113.1 dst 203.0.113.2 proto ah spi 0x1234 mode transport reqid 11'.split(' '));
-    const listed = await client.listPolicies();
+    setup.netns.ip(...'xfrm policy add src 10.1.1.1/32 dst 10.2.2.2/32 proto icmp type 8 code 0 dir fwd index 10 priority 4294967295 tmpl src 203.0.113.1 dst 203.0.113.2 proto ah spi 0x1234 mode transport reqid 11'.split(' '));
+    const listed = await setup.client.listPolicies();
     const expected: SecurityPolicy[] = [
       makePolicy({
         direction: 'out',
@@ -249,9 +237,9 @@ describe('policies made by ip decode to exactly what was asked', () => {
       expect(asReported(got!, want.index === 0 ? got!.index : want.index)).toEqual(asReported(want, want.index === 0 ? got!.index : want.index));
       expect(got!.observed?.current.addTime).toBeGreaterThan(0n);
     }
-    await client.flushPolicies('main');
-    await client.flushPolicies('sub');
-    expect(await client.listPolicies()).toEqual([]);
+    await setup.client.flushPolicies('main');
+    await setup.client.flushPolicies('sub');
+    expect(await setup.client.listPolicies()).toEqual([]);
   });
 
   it('a policy whose template says esp needs no esp module', async () => {
@@ -260,9 +248,9 @@ describe('policies made by ip decode to exactly what was asked', () => {
       selector: makeSelector({ source: '10.7.0.1/32', destination: '10.7.0.2/32' }),
       templates: [makeTemplate({ source: '10.7.0.1', destination: '10.7.0.2', protocol: 'esp', mode: 'transport', reqid: 5 })],
     });
-    await client.addPolicy(policy);
-    expect(netns.ip('xfrm', 'policy', 'list')).toMatch(/tmpl src 10\.7\.0\.1 dst 10\.7\.0\.2\n\t\tproto esp reqid 5 mode transport/);
-    await client.deletePolicy(policy.id);
+    await setup.client.addPolicy(policy);
+    expect(setup.netns.ip('xfrm', 'policy', 'list')).toMatch(/tmpl src 10\.7\.0\.1 dst 10\.7\.0\.2\n\t\tproto esp reqid 5 mode transport/);
+    await setup.client.deletePolicy(policy.id);
   });
 });
 
@@ -285,19 +273,19 @@ describe('per-socket policies', () => {
   ].join('\n');
 
   it('are left out of listPolicies and reported as skipped by dumpPolicies', async () => {
-    const holder = spawn('ip', ['netns', 'exec', netns.name, 'python3', '-c', HOLDER], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const holder = spawn('ip', ['netns', 'exec', setup.netns.name, 'python3', '-c', HOLDER], { stdio: ['pipe', 'pipe', 'inherit'] });
     try {
       const [chunk] = (await once(holder.stdout, 'data')) as [Buffer];
       expect(chunk.toString()).toContain('ready');
-      expect(netns.ip('xfrm', 'policy', 'list')).toMatch(/socket out/);
+      expect(setup.netns.ip('xfrm', 'policy', 'list')).toMatch(/socket out/);
       const main = makePolicy({ direction: 'out', selector: makeSelector({ source: '10.8.0.0/16', destination: '10.9.0.0/16' }) });
-      await client.addPolicy(main);
-      const dumped = await client.dumpPolicies();
+      await setup.client.addPolicy(main);
+      const dumped = await setup.client.dumpPolicies();
       expect(dumped.entries.map((p) => p.id)).toEqual([main.id]);
       expect(dumped.skipped).toEqual([{ reason: expect.stringMatching(/per-socket policy \(dir 4\)/) }]);
-      expect(await client.listPolicies()).toHaveLength(1);
-      expect(await client.spdInfo()).toMatchObject({ outbound: 1, outboundSocket: 1 });
-      await client.deletePolicy(main.id);
+      expect(await setup.client.listPolicies()).toHaveLength(1);
+      expect(await setup.client.spdInfo()).toMatchObject({ outbound: 1, outboundSocket: 1 });
+      await setup.client.deletePolicy(main.id);
     } finally {
       holder.stdin.end();
       if (holder.exitCode === null) await once(holder, 'exit');

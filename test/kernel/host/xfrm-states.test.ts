@@ -6,31 +6,19 @@
  * (SA add/get/dump against a kernel with ESP is tested in the VM, test/kernel/vm/.) Also: the
  * running kernel reads attribute 33 as XFRMA_SA_DIR, and missing SAs answer ESRCH.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { NetlinkConnection } from '../../../src/netlink/connection.js';
 import { isNotFound } from '../../../src/netlink/error.js';
 import { NetlinkSocket } from '../../../src/netlink/socket.js';
 import { XFRM_MSG_NEWSA, XFRMA_SA_DIR } from '../../../src/xfrm/abi/constants.js';
-import { XfrmClient } from '../../../src/xfrm/client.js';
 import { DEFAULT_LIFETIME, makeState } from '../../../src/xfrm/defaults.js';
 import { KeyMaterial } from '../../../src/xfrm/key-material.js';
 import { encodeState } from '../../../src/xfrm/state-codec.js';
 import type { SecurityAssociation } from '../../../src/xfrm/types.js';
-import { createNetns, type TestNetns } from './netns.js';
+import { useNetnsWithClient } from './netns.js';
 
-let netns: TestNetns;
-let client: XfrmClient;
-
-beforeAll(async () => {
-  netns = createNetns();
-  client = await XfrmClient.open({ netns: netns.name });
-});
-
-afterAll(() => {
-  client?.close();
-  netns?.remove();
-});
+const setup = useNetnsWithClient();
 
 const key = (bytes: number, fill: number): KeyMaterial => KeyMaterial.fromBytes(Buffer.alloc(bytes, fill));
 const id = (spi: number, protocol: 'esp' | 'ah' | 'ipcomp' = 'esp') => ({ family: 'inet', destination: '192.0.2.2', spi, protocol, mark: undefined }) as const;
@@ -80,9 +68,9 @@ const LOOKUP_FAILURE = /^Requested (type|AEAD algorithm|CRYPT algorithm|AUTH_TRU
 describe('SA requests pass the kernel structural checks', () => {
   for (const [name, sa] of SHAPES) {
     it(name, async () => {
-      const error = await client.addState(sa).catch((e: unknown) => e);
+      const error = await setup.client.addState(sa).catch((e: unknown) => e);
       expect(error).toMatchObject({ kernelMessage: expect.stringMatching(LOOKUP_FAILURE) });
-      const update = await client.updateState(sa).catch((e: unknown) => e);
+      const update = await setup.client.updateState(sa).catch((e: unknown) => e);
       expect(update).toMatchObject({ kernelMessage: expect.stringMatching(LOOKUP_FAILURE) });
     });
   }
@@ -90,7 +78,7 @@ describe('SA requests pass the kernel structural checks', () => {
 
 describe('XFRMA_SA_DIR is attribute 33 on the running kernel', () => {
   async function sendRaw(body: Buffer) {
-    const socket = NetlinkSocket.open({ netns: netns.name });
+    const socket = NetlinkSocket.open({ netns: setup.netns.name });
     const connection = new NetlinkConnection(socket);
     try {
       return await connection.request({ type: XFRM_MSG_NEWSA, flags: 0, body, operation: 'raw XFRM_MSG_NEWSA' }).catch((e: unknown) => e);
@@ -125,18 +113,18 @@ describe('XFRMA_SA_DIR is attribute 33 on the running kernel', () => {
 
 describe('SA lookups on an empty SAD', () => {
   it('get and delete of a missing SA: ESRCH', async () => {
-    const getError = await client.getState(id(0x300)).catch((e: unknown) => e);
+    const getError = await setup.client.getState(id(0x300)).catch((e: unknown) => e);
     expect(getError).toMatchObject({ code: 'ESRCH' });
     expect(isNotFound(getError)).toBe(true);
-    const deleteError = await client.deleteState({ ...id(0x300), mark: { value: 1, mask: 1 } }).catch((e: unknown) => e);
+    const deleteError = await setup.client.deleteState({ ...id(0x300), mark: { value: 1, mask: 1 } }).catch((e: unknown) => e);
     expect(isNotFound(deleteError)).toBe(true);
   });
 
   it('dump, count and flush', async () => {
-    expect(await client.listStates()).toEqual([]);
-    expect(await client.dumpStates()).toEqual({ entries: [], skipped: [] });
-    expect((await client.sadInfo()).count).toBe(0);
-    await client.flushStates();
-    await client.flushStates('ah');
+    expect(await setup.client.listStates()).toEqual([]);
+    expect(await setup.client.dumpStates()).toEqual({ entries: [], skipped: [] });
+    expect((await setup.client.sadInfo()).count).toBe(0);
+    await setup.client.flushStates();
+    await setup.client.flushStates('ah');
   });
 });
