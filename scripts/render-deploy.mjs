@@ -15,7 +15,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -84,11 +84,11 @@ function main(argv) {
   const check = argv.includes('--check');
   const helmFlag = argv.indexOf('--helm');
   const helm = helmFlag >= 0 ? argv[helmFlag + 1] : findHelm();
-  const outdated = [];
+  const changes = [];
   const write = (path, text) => {
     const file = join(REPO_ROOT, path);
     if (existsSync(file) && readFileSync(file, 'utf8') === text) return;
-    outdated.push(path);
+    changes.push(path);
     if (!check) {
       mkdirSync(dirname(file), { recursive: true });
       writeFileSync(file, text);
@@ -96,13 +96,13 @@ function main(argv) {
   };
   for (const { from, to } of copyPairs()) write(to, readFileSync(join(REPO_ROOT, from), 'utf8'));
   for (const path of staleCopies()) {
-    outdated.push(`${path} (stale)`);
+    changes.push(`${path} (stale copy, ${check ? 'to remove' : 'removed'})`);
     if (!check) rmSync(join(REPO_ROOT, path));
   }
   write(DEPLOY_FILE, renderDeploy({ helm }));
-  for (const path of outdated) console.log(`${check ? 'not current' : 'wrote'}: ${relative(process.cwd(), join(REPO_ROOT, path.replace(/ \(stale\)$/, '')))}${path.endsWith('(stale)') ? ' (stale copy)' : ''}`);
-  if (outdated.length === 0) console.log('all current');
-  return check && outdated.length > 0 ? 1 : 0;
+  for (const change of changes) console.log(`${check ? 'not current' : 'wrote'}: ${change}`);
+  if (changes.length === 0) console.log('all current');
+  return check && changes.length > 0 ? 1 : 0;
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
