@@ -5,11 +5,11 @@
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { delimiter, join } from 'node:path';
-import { CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions, type V1ConfigMap, type V1Node, type V1Secret } from '@kubernetes/client-node';
 import { API_GROUP, API_VERSION } from '../crd/types.js';
 import { isNotFound } from './api-errors.js';
 import { Informer, type InformerOptions, type KubeObject, type ListerWatcher } from './informer.js';
-import { kubeListerWatcher, type ListPage } from './list-watch.js';
+import { kubeListerWatcher, type ListPage, type ListPageRequest } from './list-watch.js';
 import { StatusWriter, type StatusWriteOptions, type StatusWriteResult } from './status.js';
 
 export class KubeConfigError extends Error {
@@ -179,4 +179,43 @@ export class IpsecStatusWriter {
   write(plural: IpsecPlural, name: string, current: unknown, desired: Record<string, unknown>, options?: StatusWriteOptions): Promise<StatusWriteResult> {
     return this.writer.write({ group: API_GROUP, version: API_VERSION, plural, kind: IPSEC_KINDS[plural], name }, current, desired, options);
   }
+}
+
+/** Core (v1) resources the operator watches: key Secrets, ConfigMaps, Nodes (labels for nodeSelector). */
+export interface CoreResourceTypes {
+  secrets: V1Secret;
+  configmaps: V1ConfigMap;
+  nodes: V1Node;
+}
+export type CoreResource = keyof CoreResourceTypes;
+
+/**
+ * A ListerWatcher for a core resource: in one namespace, or across the cluster when `namespace`
+ * is absent (Nodes are cluster-scoped). Selectors narrow it (e.g. `metadata.name=<node>` for an
+ * agent that needs only its own Node).
+ */
+export function coreListerWatcher<R extends CoreResource>(
+  kubeConfig: KubeConfig,
+  resource: R,
+  options: SelectorOptions & { namespace?: string } = {},
+): ListerWatcher<CoreResourceTypes[R]> {
+  const core = kubeConfig.makeApiClient(CoreV1Api);
+  const { namespace } = options;
+  if (resource === 'nodes' && namespace !== undefined) throw new Error('nodes are cluster-scoped: no namespace');
+  const path = namespace === undefined ? `/api/v1/${resource}` : `/api/v1/namespaces/${encodeURIComponent(namespace)}/${resource}`;
+  const listPage = (request: ListPageRequest): Promise<ListPage<CoreResourceTypes[R]>> => {
+    const page = { labelSelector: request.labelSelector, fieldSelector: request.fieldSelector, limit: request.limit, _continue: request.continueToken };
+    const call: Promise<unknown> =
+      resource === 'nodes'
+        ? core.listNode(page)
+        : resource === 'secrets'
+          ? namespace === undefined
+            ? core.listSecretForAllNamespaces(page)
+            : core.listNamespacedSecret({ ...page, namespace })
+          : namespace === undefined
+            ? core.listConfigMapForAllNamespaces(page)
+            : core.listNamespacedConfigMap({ ...page, namespace });
+    return call as Promise<ListPage<CoreResourceTypes[R]>>;
+  };
+  return kubeListerWatcher(kubeConfig, { path, labelSelector: options.labelSelector, fieldSelector: options.fieldSelector, listPage });
 }

@@ -3,13 +3,14 @@
 // connection, an outage (fail static, then catch-up), a silent connection (watchdog), and on a
 // control plane of its own, a resourceVersion compacted away during the outage (410 -> relist).
 import { randomBytes } from 'node:crypto';
-import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
+import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig, type V1ConfigMap, type V1Secret } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { compactEtcd } from '../infra/controlplane/etcd.js';
 import { startControlPlane, type ControlPlane } from '../infra/controlplane/controlplane.js';
 import { injectedApiServer, injectedKubeConfig } from '../infra/controlplane/inject.js';
 import { loadKubeConfig } from '../infra/controlplane/kubeconfig.js';
+import { coreListerWatcher } from '../../src/kube/client.js';
 import { Informer, type InformerOptions, type RestartReason } from '../../src/kube/informer.js';
 import { kubeListerWatcher } from '../../src/kube/list-watch.js';
 import { createOperatorMetrics } from '../../src/kube/metrics.js';
@@ -169,6 +170,24 @@ describe('Informer against a real apiserver', () => {
     const { events } = await watchConfigMaps('resync', { resyncPeriodMs: 200 });
     await eventually('two resyncs', () => ensure(events.filter((event) => event.startsWith('resync')).length >= 4, events.join(', ')));
     expect(new Set(events.filter((event) => event.startsWith('resync')))).toEqual(new Set(['resync r1', 'resync r2']));
+  });
+});
+
+describe('coreListerWatcher', () => {
+  it('watches the Secrets of one namespace, narrowed by a field selector', async () => {
+    await core.createNamespacedSecret({ namespace: ns, body: { metadata: { name: 'ipsec-keys' }, stringData: { k: 'v1' } } });
+    await core.createNamespacedSecret({ namespace: ns, body: { metadata: { name: 'unrelated' }, stringData: { k: 'x' } } });
+    const informer = new Informer<V1Secret>(coreListerWatcher(admin, 'secrets', { namespace: ns, fieldSelector: 'metadata.name=ipsec-keys' }), {
+      resource: 'secrets',
+      backoff: { initialMs: 50, maxMs: 400 },
+    });
+    cleanups.push(() => informer.stop());
+    informer.start();
+    await informer.waitForSync();
+    expect(informer.keys()).toEqual([`${ns}/ipsec-keys`]);
+    await core.patchNamespacedSecret({ namespace: ns, name: 'ipsec-keys', body: { stringData: { k: 'v2' } } }, mergePatch);
+    await eventually('rotation seen', () => ensure(Buffer.from(informer.get('ipsec-keys', ns)?.data?.k ?? '', 'base64').toString() === 'v2', 'old key'));
+    expect(() => coreListerWatcher(admin, 'nodes', { namespace: ns })).toThrow(/cluster-scoped/);
   });
 });
 
