@@ -157,7 +157,7 @@ export class Informer<T extends KubeObject> {
     if (this.state === 'stopped') throw new Error(`informer ${this.resource}: start() after stop()`);
     this.state = 'running';
     this.scheduleResync();
-    void this.attempt(this.epoch);
+    this.launch(this.epoch);
   }
 
   /** Stops watching; the cache keeps its content. Pending waitForSync calls reject. */
@@ -236,6 +236,14 @@ export class Informer<T extends KubeObject> {
   }
 
   // ---- the loop -------------------------------------------------------------------------
+
+  /** Runs one attempt; an unexpected exception in it is one more reason to restart, never an unhandled rejection. */
+  private launch(epoch: number): void {
+    this.attempt(epoch).catch((error: unknown) => {
+      this.logger.error('list+watch attempt failed unexpectedly', { error });
+      this.restart(epoch, 'watch-failed', error);
+    });
+  }
 
   private async attempt(epoch: number): Promise<void> {
     if (epoch !== this.epoch || this.state !== 'running') return;
@@ -333,7 +341,7 @@ export class Informer<T extends KubeObject> {
     const next = this.epoch;
     this.retryTimer = this.clock.setTimeout(() => {
       this.retryTimer = undefined;
-      void this.attempt(next);
+      this.launch(next);
     }, delay);
   }
 

@@ -193,7 +193,14 @@ export async function runWorkers(queue: WorkQueue, concurrency: number, reconcil
 }
 
 function asError(value: unknown): Error {
-  return value instanceof Error ? value : new Error(`non-Error thrown: ${String(value)}`);
+  if (value instanceof Error) return value;
+  let text: string;
+  try {
+    text = String(value);
+  } catch {
+    text = '[unprintable value]';
+  }
+  return new Error(`non-Error thrown: ${text}`);
 }
 
 function safely(action: () => void): void {
