@@ -5,7 +5,7 @@
 #
 # Binaries land in ${IPSEC_OPERATOR_CACHE:-$HOME/.cache/ipsec-operator}/controlplane/<key>/
 # where <key> hashes every build input (go.mod, go.sum, *.go of both modules and
-# this script). The TypeScript harness (test/infra/controlplane/build-key.ts)
+# this script). The TypeScript harness (test/infra/controlplane/binaries.ts)
 # computes the same key and refuses to run anything else, so a stale build is
 # never used silently. With nothing changed, a rerun only hashes and exits.
 #
@@ -23,7 +23,7 @@ die() { log "ERROR: $*"; exit 1; }
 
 command -v go >/dev/null || die "go is not on PATH: install Go $(sed -n 's/^go //p' "$repo/$cp_mod/go.mod") or newer"
 
-# The cache key. Keep in sync with buildKey() in test/infra/controlplane/build-key.ts:
+# The cache key. Keep in sync with buildKey() in test/infra/controlplane/binaries.ts:
 # sha256 over the lines "<sha256 of file>  <path relative to the repo>\n" of the
 # inputs, sorted by path (bytewise), truncated to 16 hex digits.
 build_key() {
