@@ -13,7 +13,7 @@ started=$SECONDS
 # Debian packages: the VM (qemu, Debian's stock kernel with ESP/AH/IPComp modules, busybox
 # for its initramfs), iproute2 for namespaces and conformance checks, tcpdump for captures,
 # prometheus for the metrics tests.
-PACKAGES=(qemu-system-x86 qemu-system-data linux-image-amd64 busybox-static iproute2 kmod cpio gzip util-linux tcpdump procps python3 make g++)
+PACKAGES=(qemu-system-x86 qemu-system-data linux-image-amd64 busybox-static iproute2 kmod cpio gzip util-linux tcpdump procps python3 make g++ prometheus)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

@@ -82,7 +82,7 @@ export interface Selector {
   readonly user: number;
 }
 
-/** struct xfrm_lifetime_cfg. Every limit is XFRM_INFINITY unless set. */
+/** struct xfrm_lifetime_cfg. Byte and packet limits are XFRM_INFINITY unless set; time limits are 0 (none). */
 export interface LifetimeConfig {
   readonly softByteLimit: bigint;
   readonly hardByteLimit: bigint;

@@ -29,3 +29,14 @@ export function stateDir(namespace: string): string {
 export function formatResult(result: VmExecResult): string {
   return `exit ${result.exitCode}\n--- stdout\n${result.stdout}\n--- stderr\n${result.stderr}`;
 }
+
+/**
+ * Loads the crypto modules the tests use before the first SA needs them. The kernel loads
+ * them on demand, but under TCG a first lookup that has to load a module and run its
+ * self-tests can take long enough to fail ("Requested AEAD algorithm not found").
+ */
+export async function warmCrypto(vm: VmClient): Promise<void> {
+  const modules = ['gcm', 'ccm', 'ctr', 'chacha20poly1305', 'chacha20_generic', 'poly1305_generic', 'authenc', 'authencesn', 'seqiv', 'echainiv', 'sha256_generic', 'sha1_generic', 'hmac', 'cbc', 'deflate'];
+  const result = await vm.exec({ script: `for m in ${modules.join(' ')}; do modprobe -q $m || echo "no module $m"; done; grep -c . /proc/crypto` }, { timeoutMs: 180_000 });
+  if (result.exitCode !== 0) throw new Error(`could not load crypto modules in the VM: ${formatResult(result)}`);
+}

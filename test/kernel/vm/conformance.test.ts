@@ -6,7 +6,7 @@
 // - entries of other software in the same namespace stay untouched throughout, prune included.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { vmFromInject } from '../../infra/vm/inject.js';
-import { cli, formatResult, freshNamespace, stateDir } from '../../support/vm-cli.js';
+import { cli, formatResult, warmCrypto, freshNamespace, stateDir } from '../../support/vm-cli.js';
 
 const vm = vmFromInject();
 
@@ -79,6 +79,7 @@ describe('iproute2 → import → apply reproduces the same kernel tables', () =
   let original: Awaited<ReturnType<typeof freshNamespace>>;
   let copy: Awaited<ReturnType<typeof freshNamespace>>;
   beforeAll(async () => {
+    await warmCrypto(vm);
     original = await freshNamespace(vm, 'orig');
     copy = await freshNamespace(vm, 'copy');
   });
