@@ -13,8 +13,8 @@ import type { ResourceSet } from '../model/manifests.js';
 import { compareResourceAge, resourceName } from '../model/ordering.js';
 import { selectsNode } from '../model/node-selector.js';
 import { converge, type KernelTables } from '../engine/converge.js';
-import type { OwnershipStore } from '../apply/applier.js';
-import type { DesiredTables, Plan } from '../plan/planner.js';
+import type { OwnershipStore, StepFailure } from '../apply/applier.js';
+import type { DesiredTables, Plan, Step } from '../plan/planner.js';
 import { describeStep } from '../plan/describe.js';
 import type { ResourceReport } from '../controller/analysis.js';
 
@@ -28,6 +28,10 @@ export interface NodeInputs {
 
 export interface NodeReconcileResult {
   readonly reports: ResourceReport[];
+  /** Steps the kernel accepted and kept, over every round. */
+  readonly applied: readonly Step[];
+  /** Kernel refusals, over every round (each set its resource aside). */
+  readonly failures: readonly StepFailure[];
   /** Kernel changes made by this pass (0 when the kernel already matched). */
   readonly changes: number;
   /** Whether the kernel matches everything that could be applied. */
@@ -58,6 +62,8 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
 
   let desired = built.tables;
   let changes = 0;
+  const applied: Step[] = [];
+  const refused: StepFailure[] = [];
   let lastPlan: Plan | undefined;
   let converged = false;
   for (let round = 0; round < MAX_ROUNDS; round++) {
@@ -67,6 +73,7 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
       if (!failures.has(conflict.resource)) failures.set(conflict.resource, { reason: 'Conflict', message: conflict.reason });
     }
     if (result.outcome === 'failed') {
+      refused.push(...result.report.failures);
       for (const failure of result.report.failures) {
         failures.set(failure.step.resource, { reason: 'KernelRejected', message: `${describeStep(failure.step)}: ${failure.message} (${failure.code})` });
       }
@@ -75,6 +82,7 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
     }
     if (result.outcome === 'applied') {
       changes += result.plan.steps.length;
+      applied.push(...result.report.applied);
       converged = result.remaining.steps.length === 0;
     }
     break;
@@ -99,7 +107,7 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
     if (kind !== 'SecurityAssociation' && kind !== 'IpsecPolicy') continue;
     reports.push({ kind, name: rest.join('/'), state: 'Failed', reason: 'Deleting', message: 'entries of a resource this node no longer selects are being removed', entries });
   }
-  return { reports, changes, converged, plan: lastPlan ?? { steps: [], conflicts: [], forget: [] } };
+  return { reports, applied, failures: refused, changes, converged, plan: lastPlan ?? { steps: [], conflicts: [], forget: [] } };
 }
 
 function isSa(resource: IpsecResource): resource is Extract<IpsecResource, { kind: 'SecurityAssociation' }> {

@@ -12,6 +12,7 @@ import { runApply } from './apply.js';
 import { runCrds } from './crds.js';
 import { runImport } from './import.js';
 import { runMonitor } from './monitor.js';
+import { runAgentCommand, runControllerCommand } from './serve.js';
 import { UsageError, InputError } from './errors.js';
 
 const USAGE = `Usage: ipsec-operator <command> [options]
@@ -22,6 +23,8 @@ Commands:
   import             Print every SA and policy of the namespace as manifests plus a Secret with the keys.
   monitor            Print kernel XFRM events, one line each (like \`ip xfrm monitor\`).
   crds               Print the CustomResourceDefinitions.
+  controller         Run the cluster controller (status, Events, finalizers; leader-elected).
+  agent              Run the node agent (reconciles this node's XFRM tables).
 
 Options:
   -f, --filename PATH   Manifest file or directory (repeatable). SecurityAssociation, IpsecPolicy, Secret.
@@ -31,6 +34,17 @@ Options:
   --node-labels K=V,... Only resources whose nodeSelector matches these labels.
   --state-dir DIR       Where ownership records live (default /var/lib/ipsec-operator).
   --json                (monitor) One JSON object per line.
+
+Controller and agent options:
+  --kubeconfig PATH        Default: $KUBECONFIG, in-cluster, then ~/.kube/config.
+  --namespace NS           The operator's namespace (Secrets, Lease). Default: $POD_NAMESPACE.
+  --metrics-address H:P    /healthz, /readyz, /metrics. Default :8080 (controller), :9090 (agent).
+  --leader-elect           (controller) Take part in leader election; only the leader works.
+  --node-name NAME         (agent) This node. Default: $NODE_NAME.
+  --state-dir DIR          (agent) Ownership ledger; must survive restarts (a hostPath).
+  --netns NAME             (agent) Reconcile this named network namespace instead of the pod's.
+  --resync-seconds N       (agent) Full reconcile at least this often. Default 30.
+  --per-sa-metrics         (agent) Byte and packet counters per resource.
   -h, --help            This text.
 `;
 
@@ -53,6 +67,13 @@ export async function main(argv: readonly string[]): Promise<number> {
         'node-labels': { type: 'string' },
         'state-dir': { type: 'string', default: '/var/lib/ipsec-operator' },
         json: { type: 'boolean', default: false },
+        kubeconfig: { type: 'string' },
+        namespace: { type: 'string' },
+        'metrics-address': { type: 'string' },
+        'leader-elect': { type: 'boolean', default: false },
+        'node-name': { type: 'string' },
+        'resync-seconds': { type: 'string' },
+        'per-sa-metrics': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -77,6 +98,19 @@ export async function main(argv: readonly string[]): Promise<number> {
         return await runMonitor({ netns: values.netns, json: values.json });
       case 'crds':
         return runCrds();
+      case 'controller':
+        return await runControllerCommand({ kubeconfig: values.kubeconfig, namespace: values.namespace, metricsAddress: values['metrics-address'], leaderElect: values['leader-elect'] });
+      case 'agent':
+        return await runAgentCommand({
+          kubeconfig: values.kubeconfig,
+          namespace: values.namespace,
+          metricsAddress: values['metrics-address'],
+          nodeName: values['node-name'],
+          stateDirectory: values['state-dir'],
+          netns: values.netns,
+          resyncSeconds: values['resync-seconds'],
+          perSaMetrics: values['per-sa-metrics'],
+        });
       default:
         throw new UsageError(`unknown command "${command}"`);
     }

@@ -190,7 +190,7 @@ export function plan(input: PlanInput): Plan {
  * forward policy's template points at (same protocol, mode, and reqid/SPI/addresses where the
  * template names them). Everything else is treated as outbound, i.e. created later.
  */
-function inboundStateKeys(input: PlanInput): Set<string> {
+export function inboundStateKeys(input: Pick<PlanInput, 'desired' | 'observed'>): Set<string> {
   const inboundPolicies = [...input.desired.policies.map((desired) => desired.entry), ...input.observed.policies].filter(
     (policy) => policy.id.direction !== 'out',
   );

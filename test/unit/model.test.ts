@@ -148,7 +148,7 @@ describe('export (import command) round trip', () => {
     }),
     sa({ spi: 0x200, protocol: 'ah', aead: undefined, authentication: { algorithm: 'hmac(sha256)', truncationLength: 128, keyRef: { name: 'keys', key: 'sha256' } } }),
     sa({ spi: 0x300, protocol: 'ipcomp', aead: undefined, compression: { algorithm: 'deflate' } }),
-    sa({ source: 'fd00::1', destination: 'fd00::2', spi: 0x400, interfaceId: 7, outputMark: { value: 3 }, tfcPad: 16, extraFlags: ['dont-encap-dscp'] }),
+    sa({ source: 'fd00::1', destination: 'fd00::2', spi: 0x400, mode: 'tunnel', interfaceId: 7, outputMark: { value: 3 }, tfcPad: 16, extraFlags: ['dont-encap-dscp'] }),
   ];
   const policies = [
     { ...policy(), index: 1 },

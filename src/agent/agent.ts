@@ -1,0 +1,209 @@
+/**
+ * The node agent: keeps one node's XFRM tables equal to the resources that select it.
+ *
+ * Level-based, one key: every trigger (a watched object changed, a kernel event someone else
+ * caused, a lost event, the resync timer) enqueues `node`, and one worker reconciles the whole
+ * node from the caches (./node-reconciler.ts). Kernel events caused by our own socket are
+ * ignored; any other change to the tables is drift, repaired by the very next reconcile.
+ *
+ * Fail static: until every cache has synced once, nothing is reconciled, so an agent that
+ * starts while the API server is unreachable leaves the kernel exactly as it is. Afterwards
+ * the caches keep their last content through outages (the informers reconnect with backoff),
+ * so the kernel stays as last desired. A restart removes nothing: ownership lives in the
+ * ledger on the node, and the first reconcile after start finds nothing to change.
+ */
+import { release } from 'node:os';
+import { Registry } from 'prom-client';
+import type { KubeConfig, V1Node, V1Secret } from '@kubernetes/client-node';
+import { IpsecResources, coreListerWatcher } from '../kube/client.js';
+import { Informer } from '../kube/informer.js';
+import { WorkQueue } from '../kube/workqueue.js';
+import { runWorkers } from '../kube/reconcile.js';
+import { createOperatorMetrics } from '../kube/metrics.js';
+import { HealthServer } from '../kube/health.js';
+import { setCondition, type Condition } from '../kube/conditions.js';
+import type { Logger } from '../kube/logger.js';
+import type { IpsecPolicyResource, SecurityAssociationResource } from '../crd/types.js';
+import { openKernelTables, type OpenKernelTables } from '../engine/kernel.js';
+import { readDevices } from '../engine/devices.js';
+import { Ledger, ledgerPath } from '../ownership/ledger.js';
+import { XfrmMonitor } from '../xfrm/monitor.js';
+import { isOwnEvent } from '../xfrm/events.js';
+import { inboundStateKeys } from '../plan/planner.js';
+import { stateKey } from '../plan/identity.js';
+import { reconcileNode, type NodeReconcileResult } from './node-reconciler.js';
+import { AgentMetrics } from './agent-metrics.js';
+import { readXfrmStat, supportedAlgorithms } from './kernel-info.js';
+import { VERSION } from '../version.js';
+
+export interface AgentOptions {
+  readonly kubeConfig: KubeConfig;
+  readonly nodeName: string;
+  /** The operator's namespace: key Secrets are read from it only. */
+  readonly namespace: string;
+  readonly stateDirectory: string;
+  /** Reconcile this named network namespace instead of the process's own (tests, local runs). */
+  readonly netns: string | undefined;
+  readonly metricsAddress: string;
+  readonly resyncSeconds: number;
+  readonly perSaMetrics: boolean;
+  readonly logger: Logger;
+  readonly signal: AbortSignal;
+}
+
+const KEY = 'node';
+const FIELD_MANAGER = 'ipsec-operator-agent';
+
+export async function runAgent(options: AgentOptions): Promise<void> {
+  const { logger, nodeName, netns } = options;
+  const registry = new Registry();
+  const operatorMetrics = createOperatorMetrics(registry);
+  const metrics = new AgentMetrics(registry, { perSaMetrics: options.perSaMetrics, readXfrmStat: () => readXfrmStat(netns) });
+
+  // The kernel first: an agent that cannot open its socket or lock its ledger must not start.
+  const kernel = await openKernelTables(netns);
+  const ledger = await Ledger.open(ledgerPath(options.stateDirectory, netns));
+  const monitor = XfrmMonitor.open(netns === undefined ? {} : { netns });
+
+  const resources = new IpsecResources(options.kubeConfig);
+  const informerOptions = (resource: string) => ({ logger, hooks: operatorMetrics.informerHooks(resource) });
+  const securityAssociations = resources.informer<SecurityAssociationResource>('securityassociations', informerOptions('securityassociations'));
+  const policies = resources.informer<IpsecPolicyResource>('ipsecpolicies', informerOptions('ipsecpolicies'));
+  const secrets = new Informer<V1Secret>(coreListerWatcher(options.kubeConfig, 'secrets', { namespace: options.namespace }), { resource: 'secrets', ...informerOptions('secrets') });
+  const nodes = new Informer<V1Node>(coreListerWatcher(options.kubeConfig, 'nodes', { fieldSelector: `metadata.name=${nodeName}` }), { resource: 'nodes', ...informerOptions('nodes') });
+  const informers = [securityAssociations, policies, secrets, nodes];
+
+  const queue = new WorkQueue({ name: 'agent', hooks: operatorMetrics.queueHooks('agent') });
+  const trigger = () => queue.add(KEY);
+  for (const informer of informers) informer.addHandlers({ add: trigger, update: trigger, delete: trigger });
+
+  const health = new HealthServer({ address: options.metricsAddress, registry, logger });
+  health.addReadinessCheck('caches-synced', () => informers.every((informer) => informer.hasSynced()) || 'waiting for the first list of every resource');
+  health.addReadinessCheck('kernel-synced', () => lastSync !== undefined || 'the kernel has not been reconciled yet');
+  await health.start();
+
+  let driftSuspected = false;
+  let driftRepairs = 0;
+  let lastSync: Date | undefined;
+  let conditions: Condition[] = [];
+  const nodeStates = resources.statusWriter(FIELD_MANAGER);
+
+  // Kernel events: anything not caused by our own socket may be drift; lost events likewise.
+  const watchKernel = (async () => {
+    for await (const event of monitor) {
+      if (event.kind === 'state-expired') {
+        if (ledger.records().has(stateKey(event.state.id))) metrics.expireEvents.inc({ kind: event.hard ? 'hard' : 'soft' });
+        if (!event.hard) continue;
+      }
+      if (event.kind === 'overrun' || !isOwnEvent(event, kernel.portId)) {
+        driftSuspected = true;
+        trigger();
+      }
+    }
+  })();
+
+  const reconcile = async (): Promise<{ requeueAfter: number }> => {
+    if (!informers.every((informer) => informer.hasSynced())) return { requeueAfter: 1000 };
+    const node = nodes.get(nodeName);
+    if (!node) {
+      // Without our Node we cannot evaluate nodeSelectors; acting would mean guessing.
+      logger.warn('node object not found; leaving the kernel as it is', { node: nodeName });
+      return { requeueAfter: 5000 };
+    }
+    const devices = await readDevices(netns);
+    const suspected = driftSuspected;
+    driftSuspected = false;
+    const result = await reconcileNode(
+      {
+        resources: [...securityAssociations.list(), ...policies.list()],
+        secrets: secretValues(secrets.list()),
+        nodeLabels: node.metadata?.labels ?? {},
+        resolveDevice: (name) => devices.indexByName.get(name),
+      },
+      kernel,
+      ledger,
+    );
+    metrics.recordApply(result.applied, result.failures);
+    if (suspected && result.changes > 0) {
+      driftRepairs += result.changes;
+      metrics.driftRepairs.inc(result.changes);
+      logger.warn('repaired drift: owned kernel entries had been changed or removed by someone else', { changes: result.changes });
+    }
+    if (result.converged) {
+      lastSync = new Date();
+      metrics.lastSync.set(lastSync.getTime() / 1000);
+    }
+    metrics.resourcesFailed.set(result.reports.filter((report) => report.state === 'Failed').length);
+    await recordTables(kernel, ledger, metrics);
+    await writeNodeState(result);
+    return { requeueAfter: options.resyncSeconds * 1000 };
+  };
+
+  const writeNodeState = async (result: NodeReconcileResult): Promise<void> => {
+    const now = new Date();
+    const failed = result.reports.filter((report) => report.state === 'Failed');
+    conditions = setCondition(
+      conditions,
+      result.converged && failed.length === 0
+        ? { type: 'Ready', status: 'True', reason: 'Synced', message: 'the kernel holds every selected resource' }
+        : { type: 'Ready', status: 'False', reason: failed.length > 0 ? 'ResourcesFailed' : 'NotConverged', message: failed.length > 0 ? `${failed.length} resource(s) not applied` : 'the kernel does not match yet' },
+      now,
+    );
+    const observed = await kernel.dump();
+    const owned = ledger.records();
+    const status = {
+      ...(lastSync ? { lastSyncTime: lastSync.toISOString().replace(/\.\d{3}Z$/, 'Z') } : {}),
+      agentVersion: VERSION,
+      kernelRelease: release(),
+      algorithms: await supportedAlgorithms(),
+      entries: {
+        ownedStates: [...owned.values()].filter((record) => record.target === 'state').length,
+        ownedPolicies: [...owned.values()].filter((record) => record.target === 'policy').length,
+        foreignStates: observed.states.length - [...owned.values()].filter((record) => record.target === 'state').length,
+        foreignPolicies: observed.policies.length - [...owned.values()].filter((record) => record.target === 'policy').length,
+      },
+      driftRepairs,
+      resources: result.reports,
+      conditions,
+    };
+    const existing = await resources.get<{ status?: unknown }>('ipsecnodestates', nodeName);
+    if (!existing) await resources.apply('ipsecnodestates', { metadata: { name: nodeName }, spec: { nodeName } }, FIELD_MANAGER);
+    await nodeStates.write('ipsecnodestates', nodeName, existing?.status, status);
+  };
+
+  for (const informer of informers) informer.start();
+  trigger(); // each reconcile requeues itself after resyncSeconds: the periodic full resync
+  logger.info('agent started', { node: nodeName, netns: netns ?? '(host)', version: VERSION });
+  try {
+    await runWorkers(queue, 1, reconcile, { controller: 'agent', logger, hooks: operatorMetrics.reconcileHooks('agent'), signal: options.signal });
+  } finally {
+    for (const informer of informers) informer.stop();
+    monitor.close();
+    await watchKernel.catch(() => undefined);
+    await health.stop();
+    await ledger.close();
+    kernel.close();
+    logger.info('agent stopped; the kernel keeps its entries');
+  }
+}
+
+/** The Secrets' data, decoded, by Secret name and key. Values are never logged. */
+function secretValues(secrets: readonly V1Secret[]): Map<string, Map<string, Buffer>> {
+  return new Map(
+    secrets.map((secret) => [
+      secret.metadata?.name ?? '',
+      new Map(Object.entries(secret.data ?? {}).map(([key, value]) => [key, Buffer.from(value, 'base64')])),
+    ]),
+  );
+}
+
+async function recordTables(kernel: OpenKernelTables, ledger: Ledger, metrics: AgentMetrics): Promise<void> {
+  const observed = await kernel.dump();
+  metrics.recordTables({
+    ...observed,
+    owned: ledger.records(),
+    inboundStates: inboundStateKeys({ desired: { states: [], policies: [] }, observed }),
+    nowSeconds: Math.floor(Date.now() / 1000),
+  });
+}
+

@@ -1,0 +1,222 @@
+/**
+ * The cluster controller: for every SecurityAssociation and IpsecPolicy, checks what one
+ * object cannot check on its own (./analysis.ts), writes `status` (Ready condition with a
+ * CamelCase reason, observedGeneration, a per-node summary), records Events when the verdict
+ * changes, and holds the kernel-cleanup finalizer until no node reports an entry of a deleted
+ * resource — including nodes whose agent was down when the resource was deleted.
+ *
+ * One replica leads (Lease); the others wait. Reconcile is by key (`Kind/name`) from the
+ * caches; any change to Secrets, Nodes or IpsecNodeStates re-checks every resource, since any
+ * of them can change any verdict.
+ */
+import { Gauge, Registry } from 'prom-client';
+import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig, type V1Node, type V1Secret } from '@kubernetes/client-node';
+import { IpsecResources, coreListerWatcher, type IpsecPlural } from '../kube/client.js';
+import { Informer } from '../kube/informer.js';
+import { WorkQueue } from '../kube/workqueue.js';
+import { runWorkers } from '../kube/reconcile.js';
+import { createOperatorMetrics } from '../kube/metrics.js';
+import { HealthServer } from '../kube/health.js';
+import { setCondition, type Condition } from '../kube/conditions.js';
+import { EventRecorder, kubeEventSink } from '../kube/events.js';
+import { LeaderElector, kubeLeaseStore } from '../kube/leader-election.js';
+import { isNotFound } from '../kube/api-errors.js';
+import type { Logger } from '../kube/logger.js';
+import { API_GROUP, API_VERSION, type IpsecResource } from '../crd/types.js';
+import { findConflicts, judge, type ClusterView, type NodeReport, type Verdict } from './analysis.js';
+import { VERSION } from '../version.js';
+
+export const FINALIZER = 'ipsec.xfrm.io/kernel-cleanup';
+const FIELD_MANAGER = 'ipsec-operator-controller';
+
+export interface ControllerOptions {
+  readonly kubeConfig: KubeConfig;
+  readonly namespace: string;
+  readonly metricsAddress: string;
+  readonly leaderElect: boolean;
+  /** Unique per replica (the pod name). */
+  readonly identity: string;
+  readonly logger: Logger;
+  readonly signal: AbortSignal;
+  /** Lease timing (tests shorten it). */
+  readonly leaseDurationMs?: number;
+  readonly renewDeadlineMs?: number;
+  readonly retryPeriodMs?: number;
+}
+
+type Stored = IpsecResource & { metadata: { creationTimestamp?: string; resourceVersion?: string; uid?: string }; status?: { conditions?: Condition[] } & Record<string, unknown> };
+
+interface NodeStateObject {
+  metadata?: { name?: string };
+  spec?: { nodeName?: string };
+  status?: { resources?: NodeReport['resources'] };
+}
+
+const PLURAL: Record<IpsecResource['kind'], IpsecPlural> = { SecurityAssociation: 'securityassociations', IpsecPolicy: 'ipsecpolicies' };
+
+export async function runController(options: ControllerOptions): Promise<void> {
+  const { logger } = options;
+  const registry = new Registry();
+  const operatorMetrics = createOperatorMetrics(registry);
+  const leaderGauge = new Gauge({ name: 'ipsec_operator_leader', help: '1 on the controller replica that leads.', registers: [registry] });
+  const readyGauge = new Gauge({ name: 'ipsec_operator_resources', help: 'Resources by kind and readiness.', labelNames: ['kind', 'ready'], registers: [registry] });
+  const notReadyGauge = new Gauge({ name: 'ipsec_operator_resources_not_ready', help: 'Resources not Ready, by kind and reason.', labelNames: ['kind', 'reason'], registers: [registry] });
+  new Gauge({ name: 'ipsec_operator_build_info', help: 'Build information.', labelNames: ['version'], registers: [registry] }).set({ version: VERSION }, 1);
+  leaderGauge.set(0);
+
+  const health = new HealthServer({ address: options.metricsAddress, registry, logger });
+  await health.start();
+  try {
+    if (!options.leaderElect) {
+      leaderGauge.set(1);
+      await lead(options.signal);
+      return;
+    }
+    const elector = new LeaderElector({
+      store: kubeLeaseStore(options.kubeConfig, options.namespace, 'ipsec-operator-controller'),
+      identity: options.identity,
+      logger,
+      ...(options.leaseDurationMs ? { leaseDurationMs: options.leaseDurationMs } : {}),
+      ...(options.renewDeadlineMs ? { renewDeadlineMs: options.renewDeadlineMs } : {}),
+      ...(options.retryPeriodMs ? { retryPeriodMs: options.retryPeriodMs } : {}),
+      onStartedLeading: async (signal) => {
+        leaderGauge.set(1);
+        await lead(signal);
+      },
+      onStoppedLeading: () => leaderGauge.set(0),
+    });
+    // A replica that lost its lease stops working; it competes again, like a fresh start.
+    while (!options.signal.aborted) {
+      const end = await elector.run(options.signal);
+      if (end === 'stopped') break;
+      logger.warn('lost leadership; standing by');
+    }
+  } finally {
+    await health.stop();
+  }
+
+  async function lead(signal: AbortSignal): Promise<void> {
+    const resources = new IpsecResources(options.kubeConfig);
+    const api = options.kubeConfig.makeApiClient(CustomObjectsApi);
+    const statusWriter = resources.statusWriter(FIELD_MANAGER);
+    const events = new EventRecorder(kubeEventSink(options.kubeConfig), { component: FIELD_MANAGER, host: options.identity, defaultNamespace: options.namespace, logger });
+    const hooks = (resource: string) => ({ logger, hooks: operatorMetrics.informerHooks(resource) });
+    const securityAssociations = resources.informer<Stored>('securityassociations', hooks('securityassociations'));
+    const policies = resources.informer<Stored>('ipsecpolicies', hooks('ipsecpolicies'));
+    const nodeStates = resources.informer<NodeStateObject>('ipsecnodestates', hooks('ipsecnodestates'));
+    const secrets = new Informer<V1Secret>(coreListerWatcher(options.kubeConfig, 'secrets', { namespace: options.namespace }), { resource: 'secrets', ...hooks('secrets') });
+    const nodes = new Informer<V1Node>(coreListerWatcher(options.kubeConfig, 'nodes'), { resource: 'nodes', ...hooks('nodes') });
+    const informers = [securityAssociations, policies, nodeStates, secrets, nodes];
+    const queue = new WorkQueue({ name: 'controller', hooks: operatorMetrics.queueHooks('controller') });
+    const verdicts = new Map<string, Verdict & { kind: string }>();
+
+    const enqueue = (object: Stored) => queue.add(`${object.kind}/${object.metadata.name}`);
+    const enqueueAll = () => {
+      for (const object of [...securityAssociations.list(), ...policies.list()]) enqueue(object);
+    };
+    for (const informer of [securityAssociations, policies]) informer.addHandlers({ add: enqueue, update: (_old, object) => enqueue(object), delete: enqueue });
+    for (const informer of [nodeStates, secrets, nodes] as Informer<never>[]) informer.addHandlers({ add: enqueueAll, update: enqueueAll, delete: enqueueAll });
+    health.addReadinessCheck('caches-synced', () => informers.every((informer) => informer.hasSynced()) || 'waiting for the first list of every resource');
+
+    const view = (): ClusterView => ({
+      resources: [...securityAssociations.list(), ...policies.list()],
+      nodes: new Map(nodes.list().map((node) => [node.metadata?.name ?? '', node.metadata?.labels ?? {}])),
+      secrets: new Map(secrets.list().map((secret) => [secret.metadata?.name ?? '', new Map(Object.entries(secret.data ?? {}).map(([key, value]) => [key, Buffer.from(value, 'base64')]))])),
+      reports: new Map(
+        nodeStates.list().map((state) => {
+          const node = state.spec?.nodeName ?? state.metadata?.name ?? '';
+          return [node, { node, resources: state.status?.resources ?? [] }];
+        }),
+      ),
+    });
+
+    const patchFinalizers = async (object: Stored, finalizers: string[]) => {
+      await api.patchClusterCustomObject(
+        {
+          group: API_GROUP,
+          version: API_VERSION,
+          plural: PLURAL[object.kind],
+          name: object.metadata.name,
+          // resourceVersion makes it optimistic: a concurrent change gets 409 and a retry.
+          body: { metadata: { finalizers, resourceVersion: object.metadata.resourceVersion } },
+        },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
+    };
+
+    const reconcile = async (key: string): Promise<void> => {
+      const [kind, name = ''] = key.split('/') as [IpsecResource['kind'], string];
+      const informer = kind === 'SecurityAssociation' ? securityAssociations : policies;
+      const object = informer.get(name);
+      if (!object) {
+        verdicts.delete(key);
+        publishGauges();
+        return;
+      }
+      const current = view();
+      const verdict = judge(object, current, findConflicts(current));
+      const finalizers = object.metadata.finalizers ?? [];
+      try {
+        if (object.metadata.deletionTimestamp) {
+          if (verdict.entriesRemaining === 0 && finalizers.includes(FINALIZER)) {
+            await patchFinalizers(object, finalizers.filter((finalizer) => finalizer !== FINALIZER));
+            events.normal(subject(object), 'Removed', 'kernel entries removed from every node');
+          }
+          verdicts.delete(key);
+          publishGauges();
+          return;
+        }
+        if (!finalizers.includes(FINALIZER)) await patchFinalizers(object, [...finalizers, FINALIZER]);
+      } catch (error) {
+        if (isNotFound(error)) return;
+        throw error;
+      }
+
+      const previous = verdicts.get(key);
+      verdicts.set(key, { ...verdict, kind });
+      publishGauges();
+      const conditions = setCondition(
+        object.status?.conditions,
+        { type: 'Ready', status: verdict.ready ? 'True' : 'False', reason: verdict.reason, message: verdict.message, observedGeneration: object.metadata.generation ?? 0 },
+        new Date(),
+      );
+      await statusWriter.write(PLURAL[kind], name, object.status, {
+        observedGeneration: object.metadata.generation ?? 0,
+        conditions,
+        nodes: verdict.nodes,
+      });
+      if (!previous || previous.reason !== verdict.reason || previous.message !== verdict.message) {
+        if (verdict.ready) events.normal(subject(object), verdict.reason, verdict.message);
+        else if (verdict.reason !== 'Pending') events.warning(subject(object), verdict.reason, verdict.message);
+      }
+    };
+
+    const publishGauges = () => {
+      readyGauge.reset();
+      notReadyGauge.reset();
+      for (const kind of ['SecurityAssociation', 'IpsecPolicy']) {
+        const ofKind = [...verdicts.values()].filter((verdict) => verdict.kind === kind);
+        readyGauge.set({ kind, ready: 'true' }, ofKind.filter((verdict) => verdict.ready).length);
+        readyGauge.set({ kind, ready: 'false' }, ofKind.filter((verdict) => !verdict.ready).length);
+        for (const verdict of ofKind.filter((candidate) => !candidate.ready)) notReadyGauge.inc({ kind, reason: verdict.reason });
+      }
+    };
+
+    for (const informer of informers) informer.start();
+    try {
+      await Promise.all(informers.map((informer) => informer.waitForSync(signal)));
+      logger.info('controller leading; caches synced', { identity: options.identity });
+      await runWorkers(queue, 2, reconcile, { controller: 'controller', logger, hooks: operatorMetrics.reconcileHooks('controller'), signal });
+    } catch (error) {
+      if (!signal.aborted) throw error;
+    } finally {
+      queue.shutDown();
+      for (const informer of informers) informer.stop();
+      await events.flush();
+    }
+  }
+}
+
+function subject(object: Stored) {
+  return { apiVersion: `${API_GROUP}/${API_VERSION}`, kind: object.kind, name: object.metadata.name, ...(object.metadata.uid ? { uid: object.metadata.uid } : {}) };
+}
