@@ -13,7 +13,10 @@ import { controlPlaneBinaries } from './binaries.js';
 export interface StartOptions {
   /** etcd data and certificates. Default: a fresh temporary dir, removed by stop(). */
   dataDir?: string;
-  /** Secure port on 127.0.0.1. Default: a free one, chosen at first start and kept by resume(). */
+  /**
+   * Secure port on 127.0.0.1. Default: a free one below the kernel's ephemeral range (so no
+   * outgoing connection can take it while halted), chosen at first start and kept by resume().
+   */
   port?: number;
   /** Where the admin kubeconfig is written. Default: <dataDir>/admin.kubeconfig. */
   kubeconfigPath?: string;
@@ -165,7 +168,8 @@ function waitForReady(proc: ChildProcess, log: WriteStream, logPath: string, tim
       if (tail.length > 40) tail.shift();
     }
   });
-  proc.once('exit', () => log.end());
+  // 'close', not 'exit': stderr may still deliver data after the process has exited.
+  proc.once('close', () => log.end());
   const lines = createInterface({ input: proc.stdout! });
   return new Promise<ReadyLine>((resolvePromise, reject) => {
     const fail = (why: string) => {

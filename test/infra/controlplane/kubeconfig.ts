@@ -62,3 +62,25 @@ export async function kubeConfigForServiceAccount(admin: KubeConfig, sa: Service
   });
   return kc;
 }
+
+/**
+ * The address of the host's loopback as seen from the qemu test VM (user-mode networking):
+ * the serving certificate includes it, so a guest reaches the apiserver at https://10.0.2.2:<port>.
+ */
+export const GUEST_HOST_ADDRESS = '10.0.2.2';
+
+/** A copy of `kc` whose current cluster is reached at another URL (e.g. https://10.0.2.2:<port> from the VM). */
+export function withServer(kc: KubeConfig, server: string): KubeConfig {
+  const cluster = kc.getCurrentCluster();
+  const context = kc.getContextObject(kc.getCurrentContext());
+  const user = kc.getCurrentUser();
+  if (!cluster || !context || !user) throw new Error('KubeConfig has no current cluster, context or user');
+  const copy = new KubeConfig();
+  copy.loadFromOptions({
+    clusters: [{ ...cluster, server }],
+    users: [{ ...user }],
+    contexts: [{ ...context }],
+    currentContext: context.name,
+  });
+  return copy;
+}

@@ -7,11 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -49,7 +47,7 @@ func runServe(args []string) int {
 	started := time.Now()
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	dataDir := fs.String("data-dir", "", "directory for etcd data and certificates (kept across restarts; required)")
-	port := fs.Int("port", 0, "secure port on 127.0.0.1 (0: a free one)")
+	port := fs.Int("port", 0, "secure port on 127.0.0.1 (0: a free one below the ephemeral range, so a restart can bind it again)")
 	kubeconfigPath := fs.String("kubeconfig", "", "where to write the admin kubeconfig (default DATA_DIR/admin.kubeconfig)")
 	extra := fs.StringArray("apiserver-arg", nil, "extra kube-apiserver flag, e.g. --apiserver-arg=--v=4 (repeatable; overrides the defaults)")
 	exitWithParent := fs.Bool("exit-with-parent", true, "stop (as on SIGTERM) when the parent process dies, so a crashed test runner leaves no apiserver behind")
@@ -103,9 +101,9 @@ func serve(ctx context.Context, started time.Time, dataDir string, port int, kub
 	// Bind the port ourselves and hand the listener to the apiserver: no
 	// window in which another process could take a port we found free, and
 	// a restart on the same port fails here, clearly, if it is taken.
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	ln, err := listenSecure(port)
 	if err != nil {
-		return fmt.Errorf("listening on 127.0.0.1:%d: %w (another control plane still running?)", port, err)
+		return err
 	}
 	server := "https://" + ln.Addr().String()
 
