@@ -62,7 +62,10 @@ export interface ControlPlane {
   resume(): Promise<void>;
   /** halt() then resume(). */
   restart(): Promise<void>;
-  /** Stops for good; removes the data dir if it was a temporary one made by startControlPlane. */
+  /**
+   * Stops for good; removes the data dir if it was a temporary one made by startControlPlane
+   * (kept when IPSEC_OPERATOR_KEEP_CONTROLPLANE=1, to read its log after a failure).
+   */
   stop(): Promise<void>;
 }
 
@@ -152,7 +155,10 @@ export async function startControlPlane(options: StartOptions = {}): Promise<Con
     async stop() {
       stopped = true;
       await halt();
-      if (ownsDataDir) rmSync(dataDir, { recursive: true, force: true });
+      if (!ownsDataDir) return;
+      // To read the apiserver log of a failed run: IPSEC_OPERATOR_KEEP_CONTROLPLANE=1.
+      if (process.env.IPSEC_OPERATOR_KEEP_CONTROLPLANE === '1') console.log(`[controlplane] kept ${dataDir}`);
+      else rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
