@@ -10,4 +10,4 @@ test: bootstrap
 
 # The main job on a local default: control plane, VM nodes, examples, encrypted traffic.
 demo: bootstrap
-	node scripts/demo.mjs
+	node --import ./scripts/ts-register.mjs scripts/demo.ts

@@ -79,17 +79,22 @@ export async function runController(options: ControllerOptions): Promise<void> {
       ...(options.leaseDurationMs ? { leaseDurationMs: options.leaseDurationMs } : {}),
       ...(options.renewDeadlineMs ? { renewDeadlineMs: options.renewDeadlineMs } : {}),
       ...(options.retryPeriodMs ? { retryPeriodMs: options.retryPeriodMs } : {}),
-      onStartedLeading: async (signal) => {
+      onStartedLeading: (signal) => {
         leaderGauge.set(1);
-        await lead(signal);
+        leading = lead(signal);
+        return leading;
       },
       onStoppedLeading: () => leaderGauge.set(0),
     });
-    // A replica that lost its lease stops working; it competes again, like a fresh start.
+    // A replica that lost its lease (say, the API server was unreachable past the renew
+    // deadline) stops its work, waits until it has stopped, and campaigns again with fresh
+    // caches and queue: the same clean state a restart would give, without losing the process.
+    let leading: Promise<void> | undefined;
     while (!options.signal.aborted) {
       const end = await elector.run(options.signal);
+      await leading?.catch(() => undefined);
       if (end === 'stopped') break;
-      logger.warn('lost leadership; standing by');
+      logger.warn('lost leadership; campaigning again');
     }
   } finally {
     await health.stop();
