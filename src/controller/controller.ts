@@ -104,7 +104,9 @@ export async function runController(options: ControllerOptions): Promise<void> {
     const resources = new IpsecResources(options.kubeConfig);
     const api = options.kubeConfig.makeApiClient(CustomObjectsApi);
     const statusWriter = resources.statusWriter(FIELD_MANAGER);
-    const events = new EventRecorder(kubeEventSink(options.kubeConfig), { component: FIELD_MANAGER, host: options.identity, defaultNamespace: options.namespace, logger });
+    // Events about cluster-scoped objects must live in `default` (the API server's rule for an
+    // involvedObject without a namespace).
+    const events = new EventRecorder(kubeEventSink(options.kubeConfig), { component: FIELD_MANAGER, host: options.identity, defaultNamespace: 'default', logger });
     const hooks = (resource: string) => ({ logger, hooks: operatorMetrics.informerHooks(resource) });
     const securityAssociations = resources.informer<Stored>('securityassociations', hooks('securityassociations'));
     const policies = resources.informer<Stored>('ipsecpolicies', hooks('ipsecpolicies'));
