@@ -82,6 +82,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   health.addReadinessCheck('kernel-synced', () => lastSync !== undefined || 'the kernel has not been reconciled yet');
   await health.start();
 
+  const lastSequence = new Map<string, bigint>();
   let driftSuspected = false;
   let driftRepairs = 0;
   let lastSync: Date | undefined;
@@ -119,6 +120,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         secrets: secretValues(secrets.list()),
         nodeLabels: node.metadata?.labels ?? {},
         resolveDevice: (name) => devices.indexByName.get(name),
+        lastSequence,
       },
       kernel,
       ledger,
@@ -134,7 +136,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
       metrics.lastSync.set(lastSync.getTime() / 1000);
     }
     metrics.resourcesFailed.set(result.reports.filter((report) => report.state === 'Failed').length);
-    await recordTables(kernel, ledger, metrics);
+    await recordTables(kernel, ledger, metrics, lastSequence);
     await writeNodeState(result);
     return { requeueAfter: options.resyncSeconds * 1000 };
   };
@@ -197,8 +199,14 @@ function secretValues(secrets: readonly V1Secret[]): Map<string, Map<string, Buf
   );
 }
 
-async function recordTables(kernel: OpenKernelTables, ledger: Ledger, metrics: AgentMetrics): Promise<void> {
+async function recordTables(kernel: OpenKernelTables, ledger: Ledger, metrics: AgentMetrics, lastSequence: Map<string, bigint>): Promise<void> {
   const observed = await kernel.dump();
+  for (const sa of observed.states) {
+    const replay = sa.observed?.replayState;
+    if (!replay || !ledger.records().has(stateKey(sa.id))) continue;
+    const sequence = (BigInt(replay.outboundSequenceHigh) << 32n) | BigInt(replay.outboundSequence);
+    lastSequence.set(stateKey(sa.id), sequence > (lastSequence.get(stateKey(sa.id)) ?? 0n) ? sequence : lastSequence.get(stateKey(sa.id))!);
+  }
   metrics.recordTables({
     ...observed,
     owned: ledger.records(),

@@ -16,6 +16,7 @@ import { converge, type KernelTables } from '../engine/converge.js';
 import type { OwnershipStore, StepFailure } from '../apply/applier.js';
 import type { DesiredTables, Plan, Step } from '../plan/planner.js';
 import { describeStep } from '../plan/describe.js';
+import { stateKey } from '../plan/identity.js';
 import type { ResourceReport } from '../controller/analysis.js';
 
 export interface NodeInputs {
@@ -24,7 +25,19 @@ export interface NodeInputs {
   readonly secrets: ResourceSet['secrets'];
   readonly nodeLabels: Readonly<Record<string, string>>;
   readonly resolveDevice: (name: string) => number | undefined;
+  /**
+   * Highest outbound sequence number last seen per owned SA (by identity key). An owned SA that
+   * has to be created again (it vanished) resumes past it, so the peer does not drop its
+   * packets as replays.
+   */
+  readonly lastSequence?: ReadonlyMap<string, bigint>;
 }
+
+/**
+ * Packets an SA may have sent between the last dump and its disappearance. Generous: skipping
+ * ahead costs nothing but sequence space (2^20 of 2^32), falling short drops traffic.
+ */
+export const RESUME_MARGIN = 1n << 20n;
 
 export interface NodeReconcileResult {
   readonly reports: ResourceReport[];
@@ -60,7 +73,14 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
     failures.set(object, { reason: previous?.reason ?? reason, message: [previous?.message, `${error.path}: ${error.message}`].filter(Boolean).join('; ') });
   }
 
-  let desired = built.tables;
+  const lastSequence = inputs.lastSequence ?? new Map<string, bigint>();
+  let desired: DesiredTables = {
+    ...built.tables,
+    states: built.tables.states.map((desiredState) => {
+      const seen = lastSequence.get(stateKey(desiredState.entry.id));
+      return seen === undefined ? desiredState : { ...desiredState, entry: { ...desiredState.entry, resumeSequence: seen + RESUME_MARGIN } };
+    }),
+  };
   let changes = 0;
   const applied: Step[] = [];
   const refused: StepFailure[] = [];

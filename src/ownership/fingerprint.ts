@@ -20,7 +20,7 @@ function withoutRuntime(entry: SecurityAssociation | SecurityPolicy): object {
     const { observed: _observed, index: _index, ...configuration } = entry;
     return configuration;
   }
-  const { observed: _observed, ...configuration } = entry;
+  const { observed: _observed, resumeSequence: _resume, ...configuration } = entry;
   return configuration;
 }
 

@@ -202,16 +202,20 @@ export function encodeState(sa: SecurityAssociation, where = `SA ${describeState
     const bytes = encoder.attempt('XFRMA_COADDR', () => addressBytes(family, coa, 'care-of address', where));
     if (bytes) encoder.bytes(K.XFRMA_COADDR, bytes);
   }
+  const resume = sa.resumeSequence ?? 0n;
   if (usesEsnAttribute(sa)) {
     const window = sa.replay.window;
     encoder.struct(K.XFRMA_REPLAY_ESN_VAL, xfrm_replay_state_esn, {
       bmp_len: Math.ceil(window / 32),
-      oseq: 0,
+      oseq: Number(resume & 0xffff_ffffn),
       seq: 0,
-      oseq_hi: 0,
+      oseq_hi: Number((resume >> 32n) & 0xffff_ffffn),
       seq_hi: 0,
       replay_window: window,
     });
+  } else if (resume > 0n) {
+    // The legacy replay state (`ip xfrm state add ... replay-oseq N`): a 32-bit counter.
+    encoder.struct(K.XFRMA_REPLAY_VAL, xfrm_replay_state, { oseq: Number(resume > 0xffff_ffffn ? 0xffff_ffffn : resume), seq: 0, bitmap: 0 });
   }
   if (sa.extraFlags.length > 0) encoder.u32(K.XFRMA_SA_EXTRA_FLAGS, STATE_EXTRA_FLAGS.toBits(sa.extraFlags));
   if (sa.id.mark) encoder.struct(K.XFRMA_MARK, xfrm_mark, { v: sa.id.mark.value, m: sa.id.mark.mask });

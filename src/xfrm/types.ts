@@ -214,6 +214,14 @@ export interface SecurityAssociation {
   readonly careOfAddress: string | undefined;
   /** Present on SAs read from the kernel, absent on desired SAs. */
   readonly observed: ObservedStateCounters | undefined;
+  /**
+   * Desired SAs only: the outbound sequence number to start from when (re)creating the SA.
+   * An SA that vanished (a hand flush) and is restored with its sequence back at 0 would have
+   * every packet dropped as a replay by the peer's inbound SA, which remembers where it was;
+   * the agent restores owned SAs past the highest sequence number it last saw. Not part of the
+   * SA's configuration: never compared, never fingerprinted.
+   */
+  readonly resumeSequence?: bigint;
 }
 
 export interface ObservedStateCounters {

@@ -138,6 +138,8 @@ describe('ipsec-operator end to end', () => {
   });
 
   it('loses no packet of a continuous ping while the agent is killed (SIGKILL) and restarted', async () => {
+    // Both directions work before the kill (any neighbour or route setup is done).
+    await node('a').sh(`ping -c 2 -W 5 ${B}`);
     const tableBefore = (await node('a').sh('ip xfrm state; ip xfrm policy')).stdout;
     const { id } = await vm.spawn({ argv: ['ip', 'netns', 'exec', node('a').netns, 'ping', '-c', '40', '-i', '0.25', '-W', '2', B] });
     await new Promise((resolve) => setTimeout(resolve, 1500));
