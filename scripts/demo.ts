@@ -67,7 +67,7 @@ try {
   console.log((await a.sh('ip -s xfrm state')).stdout.replace(/0x[0-9a-f]{32,}/g, '<key hidden>'));
   say('what the wire shows on node b (tcpdump): ESP, not ICMP');
   console.log(
-    (await b.trySh(`tcpdump -l -n -i eth0 -c 2 'host ${a.ipv4}' 2>/dev/null & sleep 2; ip netns exec ${a.netns} ping -c 1 -W 5 ${b.ipv4} >/dev/null; wait`, { timeoutMs: 60_000 })).stdout,
+    (await b.trySh(`tcpdump -l -n -i eth0 -c 2 'host ${a.ipv4} and (esp or icmp)' 2>/dev/null & sleep 2; ip netns exec ${a.netns} ping -c 1 -W 5 ${b.ipv4} >/dev/null; wait`, { timeoutMs: 60_000 })).stdout,
   );
   say(`running. Try: ${kubectlPath()} --kubeconfig ${controlPlane.kubeconfigPath} get xsa,xpol,xnode -o wide`);
   say('Ctrl-C stops everything.');

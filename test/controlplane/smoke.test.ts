@@ -19,9 +19,10 @@ import {
 } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { controlPlaneBinaries } from '../infra/controlplane/binaries.js';
+import { ControlPlaneControl, serveControl, type ControlServer } from '../infra/controlplane/control-server.js';
 import { startControlPlane, type ControlPlane } from '../infra/controlplane/controlplane.js';
 import { compactEtcd } from '../infra/controlplane/etcd.js';
-import { injectedKubeConfig, injectedKubeconfigPath } from '../infra/controlplane/inject.js';
+import { injectedApiServer, injectedControlPlane, injectedKubeConfig, injectedKubeconfigPath } from '../infra/controlplane/inject.js';
 import { kubeConfigForServiceAccount, loadKubeConfig } from '../infra/controlplane/kubeconfig.js';
 import { check, helm, kubectl } from '../infra/controlplane/tools.js';
 
@@ -354,9 +355,17 @@ describe('kubectl and helm of the pinned versions', () => {
 // data dir and port, objects and credentials survive.
 describe('expired resourceVersion (410 Gone) after etcd compaction and an apiserver restart', () => {
   let own: ControlPlane | undefined;
+  let control: ControlServer | undefined;
 
   afterAll(async () => {
+    await control?.close();
     await own?.stop();
+  });
+
+  it("the shared control plane's halt/resume endpoint answers for the injected apiserver", async () => {
+    // Only its status here: halting the shared apiserver would disturb the other files.
+    const status = await injectedControlPlane().status();
+    expect(status).toMatchObject({ server: injectedApiServer(), running: true });
   });
 
   it('keeps data across a restart, and answers 410 to a watch and an exact list at a compacted resourceVersion', { timeout: 300_000 }, async () => {
@@ -371,9 +380,14 @@ describe('expired resourceVersion (410 Gone) after etcd compaction and an apiser
     const compactedAt = await compactEtcd(own.etcdUrl);
     expect(compactedAt).toBeGreaterThan(Number(oldRv));
 
+    // Halt and resume through the endpoint a test worker uses for the shared control plane.
     const port = own.port;
-    await own.restart();
-    expect(own.port).toBe(port);
+    const etcdUrl = own.etcdUrl;
+    control = await serveControl(own);
+    const client = new ControlPlaneControl(control.url);
+    expect((await client.halt()).running).toBe(false);
+    await expect(ownCore.readNamespacedConfigMap({ namespace: 'default', name: 'old' })).rejects.toThrow();
+    expect(await client.resume()).toEqual({ server: `https://127.0.0.1:${port}`, etcdUrl, running: true });
 
     // The same admin credentials work after the restart (CA kept), and the data survived.
     const after = await ownCore.readNamespacedConfigMap({ namespace: 'default', name: 'old' });

@@ -47,7 +47,7 @@ export interface ControlPlane {
   /** PEM of the CA that signed the serving certificate (SANs: 127.0.0.1, ::1, localhost, 10.0.2.2, kubernetes.default.svc…). */
   readonly caPem: string;
   readonly caFile: string;
-  /** etcd client URL (loopback, plain HTTP, JSON gateway at /v3/...); changes on every (re)start. */
+  /** etcd client URL (loopback, plain HTTP, JSON gateway at /v3/...); kept across halt()/resume(). */
   readonly etcdUrl: string;
   readonly dataDir: string;
   /** apiserver + etcd log (stderr of the process), appended across restarts. */

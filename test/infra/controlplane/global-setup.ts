@@ -5,8 +5,11 @@
 // When one vitest run includes both projects, they share it: a process-wide reference count
 // keeps it until the last teardown. Tests share the cluster, so each puts what it creates in
 // namespaces (and cluster-scoped names) of its own. A test that must disrupt the apiserver
-// (halt/restart) starts a control plane of its own with startControlPlane().
+// either starts a control plane of its own with startControlPlane(), or, if it runs alone
+// (e2e runs its files one at a time), halts and resumes this one through
+// injectedControlPlane() (see control-server.ts).
 import type { TestProject } from 'vitest/node';
+import { serveControl, type ControlServer } from './control-server.js';
 import { startControlPlane, type ControlPlane } from './controlplane.js';
 
 declare module 'vitest' {
@@ -19,6 +22,8 @@ declare module 'vitest' {
     etcdUrl: string;
     /** The control plane's log (apiserver and etcd), to point at when a test fails. */
     controlPlaneLog: string;
+    /** URL of the halt/resume endpoint (control-server.ts); use injectedControlPlane(). */
+    controlPlaneControl: string;
   }
 }
 
@@ -47,7 +52,16 @@ export default async function setup(project: TestProject): Promise<() => Promise
   project.provide('apiServer', cp.server);
   project.provide('etcdUrl', cp.etcdUrl);
   project.provide('controlPlaneLog', cp.logPath);
+  let control: ControlServer;
+  try {
+    control = await serveControl(cp);
+  } catch (err) {
+    if (release() === 0) await cp.stop();
+    throw err;
+  }
+  project.provide('controlPlaneControl', control.url);
   return async () => {
+    await control.close();
     if (release() === 0) await cp.stop();
   };
 }

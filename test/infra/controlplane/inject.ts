@@ -2,9 +2,10 @@
 // global-setup.ts started for this run.
 import type { KubeConfig } from '@kubernetes/client-node';
 import { inject } from 'vitest';
+import { ControlPlaneControl } from './control-server.js';
 import { loadKubeConfig } from './kubeconfig.js';
 
-function provided<K extends 'kubeconfig' | 'apiServer' | 'etcdUrl' | 'controlPlaneLog'>(key: K): string {
+function provided<K extends 'kubeconfig' | 'apiServer' | 'etcdUrl' | 'controlPlaneLog' | 'controlPlaneControl'>(key: K): string {
   const value = inject(key);
   if (!value) {
     throw new Error(
@@ -27,4 +28,12 @@ export const injectedControlPlaneLog = (): string => provided('controlPlaneLog')
 /** An admin KubeConfig for the run's control plane. */
 export function injectedKubeConfig(): KubeConfig {
   return loadKubeConfig(injectedKubeconfigPath());
+}
+
+/**
+ * Halt/resume of the run's shared control plane (same port, data dir and credentials after
+ * resume). Only for tests that run alone: every other test file sees the outage too.
+ */
+export function injectedControlPlane(): ControlPlaneControl {
+  return new ControlPlaneControl(provided('controlPlaneControl'));
 }

@@ -24,6 +24,11 @@ func listenSecure(port int) (net.Listener, error) {
 		}
 		return ln, nil
 	}
+	return listenStable()
+}
+
+// listenStable binds a free loopback port below the ephemeral range.
+func listenStable() (net.Listener, error) {
 	low := ephemeralLow()
 	const floor = 10000 // clear of well-known and commonly configured ports
 	if low <= floor+100 {
@@ -42,6 +47,18 @@ func listenSecure(port int) (net.Listener, error) {
 		lastErr = err
 	}
 	return nil, fmt.Errorf("no free port found below %d: %w", low, lastErr)
+}
+
+// freeStablePort finds a free port below the ephemeral range for a server
+// that binds it itself (etcd). Another process may take it in between; the
+// caller retries.
+func freeStablePort() (int, error) {
+	ln, err := listenStable()
+	if err != nil {
+		return 0, err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	return port, ln.Close()
 }
 
 // ephemeralLow is the first port the kernel hands out for bind(0)/connect().

@@ -164,7 +164,7 @@ describe('encrypted traffic between two nodes configured by apply', () => {
 
   it('puts ESP on the wire, never the plaintext ICMP', async () => {
     const capture = await b.trySh(
-      `tcpdump -l -n -i eth0 -c 4 'host 198.51.100.1' > /tmp/esp-capture.txt 2>/dev/null & sleep 2; ` +
+      `tcpdump -l -n -i eth0 -c 4 'host 198.51.100.1 and (esp or icmp)' > /tmp/esp-capture.txt 2>/dev/null & sleep 2; ` +
         `ip netns exec ${a.netns} ping -c 2 -W 5 198.51.100.2 >/dev/null; wait; cat /tmp/esp-capture.txt`,
       { timeoutMs: 60_000 },
     );
