@@ -8,17 +8,13 @@
  * Rollback uses the entries the plan already holds: what was created is deleted, what was
  * updated or deleted is put back exactly as the kernel had it (dumps include keys).
  */
-import type { PolicyId, SecurityAssociation, SecurityPolicy, StateId } from '../xfrm/types.js';
+import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
+import type { XfrmBatchRequest } from '../xfrm/client.js';
 import type { Plan, Step } from '../plan/planner.js';
 import type { OwnershipRecord } from '../ownership/records.js';
 
-export type KernelChange =
-  | { readonly op: 'add-state'; readonly state: SecurityAssociation }
-  | { readonly op: 'update-state'; readonly state: SecurityAssociation }
-  | { readonly op: 'delete-state'; readonly id: StateId }
-  | { readonly op: 'add-policy'; readonly policy: SecurityPolicy }
-  | { readonly op: 'update-policy'; readonly policy: SecurityPolicy }
-  | { readonly op: 'delete-policy'; readonly id: PolicyId };
+/** One kernel write: the XFRM client's batch request (a type only; the applier does no I/O). */
+export type KernelChange = XfrmBatchRequest;
 
 export type KernelOutcome = { readonly ok: true } | { readonly ok: false; readonly errno: number; readonly code: string; readonly message: string };
 

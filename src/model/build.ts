@@ -23,6 +23,8 @@ import type {
 } from '../xfrm/types.js';
 import { XFRM_INFINITY } from '../xfrm/types.js';
 import { KeyMaterial } from '../xfrm/key-material.js';
+// The selector the kernel gives an SA added without one: its own family, any traffic.
+import { anySelector } from '../xfrm/defaults.js';
 import type {
   IpsecPolicySpec,
   LifetimeSpec,
@@ -333,23 +335,6 @@ export function buildSelector(spec: SelectorSpec, path: string, context: BuildCo
     destinationPort: destinationPort ?? 0,
     destinationPortMask: destinationPort === undefined ? 0 : 0xffff,
     ifindex,
-    user: 0,
-  };
-}
-
-/** The selector the kernel gives an SA that was added without one: its own family, any traffic. */
-function anySelector(family: AddressFamily): Selector {
-  const any: Prefix = { address: anyAddress(family), prefixLength: 0 };
-  return {
-    family,
-    source: any,
-    destination: any,
-    protocol: 0,
-    sourcePort: 0,
-    sourcePortMask: 0,
-    destinationPort: 0,
-    destinationPortMask: 0,
-    ifindex: 0,
     user: 0,
   };
 }

@@ -79,9 +79,14 @@ describe('invalid input', () => {
     await cluster.kubectl(['apply', '-f', '-'], [SECRET, ...REPORTED.map(([, manifest]) => manifest)].join('---\n'));
     for (const [name, manifest, reason] of REPORTED) {
       const resource = /name: ([a-z0-9-]+)/.exec(manifest)![1]!;
+      let seen: unknown;
       const state = await waitFor(`${name}: Ready=False with reason ${reason}`, async () => {
         const found = (await resourceStates(cluster)).find((candidate) => candidate.name === resource);
+        seen = found;
         return found && found.ready === 'False' && found.reason === reason ? found : undefined;
+      }).catch(async (error: Error) => {
+        const nodeState = await cluster.kubectl(['get', 'ipsecnodestate', 'a', '-o', 'yaml']).catch(() => '');
+        throw new Error(`${error.message}\nlast seen: ${JSON.stringify(seen)}\nIpsecNodeState/a:\n${nodeState}`);
       });
       expect(state.message, name).toBeTruthy();
       expect(state.message).not.toContain('0102030405'); // never key material
