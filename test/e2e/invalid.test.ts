@@ -86,7 +86,8 @@ describe('invalid input', () => {
         return found && found.ready === 'False' && found.reason === reason ? found : undefined;
       }).catch(async (error: Error) => {
         const nodeState = await cluster.kubectl(['get', 'ipsecnodestate', 'a', '-o', 'yaml']).catch(() => '');
-        throw new Error(`${error.message}\nlast seen: ${JSON.stringify(seen)}\nIpsecNodeState/a:\n${nodeState}`);
+        const agentLog = (await cluster.agentLogs('a')).slice(-4000);
+        throw new Error(`${error.message}\nlast seen: ${JSON.stringify(seen)}\nIpsecNodeState/a:\n${nodeState}\nagent a:\n${agentLog}`);
       });
       expect(state.message, name).toBeTruthy();
       expect(state.message).not.toContain('0102030405'); // never key material

@@ -20,7 +20,8 @@ import { REPO_ROOT } from '../controlplane/binaries.js';
 
 export const NAMESPACE = 'ipsec-operator';
 export const NODE_LABEL = 'ipsec.xfrm.io/node';
-const CLI = join(REPO_ROOT, 'bin/ipsec-operator.js');
+// The bundled CLI (scripts/bundle.mjs): agents in the VM start in seconds instead of minutes.
+const CLI = join(REPO_ROOT, 'dist/bundle/ipsec-operator.mjs');
 const GUEST_DIR = '/run/ipsecop-e2e';
 /** Agents' ledgers: inside the VM (its writes never reach the host), kept across agent restarts. */
 export const AGENT_STATE_DIR = '/var/lib/ipsec-operator-e2e';
