@@ -111,12 +111,16 @@ export async function runAgent(options: AgentOptions): Promise<void> {
       logger.warn('node object not found; leaving the kernel as it is', { node: nodeName });
       return { requeueAfter: 5000 };
     }
-    const devices = await readDevices(netns);
+    const resourcesNow = [...securityAssociations.list(), ...policies.list()];
+    // Listing interfaces spawns `ip`; only pay for it when a selector names a device, so a
+    // drift repair is not slowed down by it.
+    const needsDevices = resourcesNow.some((resource) => resource.spec.selector?.device !== undefined);
+    const devices = needsDevices ? await readDevices(netns) : { indexByName: new Map<string, number>() };
     const suspected = driftSuspected;
     driftSuspected = false;
     const result = await reconcileNode(
       {
-        resources: [...securityAssociations.list(), ...policies.list()],
+        resources: resourcesNow,
         secrets: secretValues(secrets.list()),
         nodeLabels: node.metadata?.labels ?? {},
         resolveDevice: (name) => devices.indexByName.get(name),
