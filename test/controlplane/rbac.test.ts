@@ -17,12 +17,20 @@ const release = `rbac-${suffix}`;
 const group = 'ipsec.xfrm.io';
 const version = 'v1alpha1';
 
-async function status(call: Promise<unknown>): Promise<number> {
-  try {
-    await call;
-    return 200;
-  } catch (error) {
-    return (error as { code?: number }).code ?? -1;
+/**
+ * The HTTP status of a call. 429 is retried: the API server answers it while a CRD's storage
+ * re-initialises, which other test files sharing this API server cause by changing CRDs.
+ */
+async function status(call: () => Promise<unknown>): Promise<number> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await call();
+      return 200;
+    } catch (error) {
+      const code = (error as { code?: number }).code ?? -1;
+      if (code !== 429 || attempt >= 20) return code;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
   }
 }
 
@@ -36,7 +44,7 @@ describe('RBAC of the chart, exercised with ServiceAccount tokens', () => {
   beforeAll(async () => {
     const run = (args: string[], input?: string) => check(kubectl(args, { kubeconfig, ...(input === undefined ? {} : { input }) }), `kubectl ${args.join(' ')}`);
     await run(['apply', '--server-side', '--force-conflicts', '-f', join(REPO_ROOT, 'deploy/crds')]);
-    await run(['wait', '--for=condition=Established', 'crd/securityassociations.ipsec.xfrm.io', 'crd/ipsecnodestates.ipsec.xfrm.io']);
+    await run(['wait', '--for=condition=Established', 'crd/securityassociations.ipsec.xfrm.io', 'crd/ipsecpolicies.ipsec.xfrm.io', 'crd/ipsecnodestates.ipsec.xfrm.io']);
     await run(['create', 'namespace', namespace]);
     const helmHome = mkdtempSync(join(tmpdir(), 'rbac-helm-'));
     const rendered = await check(
@@ -73,40 +81,40 @@ describe('RBAC of the chart, exercised with ServiceAccount tokens', () => {
 
   it('lets the agent read what it reconciles and write its own IpsecNodeState', async () => {
     const custom = agent.makeApiClient(CustomObjectsApi);
-    expect(await status(custom.listClusterCustomObject({ group, version, plural: 'securityassociations' }))).toBe(200);
-    expect(await status(custom.listClusterCustomObject({ group, version, plural: 'ipsecpolicies' }))).toBe(200);
-    expect(await status(agent.makeApiClient(CoreV1Api).readNamespacedSecret({ namespace, name: 'keys' }))).toBe(200);
-    expect(await status(agent.makeApiClient(CoreV1Api).listNode())).toBe(200);
+    expect(await status(() => custom.listClusterCustomObject({ group, version, plural: 'securityassociations' }))).toBe(200);
+    expect(await status(() => custom.listClusterCustomObject({ group, version, plural: 'ipsecpolicies' }))).toBe(200);
+    expect(await status(() => agent.makeApiClient(CoreV1Api).readNamespacedSecret({ namespace, name: 'keys' }))).toBe(200);
+    expect(await status(() => agent.makeApiClient(CoreV1Api).listNode())).toBe(200);
     const body = { apiVersion: `${group}/${version}`, kind: 'IpsecNodeState', metadata: { name: `rbac-node-${suffix}` }, spec: { nodeName: 'n' } };
-    expect(await status(custom.createClusterCustomObject({ group, version, plural: 'ipsecnodestates', body }))).toBe(200);
+    expect(await status(() => custom.createClusterCustomObject({ group, version, plural: 'ipsecnodestates', body }))).toBe(200);
   });
 
   it('forbids the agent to change resource specs, read Secrets elsewhere or touch Nodes', async () => {
     const custom = agent.makeApiClient(CustomObjectsApi);
-    const patch = custom.patchClusterCustomObject({ group, version, plural: 'securityassociations', name: saName, body: { spec: { spi: 8 } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+    const patch = () => custom.patchClusterCustomObject({ group, version, plural: 'securityassociations', name: saName, body: { spec: { spi: 8 } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
     expect(await status(patch)).toBe(403);
-    expect(await status(custom.deleteClusterCustomObject({ group, version, plural: 'securityassociations', name: saName }))).toBe(403);
-    expect(await status(agent.makeApiClient(CoreV1Api).listNamespacedSecret({ namespace: 'default' }))).toBe(403);
-    expect(await status(agent.makeApiClient(CoreV1Api).listSecretForAllNamespaces())).toBe(403);
-    expect(await status(agent.makeApiClient(CoreV1Api).deleteNode({ name: 'any' }))).toBe(403);
+    expect(await status(() => custom.deleteClusterCustomObject({ group, version, plural: 'securityassociations', name: saName }))).toBe(403);
+    expect(await status(() => agent.makeApiClient(CoreV1Api).listNamespacedSecret({ namespace: 'default' }))).toBe(403);
+    expect(await status(() => agent.makeApiClient(CoreV1Api).listSecretForAllNamespaces())).toBe(403);
+    expect(await status(() => agent.makeApiClient(CoreV1Api).deleteNode({ name: 'any' }))).toBe(403);
   });
 
   it('lets the controller write status and finalizers, and read Secrets only in its namespace', async () => {
     const custom = controller.makeApiClient(CustomObjectsApi);
-    const statusPatch = custom.patchClusterCustomObjectStatus(
+    const statusPatch = () => custom.patchClusterCustomObjectStatus(
       { group, version, plural: 'securityassociations', name: saName, body: { status: { observedGeneration: 1 } } },
       setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
     );
     expect(await status(statusPatch)).toBe(200);
-    const finalizer = custom.patchClusterCustomObject(
+    const finalizer = () => custom.patchClusterCustomObject(
       { group, version, plural: 'securityassociations', name: saName, body: { metadata: { finalizers: ['ipsec.xfrm.io/kernel-cleanup'] } } },
       setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
     );
     expect(await status(finalizer)).toBe(200);
-    expect(await status(controller.makeApiClient(CoreV1Api).readNamespacedSecret({ namespace, name: 'keys' }))).toBe(200);
-    expect(await status(controller.makeApiClient(CoreV1Api).listNamespacedSecret({ namespace: 'kube-system' }))).toBe(403);
-    expect(await status(controller.makeApiClient(CoreV1Api).listSecretForAllNamespaces())).toBe(403);
-    expect(await status(custom.createClusterCustomObject({ group, version, plural: 'ipsecnodestates', body: { apiVersion: `${group}/${version}`, kind: 'IpsecNodeState', metadata: { name: 'x' }, spec: { nodeName: 'x' } } }))).toBe(403);
+    expect(await status(() => controller.makeApiClient(CoreV1Api).readNamespacedSecret({ namespace, name: 'keys' }))).toBe(200);
+    expect(await status(() => controller.makeApiClient(CoreV1Api).listNamespacedSecret({ namespace: 'kube-system' }))).toBe(403);
+    expect(await status(() => controller.makeApiClient(CoreV1Api).listSecretForAllNamespaces())).toBe(403);
+    expect(await status(() => custom.createClusterCustomObject({ group, version, plural: 'ipsecnodestates', body: { apiVersion: `${group}/${version}`, kind: 'IpsecNodeState', metadata: { name: 'x' }, spec: { nodeName: 'x' } } }))).toBe(403);
     // Release the finalizer so the object can go.
     await admin.makeApiClient(CustomObjectsApi).patchClusterCustomObject(
       { group, version, plural: 'securityassociations', name: saName, body: { metadata: { finalizers: null } } },
