@@ -84,6 +84,8 @@ export async function runAgent(options: AgentOptions): Promise<void> {
 
   const lastSequence = new Map<string, bigint>();
   let driftSuspected = false;
+  /** When the first unexplained kernel event of the current drift arrived (for the log). */
+  let driftSince: number | undefined;
   let driftRepairs = 0;
   let lastSync: Date | undefined;
   let conditions: Condition[] = [];
@@ -98,6 +100,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
       }
       if (event.kind === 'overrun' || !isOwnEvent(event, kernel.portId)) {
         driftSuspected = true;
+        driftSince ??= Date.now();
         trigger();
       }
     }
@@ -117,7 +120,9 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     const needsDevices = resourcesNow.some((resource) => resource.spec.selector?.device !== undefined);
     const devices = needsDevices ? await readDevices(netns) : { indexByName: new Map<string, number>() };
     const suspected = driftSuspected;
+    const since = driftSince;
     driftSuspected = false;
+    driftSince = undefined;
     const result = await reconcileNode(
       {
         resources: resourcesNow,
@@ -133,7 +138,11 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     if (suspected && result.changes > 0) {
       driftRepairs += result.changes;
       metrics.driftRepairs.inc(result.changes);
-      logger.warn('repaired drift: owned kernel entries had been changed or removed by someone else', { changes: result.changes });
+      // elapsedMs: from the kernel event that revealed the drift to the repair being applied.
+      logger.warn('repaired drift: owned kernel entries had been changed or removed by someone else', {
+        changes: result.changes,
+        ...(since === undefined ? {} : { elapsedMs: Date.now() - since }),
+      });
     }
     if (result.converged) {
       lastSync = new Date();

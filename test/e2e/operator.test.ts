@@ -126,7 +126,13 @@ describe('ipsec-operator end to end', () => {
       30_000,
       50,
     );
-    console.log(`[e2e] hand flush repaired ${restoredAfter} ms after the flush`);
+    console.log(`[e2e] hand flush repaired ${restoredAfter} ms after the flush (seen from the test, through the VM's control channel)`);
+    await waitFor('the repair in the agent log', async () => {
+      const repairs = [...(await cluster.agentLogs('a')).matchAll(/"msg":"repaired drift[^\n]*?"elapsedMs":(\d+)/g)].map((match) => Number(match[1]));
+      if (repairs.length === 0) return undefined;
+      console.log(`[e2e] agent a: kernel event to repair applied: ${repairs.join(', ')} ms`);
+      return true;
+    }, 30_000, 500);
     const state = JSON.parse(await cluster.kubectl(['get', 'ipsecnodestate', 'a', '-o', 'json'])) as { status: { driftRepairs: number } };
     await waitFor('the repair reported in IpsecNodeState/a', async () => {
       const current = JSON.parse(await cluster.kubectl(['get', 'ipsecnodestate', 'a', '-o', 'json'])) as { status: { driftRepairs: number } };
