@@ -168,6 +168,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     const owned = ledger.records();
     const status = {
       ...(lastSync ? { lastSyncTime: lastSync.toISOString().replace(/\.\d{3}Z$/, 'Z') } : {}),
+      lastAttemptTime: now.toISOString().replace(/\.\d{3}Z$/, 'Z'),
       agentVersion: VERSION,
       kernelRelease: release(),
       algorithms: await supportedAlgorithms(),

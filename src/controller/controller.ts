@@ -168,6 +168,14 @@ export async function runController(options: ControllerOptions): Promise<void> {
           if (verdict.entriesRemaining === 0 && finalizers.includes(FINALIZER)) {
             await patchFinalizers(object, finalizers.filter((finalizer) => finalizer !== FINALIZER));
             events.normal(subject(object), 'Removed', 'kernel entries removed from every node');
+          } else {
+            // Say what the deletion waits for (nodes whose agents still hold entries).
+            const conditions = setCondition(
+              object.status?.conditions,
+              { type: 'Ready', status: 'False', reason: verdict.reason, message: verdict.message, observedGeneration: object.metadata.generation ?? 0 },
+              new Date(),
+            );
+            await statusWriter.write(PLURAL[kind], name, object.status, { observedGeneration: object.metadata.generation ?? 0, conditions, nodes: verdict.nodes });
           }
           verdicts.delete(key);
           publishGauges();

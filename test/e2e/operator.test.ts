@@ -172,7 +172,10 @@ describe('ipsec-operator end to end', () => {
     await cluster.kubectl(['delete', 'securityassociation', 'a-to-b-2', '--wait=false']);
     await waitFor('node a without owned entries', async () => (await node('a').sh('ip xfrm state count')).stdout.includes('SAD count 1'));
     // Node b still holds its entries: the finalizer keeps the objects.
-    const held = await resourceStates(cluster);
+    const held = await waitFor('a held resource reporting what its deletion waits for', async () => {
+      const states = await resourceStates(cluster);
+      return states.some((state) => state.reason === 'Deleting' && /waiting for agents to remove/.test(state.message ?? '')) ? states : undefined;
+    });
     expect(held.length).toBeGreaterThan(0);
     expect((await node('b').sh('ip xfrm state count')).stdout).not.toContain('SAD count 1');
     await cluster.startAgent('b');
