@@ -85,3 +85,16 @@ describe('reconcileNode', () => {
     expect(result.reports).toEqual([]);
   });
 });
+
+describe('restoring an owned SA that vanished', () => {
+  it('resumes past the last outbound sequence number seen', async () => {
+    const kernel = new FakeKernel();
+    const a = saResource('resume', { spi: 0x100, replayWindow: 32 });
+    await reconcileNode(inputs([a]), kernel, ledger);
+    const [key] = [...kernel.states.keys()];
+    kernel.states.clear(); // a hand flush
+    const result = await reconcileNode({ ...inputs([a]), lastSequence: new Map([[key!, 40n]]) }, kernel, ledger);
+    expect(result.applied.map((step) => step.op)).toEqual(['create']);
+    expect(kernel.states.get(key!)?.resumeSequence).toBe(40n + (1n << 20n));
+  });
+});
