@@ -8,7 +8,6 @@
 // objects (there is no kubelet) labelled `ipsec.xfrm.io/node: <name>`.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
@@ -17,6 +16,7 @@ import { createNodes, type Topology } from '../vm/topology.js';
 import { loadKubeConfig, kubeConfigForServiceAccount, withServer, GUEST_HOST_ADDRESS } from '../controlplane/kubeconfig.js';
 import { check, helm, kubectl } from '../controlplane/tools.js';
 import { REPO_ROOT } from '../controlplane/binaries.js';
+import { freePort } from '../free-port.js';
 
 export const NAMESPACE = 'ipsec-operator';
 export const NODE_LABEL = 'ipsec.xfrm.io/node';
@@ -157,16 +157,4 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       rmSync(scratch, { recursive: true, force: true });
     },
   };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
 }

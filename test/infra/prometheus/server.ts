@@ -3,10 +3,10 @@
 // its HTTP API. stop() kills it (SIGTERM, then SIGKILL) and removes its data.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { freePort } from '../free-port.js';
 
 export const PROMETHEUS = '/usr/bin/prometheus';
 
@@ -123,16 +123,4 @@ export async function startPrometheus(options: PrometheusOptions): Promise<Prome
     log: () => output,
     stop,
   };
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
 }
