@@ -24,12 +24,12 @@ import { HealthServer } from '../kube/health.js';
 import { setCondition, type Condition } from '../kube/conditions.js';
 import type { Logger } from '../kube/logger.js';
 import type { IpsecPolicyResource, SecurityAssociationResource } from '../crd/types.js';
-import { openKernelTables, type OpenKernelTables } from '../engine/kernel.js';
+import { openKernelTables } from '../engine/kernel.js';
 import { readDevices } from '../engine/devices.js';
 import { Ledger, ledgerPath } from '../ownership/ledger.js';
 import { XfrmMonitor } from '../xfrm/monitor.js';
 import { isOwnEvent } from '../xfrm/events.js';
-import { inboundStateKeys } from '../plan/planner.js';
+import { inboundStateKeys, type ObservedTables } from '../plan/planner.js';
 import { stateKey } from '../plan/identity.js';
 import { reconcileNode, type NodeReconcileResult } from './node-reconciler.js';
 import { AgentMetrics } from './agent-metrics.js';
@@ -149,12 +149,14 @@ export async function runAgent(options: AgentOptions): Promise<void> {
       metrics.lastSync.set(lastSync.getTime() / 1000);
     }
     metrics.resourcesFailed.set(result.reports.filter((report) => report.state === 'Failed').length);
-    await recordTables(kernel, ledger, metrics, lastSequence);
-    await writeNodeState(result);
+    // One dump after the reconcile serves the metrics, the sequence bookkeeping and the node state.
+    const observed = await kernel.dump();
+    recordTables(observed, ledger, metrics, lastSequence);
+    await writeNodeState(result, observed);
     return { requeueAfter: options.resyncSeconds * 1000 };
   };
 
-  const writeNodeState = async (result: NodeReconcileResult): Promise<void> => {
+  const writeNodeState = async (result: NodeReconcileResult, observed: ObservedTables): Promise<void> => {
     const now = new Date();
     const failed = result.reports.filter((report) => report.state === 'Failed');
     conditions = setCondition(
@@ -164,7 +166,6 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         : { type: 'Ready', status: 'False', reason: failed.length > 0 ? 'ResourcesFailed' : 'NotConverged', message: failed.length > 0 ? `${failed.length} resource(s) not applied` : 'the kernel does not match yet' },
       now,
     );
-    const observed = await kernel.dump();
     const owned = ledger.records();
     const status = {
       ...(lastSync ? { lastSyncTime: lastSync.toISOString().replace(/\.\d{3}Z$/, 'Z') } : {}),
@@ -213,8 +214,7 @@ function secretValues(secrets: readonly V1Secret[]): Map<string, Map<string, Buf
   );
 }
 
-async function recordTables(kernel: OpenKernelTables, ledger: Ledger, metrics: AgentMetrics, lastSequence: Map<string, bigint>): Promise<void> {
-  const observed = await kernel.dump();
+function recordTables(observed: ObservedTables, ledger: Ledger, metrics: AgentMetrics, lastSequence: Map<string, bigint>): void {
   for (const sa of observed.states) {
     const replay = sa.observed?.replayState;
     if (!replay || !ledger.records().has(stateKey(sa.id))) continue;
