@@ -76,7 +76,5 @@ function hostBitsClear(parsed: ParsedAddress, prefixLength: number): boolean {
   return true;
 }
 
-/** The unspecified address of a family (`0.0.0.0` / `::`), what the kernel reports for "any". */
-export function anyAddress(family: AddressFamily): string {
-  return family === 'inet' ? '0.0.0.0' : '::';
-}
+// The unspecified address of a family (`0.0.0.0` / `::`): the codec's own definition.
+export { anyAddress } from '../xfrm/address.js';
