@@ -7,6 +7,7 @@
       "target_name": "xfrm_netlink",
       "sources": [
         "src/addon.cc",
+        "src/file_lock.cc",
         "src/netns.cc",
         "src/xfrm_fd.cc",
         "src/xfrm_socket.cc"

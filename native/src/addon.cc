@@ -1,12 +1,14 @@
 // Module entry: exports the XfrmSocket class. See xfrm_socket.h.
 #include <napi.h>
 
+#include "file_lock.h"
 #include "xfrm_socket.h"
 
 namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("XfrmSocket", ipsecop::XfrmSocket::Define(env));
+  ipsecop::DefineFileLock(env, exports);
   return exports;
 }
 
