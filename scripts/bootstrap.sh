@@ -10,10 +10,11 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 started=$SECONDS
 
-# Debian packages: the VM (qemu, Debian's stock kernel with ESP/AH/IPComp modules, busybox
-# for its initramfs), iproute2 for namespaces and conformance checks, tcpdump for captures,
-# prometheus for the metrics tests.
-PACKAGES=(qemu-system-x86 qemu-system-data linux-image-amd64 busybox-static iproute2 kmod cpio gzip util-linux tcpdump procps python3 make g++ prometheus)
+# Debian packages: the VM (qemu, Debian's stock 6.1 kernel with ESP/AH/IPComp modules and the
+# 6.12 kernel of the test matrix, busybox for its initramfs, xz for 6.12's compressed
+# modules), iproute2 for namespaces and conformance checks, tcpdump for captures, prometheus
+# for the metrics tests.
+PACKAGES=(qemu-system-x86 qemu-system-data linux-image-amd64 linux-image-6.12-amd64 busybox-static xz-utils iproute2 kmod cpio gzip util-linux tcpdump procps python3 make g++ prometheus)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
@@ -46,7 +47,11 @@ npm run --silent build
 step "control plane (kube-apiserver + etcd, kubectl, helm)"
 scripts/build-controlplane.sh
 
-step "test VM initramfs"
-scripts/build-vm.sh
+step "test VM initramfs (kernels 6.1 and 6.12)"
+IPSEC_OPERATOR_VM_KERNEL=6.1 scripts/build-vm.sh
+IPSEC_OPERATOR_VM_KERNEL=6.12 scripts/build-vm.sh
+
+step "iproute2 from bookworm-backports (shows SA direction; not installed)"
+scripts/fetch-iproute2.sh
 
 printf '\nbootstrap done in %ss\n' $((SECONDS - started))

@@ -16,8 +16,13 @@
 #
 # Environment:
 #   IPSEC_OPERATOR_CACHE       cache root (default ~/.cache/ipsec-operator)
-#   IPSEC_OPERATOR_VM_KERNEL   kernel release to use (default: the newest with both
-#                              /boot/vmlinuz-<release> and /lib/modules/<release>)
+#   IPSEC_OPERATOR_VM_KERNEL   kernel to boot: a release (6.12.117+deb12-amd64) or its first
+#                              version numbers (6.12: the newest 6.12.x installed). Default
+#                              6.1, Debian 12's stock kernel (linux-image-amd64); the test
+#                              matrix also boots 6.12 (linux-image-6.12-amd64).
+#
+# One image per kernel release: the cache key covers the release, so images for 6.1 and 6.12
+# live side by side.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -48,6 +53,7 @@ need_cmd modprobe kmod
 need_cmd depmod kmod
 need_cmd cpio cpio
 need_cmd gzip gzip
+need_cmd xz xz-utils
 need_cmd sha256sum coreutils
 
 busybox=/bin/busybox
@@ -59,15 +65,19 @@ if [[ $ldd_out != *'not a dynamic executable'* ]]; then
   die "$busybox is dynamically linked: install the Debian package 'busybox-static' (it replaces 'busybox')"
 fi
 
-if [[ -n ${IPSEC_OPERATOR_VM_KERNEL:-} ]]; then
-  kver=$IPSEC_OPERATOR_VM_KERNEL
-else
-  kver=""
-  for vmlinuz in $(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V); do
-    candidate=${vmlinuz#/boot/vmlinuz-}
-    [[ -f /lib/modules/$candidate/modules.dep ]] && kver=$candidate
-  done
-  [[ -n $kver ]] || die "no kernel with both /boot/vmlinuz-<release> and /lib/modules/<release>/modules.dep: install the Debian package 'linux-image-amd64'"
+# A release, or a version prefix ending at a dot or dash: "6.1" picks 6.1.0-57-amd64, not
+# 6.12.117+deb12-amd64. Only kernels with both /boot/vmlinuz-<release> and modules count.
+wanted=${IPSEC_OPERATOR_VM_KERNEL:-6.1}
+kver=""
+for vmlinuz in $(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V); do
+  candidate=${vmlinuz#/boot/vmlinuz-}
+  [[ -f /lib/modules/$candidate/modules.dep ]] || continue
+  [[ $candidate == "$wanted" || $candidate == "$wanted".* || $candidate == "$wanted"-* ]] && kver=$candidate
+done
+if [[ -z $kver ]]; then
+  package=linux-image-amd64
+  [[ $wanted == 6.1 ]] || package="linux-image-$wanted-amd64"
+  die "no kernel $wanted with both /boot/vmlinuz-<release> and /lib/modules/<release>/modules.dep (installed: $(ls /boot | sed -n 's/^vmlinuz-//p' | tr '\n' ' ')): install the Debian package '$package' (scripts/bootstrap.sh does)"
 fi
 kernel=/boot/vmlinuz-$kver
 moddir=/lib/modules/$kver
@@ -113,15 +123,23 @@ done
 # switch_root, after which the host's kmod modprobe is used).
 ln -sf /bin/busybox "$root/sbin/modprobe"
 
+# Modules go into the initramfs uncompressed: Debian's 6.1 ships them as .ko, 6.12 as .ko.xz,
+# and busybox's modprobe in stage 1 need not know the compression. depmod below indexes them
+# under their new names.
 copy_module() { # absolute path under $moddir
   local rel=${1#"$moddir"/}
   mkdir -p "$root/lib/modules/$kver/$(dirname "$rel")"
-  cp "$1" "$root/lib/modules/$kver/$rel"
+  case $rel in
+    *.ko.xz) xz -dc "$1" >"$root/lib/modules/$kver/${rel%.xz}" ;;
+    *.ko.zst) zstd -qdc "$1" >"$root/lib/modules/$kver/${rel%.zst}" ;;
+    *.ko.gz) gzip -dc "$1" >"$root/lib/modules/$kver/${rel%.gz}" ;;
+    *) cp "$1" "$root/lib/modules/$kver/$rel" ;;
+  esac
 }
 
 for m in "${modules[@]}"; do
   deps=$(modprobe -S "$kver" --show-depends "$m" 2>&1) ||
-    die "kernel $kver has no module '$m' ($deps): the VM needs Debian's stock kernel (linux-image-amd64)"
+    die "kernel $kver has no module '$m' ($deps): the VM needs a Debian 12 kernel (linux-image-amd64, linux-image-6.12-amd64)"
   # Lines are 'insmod /path/x.ko [params]' or 'builtin x'.
   while read -r verb path _; do
     [[ $verb == insmod ]] && copy_module "$path"

@@ -33,11 +33,16 @@ export function imageAt(dir: string): VmImage {
   return { ...image, kernelVersion: readFileSync(join(dir, 'kernel-version'), 'utf8').trim() };
 }
 
-/** Builds the image, or finds it in the cache (about a second when nothing changed). */
-export async function buildVmImage(): Promise<VmImage> {
+/**
+ * Builds the image, or finds it in the cache (about a second when nothing changed). `kernel`
+ * is a release or a version prefix (`6.1`, `6.12`); absent, the build script's default (the
+ * environment's IPSEC_OPERATOR_VM_KERNEL, else 6.1).
+ */
+export async function buildVmImage(kernel?: string): Promise<VmImage> {
   let stdout: string;
+  const env = kernel === undefined ? process.env : { ...process.env, IPSEC_OPERATOR_VM_KERNEL: kernel };
   try {
-    ({ stdout } = await execFileAsync('bash', [BUILD_SCRIPT], { maxBuffer: 1 << 20 }));
+    ({ stdout } = await execFileAsync('bash', [BUILD_SCRIPT], { maxBuffer: 1 << 20, env }));
   } catch (err) {
     const e = err as { stderr?: string; message: string };
     throw new Error(`scripts/build-vm.sh failed, so there is no test VM:\n${e.stderr?.trim() || e.message}`);
