@@ -8,16 +8,22 @@
  *   { "formatVersion": 1, "salt": "<hex>", "records": [OwnershipRecord, ...] }
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
+import { assertWritable, ensureDirectory, removeLeftoverTemporaries, replaceFile } from './durable-file.js';
+import { LedgerError } from './errors.js';
 import { fingerprintEntry } from './fingerprint.js';
+import { LedgerLock } from './lock.js';
 import type { OwnershipRecord } from './records.js';
 
 export const LEDGER_FORMAT_VERSION = 1;
 
-export class LedgerError extends Error {
-  override readonly name = 'LedgerError';
+export { LedgerError, type LedgerErrorCode } from './errors.js';
+
+export interface LedgerOpenOptions {
+  /** How long to wait for another engine's lock before failing (default: DEFAULT_LOCK_WAIT_MS). */
+  readonly lockWaitMs?: number;
 }
 
 interface LedgerFile {
@@ -34,30 +40,36 @@ export function ledgerPath(stateDirectory: string, netns: string | undefined): s
 
 export class Ledger {
   readonly #path: string;
-  readonly #lock: FileHandle;
+  readonly #lock: LedgerLock;
   readonly #salt: string;
   #records: Map<string, OwnershipRecord>;
   #closed = false;
 
-  private constructor(path: string, lock: FileHandle, salt: string, records: Map<string, OwnershipRecord>) {
+  private constructor(path: string, lock: LedgerLock, salt: string, records: Map<string, OwnershipRecord>) {
     this.#path = path;
     this.#lock = lock;
     this.#salt = salt;
     this.#records = records;
   }
 
-  /** Opens (creating if needed) and locks the ledger at `path`. */
-  static async open(path: string): Promise<Ledger> {
-    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-    const lock = await acquireLock(`${path}.lock`);
+  /**
+   * Opens (creating if needed) and locks the ledger at `path`, then proves its directory
+   * writable and removes temporaries that killed writers left: a read-only or full state
+   * directory fails here, before anything is applied.
+   */
+  static async open(path: string, options: LedgerOpenOptions = {}): Promise<Ledger> {
+    await ensureDirectory(dirname(path));
+    const lock = await LedgerLock.acquire(`${path}.lock`, { subject: path, ...(options.lockWaitMs === undefined ? {} : { waitMs: options.lockWaitMs }) });
     try {
+      await assertWritable(dirname(path), { stem: basename(path) });
+      await removeLeftoverTemporaries(path, lock);
       const file = await readLedger(path);
       const records = new Map(file.records.map((record) => [record.key, record]));
       const ledger = new Ledger(path, lock, file.salt, records);
       if (file.records.length === 0) await ledger.#write(); // persist the salt
       return ledger;
     } catch (error) {
-      await releaseLock(lock, `${path}.lock`);
+      await lock.release();
       throw error;
     }
   }
@@ -103,7 +115,7 @@ export class Ledger {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await releaseLock(this.#lock, `${this.#path}.lock`);
+    await this.#lock.release();
   }
 
   async #write(): Promise<void> {
@@ -112,21 +124,7 @@ export class Ledger {
       salt: this.#salt,
       records: [...this.#records.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)),
     };
-    const temporary = `${this.#path}.tmp-${process.pid}`;
-    const handle = await open(temporary, 'w', 0o600);
-    try {
-      await handle.writeFile(`${JSON.stringify(file, null, 1)}\n`);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temporary, this.#path);
-    const directory = await open(dirname(this.#path), 'r');
-    try {
-      await directory.sync();
-    } finally {
-      await directory.close();
-    }
+    await replaceFile(this.#path, `${JSON.stringify(file, null, 1)}\n`, { what: 'writing the ownership ledger' });
   }
 }
 
@@ -154,37 +152,4 @@ async function readLedger(path: string): Promise<LedgerFile> {
     throw new LedgerError(`ownership ledger ${path} lacks its salt or records`);
   }
   return file as LedgerFile;
-}
-
-async function acquireLock(path: string): Promise<FileHandle> {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const handle = await open(path, 'wx', 0o600);
-      await handle.writeFile(`${process.pid}\n`);
-      return handle;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      const holder = Number((await readFile(path, 'utf8').catch(() => '')).trim());
-      if (Number.isInteger(holder) && holder > 0 && isAlive(holder)) {
-        throw new LedgerError(`ownership ledger ${path.replace(/\.lock$/, '')} is locked by process ${holder}; another ipsec-operator is changing this namespace`);
-      }
-      // The holder died without releasing it: the lock is stale.
-      await rm(path, { force: true });
-    }
-  }
-  throw new LedgerError(`could not lock ${path}`);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-async function releaseLock(handle: FileHandle, path: string): Promise<void> {
-  await handle.close().catch(() => undefined);
-  await rm(path, { force: true });
 }
