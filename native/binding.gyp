@@ -9,6 +9,7 @@
         "src/addon.cc",
         "src/file_lock.cc",
         "src/netns.cc",
+        "src/udp_encap.cc",
         "src/xfrm_fd.cc",
         "src/xfrm_socket.cc"
       ],

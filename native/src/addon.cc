@@ -2,12 +2,14 @@
 #include <napi.h>
 
 #include "file_lock.h"
+#include "udp_encap.h"
 #include "xfrm_socket.h"
 
 namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("XfrmSocket", ipsecop::XfrmSocket::Define(env));
+  exports.Set("UdpEncapSocket", ipsecop::UdpEncapSocket::Define(env));
   ipsecop::DefineFileLock(env, exports);
   return exports;
 }

@@ -18,10 +18,6 @@ namespace {
 // the thread we must return to is this one.
 constexpr const char* kThreadNetns = "/proc/thread-self/ns/net";
 
-int CreateSocketHere() {
-  return socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_XFRM);
-}
-
 // Closes a descriptor when the scope ends, whichever way it ends.
 class ScopedFd {
  public:
@@ -63,7 +59,7 @@ class NetnsVisit {
     const int e = errno;
     std::fprintf(stderr,
                  "ipsec-operator: FATAL: could not return the thread to its own network namespace "
-                 "after creating a NETLINK_XFRM socket in another one (setns: %s). Aborting: "
+                 "after creating a socket in another one (setns: %s). Aborting: "
                  "continuing would run the program in the wrong network namespace.\n",
                  std::strerror(e));
     std::abort();
@@ -76,9 +72,15 @@ class NetnsVisit {
 }  // namespace
 
 int CreateXfrmSocketIn(const std::string& netnsPath, SysError* err) {
+  return CreateSocketIn(netnsPath, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_XFRM,
+                        "a NETLINK_XFRM socket", err);
+}
+
+int CreateSocketIn(const std::string& netnsPath, int domain, int type, int protocol, const std::string& what,
+                   SysError* err) {
   if (netnsPath.empty()) {
-    const int fd = CreateSocketHere();
-    if (fd < 0) *err = SysError::Of(errno, "socket", "creating a NETLINK_XFRM socket");
+    const int fd = socket(domain, type, protocol);
+    if (fd < 0) *err = SysError::Of(errno, "socket", "creating " + what);
     return fd;
   }
 
@@ -103,13 +105,12 @@ int CreateXfrmSocketIn(const std::string& netnsPath, SysError* err) {
       *err = SysError::Of(errno, "setns", "entering network namespace " + netnsPath);
       return -1;
     }
-    fd = CreateSocketHere();
+    fd = socket(domain, type, protocol);
     if (fd < 0) socketErrno = errno;
   }  // back home here (or aborted)
 
   if (fd < 0) {
-    *err = SysError::Of(socketErrno, "socket",
-                        "creating a NETLINK_XFRM socket in network namespace " + netnsPath);
+    *err = SysError::Of(socketErrno, "socket", "creating " + what + " in network namespace " + netnsPath);
   }
   return fd;
 }

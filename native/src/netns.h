@@ -20,6 +20,11 @@ namespace ipsecop {
 // stderr: carrying on would run the rest of the program in the wrong network namespace.
 int CreateXfrmSocketIn(const std::string& netnsPath, SysError* err);
 
+// The same for any socket(2) call: `what` names it in errors (e.g. "a UDP socket"). `type`
+// should carry SOCK_CLOEXEC.
+int CreateSocketIn(const std::string& netnsPath, int domain, int type, int protocol, const std::string& what,
+                   SysError* err);
+
 }  // namespace ipsecop
 
 #endif

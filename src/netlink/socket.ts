@@ -391,6 +391,11 @@ function fromNative(native: NativeError, operation: Operation, size?: number, se
 
 let addon: { XfrmSocket: NativeSocketConstructor } | undefined;
 
+/** The addon's exports, loaded on first use, for the other native classes (src/xfrm/udp-encap-socket.ts). */
+export function nativeAddon(): Readonly<Record<string, unknown>> {
+  return loadAddon() as unknown as Readonly<Record<string, unknown>>;
+}
+
 /** Loads the addon once, on first use, so importing this module never needs it built. */
 function loadAddon(): { XfrmSocket: NativeSocketConstructor } {
   if (addon !== undefined) return addon;
