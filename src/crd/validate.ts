@@ -9,6 +9,8 @@
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { evaluate } from '@marcbachmann/cel-js';
 import { ipsecPolicySpec, securityAssociationSpec, type Schema } from './schema.js';
+import { listProblems } from './lists.js';
+import { quoted } from './echo.js';
 
 export interface FieldError {
   /** Dotted path from the document root, e.g. `spec.templates[0].mode`. */
@@ -49,19 +51,21 @@ export type SpecKind = keyof typeof SPEC_SCHEMAS;
 export function validateSpec(kind: SpecKind, spec: unknown): FieldError[] {
   const schema = SPEC_SCHEMAS[kind];
   const validate = validatorFor(schema);
+  // Duplicates in set-type lists: the API server refuses them; Ajv has no keyword for it.
+  const duplicates = listProblems(schema, spec, 'spec');
   if (!validate(spec)) {
-    return (validate.errors ?? []).map((error) => ({ path: joinPath('spec', pointerToPath(error.instancePath)), message: describe(error) }));
+    return [...(validate.errors ?? []).map((error) => ({ path: joinPath('spec', pointerToPath(error.instancePath)), message: describe(error) })), ...duplicates];
   }
   // CEL rules run only on structurally valid objects, as the API server does.
-  return celErrors(schema, spec, 'spec');
+  return [...duplicates, ...celErrors(schema, spec, 'spec')];
 }
 
 function describe(error: ErrorObject): string {
   switch (error.keyword) {
     case 'additionalProperties':
-      return `unknown field "${String(error.params['additionalProperty'])}"`;
+      return `unknown field ${quoted(String(error.params['additionalProperty']))}`;
     case 'required':
-      return `required field "${String(error.params['missingProperty'])}" is missing`;
+      return `required field ${quoted(String(error.params['missingProperty']))} is missing`;
     case 'enum':
       return `must be one of ${(error.params['allowedValues'] as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
     default:

@@ -1,13 +1,19 @@
 /**
  * Reading manifests: YAML files holding SecurityAssociation, IpsecPolicy and Secret documents,
- * as `kubectl apply -f` would take them. Every document is validated against the CRD schema
- * and CEL rules; each problem names the file, the document and the field path.
+ * as `kubectl apply -f` would take them (YAML read as kubectl reads it, ./yaml-documents.ts).
+ * Every document is validated as the API server would validate it (metadata, fields beside
+ * `spec`, the CRD schema and CEL rules, Secrets' names, types and data); every problem of
+ * every document is reported, each naming the file, the document and the field path.
  */
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseAllDocuments } from 'yaml';
 import { GROUP_VERSION, type IpsecPolicyResource, type IpsecResource, type SecurityAssociationResource } from '../crd/types.js';
-import { validateSpec, type FieldError } from '../crd/validate.js';
+import type { FieldError } from '../crd/validate.js';
+import { isMapping, resourceProblems } from '../crd/object.js';
+import { dnsSubdomainProblems } from '../crd/names.js';
+import { quoted } from '../crd/echo.js';
+import { readYamlDocuments } from './yaml-documents.js';
+import { readSecretDocument } from './secret-document.js';
 
 /** Where a document came from: `file` and its 1-based position in that file. */
 export interface DocumentSource {
@@ -83,100 +89,57 @@ async function expand(path: string): Promise<string[]> {
 export function parseManifests(files: readonly { file: string; text: string }[]): ManifestSet {
   const set: ManifestSet = { securityAssociations: [], policies: [], secrets: new Map(), errors: [] };
   const seen = new Map<string, DocumentSource>();
+  const secretSources = new Map<string, DocumentSource>();
   for (const { file, text } of files) {
-    const documents = parseAllDocuments(text);
-    if (!Array.isArray(documents)) continue; // an empty stream
-    documents.forEach((document, position) => {
-      const source = { file, index: position + 1 };
+    for (const document of readYamlDocuments(text)) {
+      const source = { file, index: document.index };
       const fail = (path: string, message: string, object?: string) => set.errors.push({ source, object, path, message });
-      if (document.errors.length > 0) {
-        for (const error of document.errors) fail('(yaml)', error.message.split('\n')[0] ?? error.message);
-        return;
-      }
-      const value: unknown = document.toJS({ maxAliasCount: 100 });
-      if (value === null || value === undefined) return; // `---` with nothing after it
-      if (typeof value !== 'object' || Array.isArray(value)) {
+      for (const problem of document.problems) fail(problem.path, problem.message);
+      const value = document.value;
+      if (document.problems.length > 0 || value === null || value === undefined) continue; // `---` with nothing after it
+      if (!isMapping(value)) {
         fail('(document)', 'is not a mapping');
-        return;
+        continue;
       }
-      const object = value as Record<string, unknown>;
-      const kind = object['kind'];
-      const metadata = object['metadata'] as Record<string, unknown> | undefined;
-      const name = typeof metadata?.['name'] === 'string' ? metadata['name'] : undefined;
-      const label = typeof kind === 'string' && name ? `${kind}/${name}` : undefined;
-      if (kind === 'Secret' && object['apiVersion'] === 'v1') {
-        readSecret(object, name, (path, message) => fail(path, message, label), set.secrets);
-        return;
+      const kind = value['kind'];
+      const metadata = isMapping(value['metadata']) ? value['metadata'] : undefined;
+      const rawName = metadata?.['name'];
+      // Only a valid name is shown in a label: anything else could be unbounded or worse.
+      const name = typeof rawName === 'string' && dnsSubdomainProblems(rawName).length === 0 ? rawName : undefined;
+      if (kind === 'Secret') {
+        const label = name ? `Secret/${name}` : undefined;
+        const secret = readSecretDocument(value);
+        for (const error of secret.errors) fail(error.path, error.message, label);
+        if (!secret.values || !name) continue;
+        const previous = secretSources.get(name);
+        if (previous) {
+          fail('metadata.name', `Secret "${name}" is also defined in ${previous.file}: document ${previous.index}`, label);
+          continue;
+        }
+        secretSources.set(name, source);
+        set.secrets.set(name, secret.values);
+        continue;
       }
       if (kind !== 'SecurityAssociation' && kind !== 'IpsecPolicy') {
-        fail('kind', `unsupported kind ${JSON.stringify(kind)}: expected SecurityAssociation, IpsecPolicy or Secret`, label);
-        return;
+        const problem = kind === undefined || kind === null ? 'required field "kind" is missing' : `unsupported kind ${quoted(kind)}`;
+        fail('kind', `${problem}: expected SecurityAssociation, IpsecPolicy or Secret`);
+        continue;
       }
-      if (object['apiVersion'] !== GROUP_VERSION) {
-        fail('apiVersion', `must be ${GROUP_VERSION}`, label);
-        return;
-      }
-      if (!name || !/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(name)) {
-        fail('metadata.name', 'must be a DNS subdomain name (lower case letters, digits, "-" and ".")', label);
-        return;
-      }
-      const errors = validateSpec(kind, object['spec']);
-      if (object['spec'] === undefined) errors.splice(0, errors.length, { path: 'spec', message: 'required field "spec" is missing' });
+      const label = name ? `${kind}/${name}` : undefined;
+      const errors = resourceProblems(kind, value, GROUP_VERSION);
       for (const error of errors) fail(error.path, error.message, label);
-      if (errors.length > 0) return;
+      if (errors.length > 0 || !name) continue;
       const key = `${kind}/${name}`;
       const previous = seen.get(key);
       if (previous) {
         fail('metadata.name', `${key} is also defined in ${previous.file}: document ${previous.index}`, label);
-        return;
+        continue;
       }
       seen.set(key, source);
-      const resource = object as unknown as IpsecResource;
+      const resource = value as unknown as IpsecResource;
       if (resource.kind === 'SecurityAssociation') set.securityAssociations.push({ resource, source });
       else set.policies.push({ resource, source });
-    });
+    }
   }
   return set;
-}
-
-function readSecret(
-  object: Record<string, unknown>,
-  name: string | undefined,
-  fail: (path: string, message: string) => void,
-  secrets: Map<string, Map<string, Buffer>>,
-): void {
-  if (!name) {
-    fail('metadata.name', 'a Secret needs a name');
-    return;
-  }
-  const values = new Map<string, Buffer>();
-  const data = object['data'];
-  const stringData = object['stringData'];
-  for (const [field, entries, decode] of [
-    ['data', data, (text: string) => Buffer.from(text, 'base64')],
-    ['stringData', stringData, (text: string) => Buffer.from(text, 'utf8')],
-  ] as const) {
-    if (entries === undefined || entries === null) continue;
-    if (typeof entries !== 'object' || Array.isArray(entries)) {
-      fail(field, 'must be a mapping of key to value');
-      continue;
-    }
-    for (const [key, text] of Object.entries(entries)) {
-      if (typeof text !== 'string') {
-        fail(`${field}.${key}`, 'must be a string');
-        continue;
-      }
-      if (field === 'data' && !/^[A-Za-z0-9+/]*={0,2}$/.test(text.replace(/\s+/g, ''))) {
-        // Never echo the value: it is key material.
-        fail(`${field}.${key}`, 'is not valid base64');
-        continue;
-      }
-      values.set(key, decode(text));
-    }
-  }
-  if (secrets.has(name)) {
-    fail('metadata.name', `Secret "${name}" is defined twice`);
-    return;
-  }
-  secrets.set(name, values);
 }

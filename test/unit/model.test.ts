@@ -120,7 +120,7 @@ spec:
     const lines = set.errors.map(formatManifestError);
     expect(lines[0]).toMatch(/^c\.yaml: document 2 \(SecurityAssociation\/out-sa\): metadata\.name: SecurityAssociation\/out-sa is also defined in c\.yaml: document 1$/);
     expect(lines[1]).toMatch(/^d\.yaml: document 1: \(yaml\): /);
-    expect(lines[2]).toBe('e.yaml: document 1 (Secret/k): data.a: is not valid base64');
+    expect(lines[2]).toBe('e.yaml: document 1 (Secret/k): data["a"]: is not valid base64 (standard alphabet, with = padding; only line breaks may separate it)');
   });
 
   it('selects resources by nodeSelector when node labels are given', () => {

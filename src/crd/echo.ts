@@ -1,0 +1,73 @@
+/**
+ * How user input may appear in an error, a status message or an Event: short, quoted, and
+ * never anything that could be key material.
+ *
+ * Every error path of the CLI, the controller and the agent quotes input through these
+ * helpers, so one place decides what is shown. A value is shown only when it is short (a
+ * 10 MB field must not come back whole); a name that is compared against a Secret's content
+ * (a keyRef's key or Secret name) is shown only when it cannot be a pasted key.
+ */
+
+/** Longest input echoed; longer values are cut and end with an ellipsis. */
+export const ECHO_LIMIT = 64;
+
+/**
+ * `value` as a double-quoted string, cut to ECHO_LIMIT characters (then `…` inside the
+ * quotes), control and non-ASCII characters escaped so that nothing can break a log line.
+ */
+export function quoted(value: unknown): string {
+  const text = typeof value === 'string' ? value : describeValue(value);
+  const cut = text.length > ECHO_LIMIT ? `${text.slice(0, ECHO_LIMIT)}…` : text;
+  return `"${escape(cut)}"`;
+}
+
+function describeValue(value: unknown): string {
+  if (value === null || value === undefined) return String(value);
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
+  return Array.isArray(value) ? 'a list' : 'a mapping';
+}
+
+function escape(text: string): string {
+  let out = '';
+  for (const char of text) {
+    const code = char.codePointAt(0)!;
+    if (char === '"' || char === '\\') out += `\\${char}`;
+    else if (code < 0x20 || code === 0x7f) out += `\\x${code.toString(16).padStart(2, '0')}`;
+    else if (char === '…' || (code >= 0x20 && code < 0x7f)) out += char;
+    else out += `\\u{${code.toString(16)}}`;
+  }
+  return out;
+}
+
+/**
+ * A run this long of hex digits, or of base64 characters mixing letters and digits, is taken
+ * for key material: 8 bytes in hex are 16 digits, 12 bytes in base64 are 16 characters. Real
+ * key names (`a-to-b`, `gcm128`, `sa-esp-100-10.0.0.2.aead`) are shorter between separators.
+ */
+const KEY_LIKE_RUN = 16;
+
+/** Whether `text` may be (or contain) pasted key material rather than a name. */
+export function mayBeKeyMaterial(text: string): boolean {
+  if (text.length > ECHO_LIMIT) return true;
+  for (const run of text.split(/[^A-Za-z0-9+/=]+/)) {
+    if (run.length < KEY_LIKE_RUN) continue;
+    if (/[0-9a-fA-F]{16}/.test(run)) return true;
+    if (/[0-9]/.test(run) && /[A-Za-z]/.test(run)) return true;
+  }
+  return false;
+}
+
+/**
+ * A name that is looked up among a Secret's keys (or a Secret's name in a keyRef): quoted when
+ * it is plainly a name, otherwise only its length, so a key pasted where its name belongs is
+ * not written back into a terminal, a status or an Event.
+ */
+export function quotedName(text: string): string {
+  if (!mayBeKeyMaterial(text) && /^[-._a-zA-Z0-9]+$/.test(text)) return quoted(text);
+  return `(${text.length} characters, not shown: it looks like key material, not a name)`;
+}
+
+/** Cuts a whole message (the last line of defence for status, Events and logs). */
+export function capMessage(message: string, limit = 1024): string {
+  return message.length > limit ? `${message.slice(0, limit)}…` : message;
+}
