@@ -1,0 +1,197 @@
+/**
+ * The UDP encapsulation sockets a node needs for its ESP-in-UDP SAs (NAT-T, RFC 3948).
+ *
+ * Linux decapsulates ESP-in-UDP only for datagrams that arrive on a UDP socket with UDP_ENCAP
+ * set (../xfrm/udp-encap-socket.ts). So for every owned SA with `espinudp` or
+ * `espinudp-nonike` encapsulation, the node that receives with it must hold a socket on the
+ * SA's destination address and its encapsulation destination port. Which node that is, the
+ * kernel says: binding an address the namespace does not have fails with EADDRNOTAVAIL, and the
+ * SA is then one this node only sends with (sending needs no socket).
+ *
+ * A port another process already holds (an IKE daemon; binding fails with EADDRINUSE) is
+ * reported, never fought over: that process's socket does the job if it set UDP_ENCAP (an IKE
+ * daemon does), which cannot be checked from outside. Each sync tries again, so the agent takes
+ * the port once the other process lets go of it.
+ *
+ * Split as elsewhere: `wantedEncapSockets` is pure (owned SAs in, sockets out), and
+ * `EncapSocketManager` does the opening and closing through an injected opener.
+ */
+import { Gauge, type Registry } from 'prom-client';
+
+import type { SecurityAssociation } from '../xfrm/types.js';
+import type { UdpEncapsulation } from '../xfrm/udp-encap-socket.js';
+
+/** One socket to hold: an address and port of this node, and how the kernel must read it. */
+export interface WantedEncapSocket {
+  readonly address: string;
+  readonly port: number;
+  readonly encapsulation: UdpEncapsulation;
+  /** The resources whose SAs receive on it (sorted). */
+  readonly resources: readonly string[];
+}
+
+/** An SA whose encapsulation the agent cannot serve with a socket. */
+export interface EncapProblem {
+  readonly resource: string;
+  readonly reason: 'Unsupported' | 'Conflict';
+  readonly message: string;
+}
+
+export interface OwnedState {
+  /** The resource that asked for the SA (`SecurityAssociation/name`). */
+  readonly resource: string;
+  readonly sa: SecurityAssociation;
+}
+
+export const ESPINTCP_REFUSAL =
+  'espintcp (ESP in TCP, RFC 8229) is not served: it needs a TCP connection to each peer with the espintcp ULP, ' +
+  'which ipsec-operator does not open, so this SA is installed and sends but nothing is received with it; use espinudp';
+
+/** The sockets the owned SAs need, one per (address, port); first come (resource age order) first served. */
+export function wantedEncapSockets(owned: readonly OwnedState[]): { wanted: WantedEncapSocket[]; problems: EncapProblem[] } {
+  const byKey = new Map<string, { address: string; port: number; encapsulation: UdpEncapsulation; resources: Set<string> }>();
+  const problems: EncapProblem[] = [];
+  for (const { resource, sa } of owned) {
+    const encap = sa.encapsulation;
+    if (!encap) continue;
+    if (encap.type === 'espintcp') {
+      problems.push({ resource, reason: 'Unsupported', message: ESPINTCP_REFUSAL });
+      continue;
+    }
+    const address = sa.id.destination;
+    const port = encap.destinationPort;
+    const key = socketKey(address, port);
+    const existing = byKey.get(key);
+    if (!existing) {
+      byKey.set(key, { address, port, encapsulation: encap.type, resources: new Set([resource]) });
+    } else if (existing.encapsulation === encap.type) {
+      existing.resources.add(resource);
+    } else {
+      // One socket has one UDP_ENCAP type: the kernel would read one of the two SAs' packets wrong.
+      problems.push({
+        resource,
+        reason: 'Conflict',
+        message: `${endpoint(address, port)} already carries ${existing.encapsulation} for ${[...existing.resources].join(', ')}; this SA asks for ${encap.type} on the same port`,
+      });
+    }
+  }
+  const wanted = [...byKey.values()]
+    .map((entry) => ({ address: entry.address, port: entry.port, encapsulation: entry.encapsulation, resources: [...entry.resources].sort() }))
+    .sort(compareSockets);
+  return { wanted, problems };
+}
+
+/**
+ * - `Held`: the agent holds the socket; the kernel decapsulates on it.
+ * - `HeldElsewhere`: another process holds the port (EADDRINUSE); it receives for these SAs if
+ *   it set UDP_ENCAP, which an IKE daemon does.
+ * - `NotLocal`: the address is not this node's (EADDRNOTAVAIL): it only sends with these SAs.
+ * - `Failed`: any other refusal (message says which).
+ */
+export type EncapSocketState = 'Held' | 'HeldElsewhere' | 'NotLocal' | 'Failed';
+
+export interface EncapSocketStatus {
+  readonly address: string;
+  readonly port: number;
+  readonly encapsulation: UdpEncapsulation;
+  readonly state: EncapSocketState;
+  readonly message: string;
+  readonly resources: readonly string[];
+}
+
+export interface EncapSocketHandle {
+  close(): void;
+}
+
+/** Opens and binds a socket, or throws an error with an errno `code` (UdpEncapSocketError). */
+export type OpenEncapSocket = (request: { address: string; port: number; encapsulation: UdpEncapsulation }) => EncapSocketHandle;
+
+export class EncapSocketManager {
+  readonly #open: OpenEncapSocket;
+  readonly #held = new Map<string, { encapsulation: UdpEncapsulation; handle: EncapSocketHandle }>();
+
+  constructor(open: OpenEncapSocket) {
+    this.#open = open;
+  }
+
+  /** Keys ("address|port") of the sockets held now. */
+  held(): string[] {
+    return [...this.#held.keys()].sort();
+  }
+
+  /**
+   * Closes the sockets nobody needs any more (and those whose encapsulation changed), opens the
+   * missing ones, and says where each wanted socket stands. Never throws for a socket.
+   */
+  sync(wanted: readonly WantedEncapSocket[]): EncapSocketStatus[] {
+    const wantedByKey = new Map(wanted.map((socket) => [socketKey(socket.address, socket.port), socket]));
+    for (const [key, held] of this.#held) {
+      if (wantedByKey.get(key)?.encapsulation === held.encapsulation) continue;
+      held.handle.close();
+      this.#held.delete(key);
+    }
+    return [...wantedByKey.entries()].map(([key, socket]) => this.#ensure(key, socket)).sort(compareSockets);
+  }
+
+  /** Closes every socket (the agent stops; the kernel stops decapsulating on those ports). */
+  closeAll(): void {
+    for (const held of this.#held.values()) held.handle.close();
+    this.#held.clear();
+  }
+
+  #ensure(key: string, socket: WantedEncapSocket): EncapSocketStatus {
+    const base = { address: socket.address, port: socket.port, encapsulation: socket.encapsulation, resources: socket.resources };
+    const where = endpoint(socket.address, socket.port);
+    if (this.#held.has(key)) return { ...base, state: 'Held', message: `held by the agent (${socket.encapsulation})` };
+    try {
+      const handle = this.#open({ address: socket.address, port: socket.port, encapsulation: socket.encapsulation });
+      this.#held.set(key, { encapsulation: socket.encapsulation, handle });
+      return { ...base, state: 'Held', message: `held by the agent (${socket.encapsulation})` };
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (code === 'EADDRINUSE') {
+        return {
+          ...base,
+          state: 'HeldElsewhere',
+          message: `another process holds ${where}; the kernel decapsulates these SAs only if that socket has UDP_ENCAP set (an IKE daemon's does). The agent takes the port when it is released`,
+        };
+      }
+      if (code === 'EADDRNOTAVAIL') return { ...base, state: 'NotLocal', message: `${socket.address} is not an address of this node: it only sends with these SAs` };
+      return { ...base, state: 'Failed', message: error instanceof Error ? error.message : String(error) };
+    }
+  }
+}
+
+/** `ipsec_operator_encap_sockets{state}`: the wanted sockets by state, plus `Unsupported` SAs (espintcp). */
+export class EncapSocketMetrics {
+  readonly #sockets: Gauge<'state'>;
+
+  constructor(registry: Registry) {
+    this.#sockets = new Gauge({
+      name: 'ipsec_operator_encap_sockets',
+      help: 'UDP encapsulation sockets the node needs for its ESP-in-UDP SAs, by state (Held, HeldElsewhere, NotLocal, Failed), and Unsupported SAs (espintcp)',
+      labelNames: ['state'],
+      registers: [registry],
+    });
+    for (const state of ['Held', 'HeldElsewhere', 'NotLocal', 'Failed', 'Unsupported']) this.#sockets.set({ state }, 0);
+  }
+
+  record(statuses: readonly EncapSocketStatus[], problems: readonly EncapProblem[]): void {
+    for (const state of ['Held', 'HeldElsewhere', 'NotLocal', 'Failed'] as const) {
+      this.#sockets.set({ state }, statuses.filter((status) => status.state === state).length);
+    }
+    this.#sockets.set({ state: 'Unsupported' }, problems.filter((problem) => problem.reason === 'Unsupported').length);
+  }
+}
+
+export function socketKey(address: string, port: number): string {
+  return `${address}|${port}`;
+}
+
+function endpoint(address: string, port: number): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+function compareSockets(a: { address: string; port: number }, b: { address: string; port: number }): number {
+  return a.address === b.address ? a.port - b.port : a.address < b.address ? -1 : 1;
+}
