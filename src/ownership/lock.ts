@@ -25,6 +25,13 @@ export const DEFAULT_LOCK_WAIT_MS = 3_000;
 const FIRST_RETRY_MS = 10;
 const MAX_RETRY_MS = 250;
 
+/**
+ * Every lock held in this process, until released. Node closes a FileHandle that is garbage
+ * collected, which would drop the kernel lock silently while we still think we hold it (seen in a
+ * test within 300 ms of taking it); this set keeps each held lock reachable.
+ */
+const heldLocks = new Set<LedgerLock>();
+
 export interface LockOptions {
   /** How long to keep retrying a held lock before failing; 0 tries once. Default 3 s. */
   readonly waitMs?: number;
@@ -80,7 +87,9 @@ export class LedgerLock {
         await sleep(Math.min(left, delay / 2 + Math.random() * (delay / 2)));
       }
       await recordHolder(handle);
-      return new LedgerLock(path, handle);
+      const lock = new LedgerLock(path, handle);
+      heldLocks.add(lock);
+      return lock;
     } catch (error) {
       await handle.close().catch(() => undefined);
       throw error;
@@ -97,6 +106,7 @@ export class LedgerLock {
     const handle = this.#handle;
     if (handle === undefined) return;
     this.#handle = undefined;
+    heldLocks.delete(this);
     await handle.close();
   }
 }
