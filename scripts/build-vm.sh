@@ -38,7 +38,7 @@ modules=(
   authenc authencesn gcm ccm seqiv echainiv chacha20poly1305
   veth bridge
 )
-module_trees=(kernel/crypto arch/x86/crypto lib/crypto)
+module_trees=(kernel/crypto kernel/arch/x86/crypto kernel/lib/crypto)
 
 die() {
   echo "build-vm: $*" >&2
@@ -126,8 +126,11 @@ ln -sf /bin/busybox "$root/sbin/modprobe"
 # Modules go into the initramfs uncompressed: Debian's 6.1 ships them as .ko, 6.12 as .ko.xz,
 # and busybox's modprobe in stage 1 need not know the compression. depmod below indexes them
 # under their new names.
+declare -A copied=()
 copy_module() { # absolute path under $moddir
   local rel=${1#"$moddir"/}
+  [[ -n ${copied[$rel]:-} ]] && return 0
+  copied[$rel]=1
   mkdir -p "$root/lib/modules/$kver/$(dirname "$rel")"
   case $rel in
     *.ko.xz) xz -dc "$1" >"$root/lib/modules/$kver/${rel%.xz}" ;;
@@ -148,6 +151,22 @@ done
 for tree in "${module_trees[@]}"; do
   [[ -d $moddir/$tree ]] || continue
   while IFS= read -r -d '' ko; do copy_module "$ko"; done < <(find "$moddir/$tree" -name '*.ko*' -print0)
+done
+# Every module copied brings what it depends on (modules.dep of the full tree), to the
+# closure: a module whose dependency was left out would load without it in stage 1 and fail
+# ("Unknown symbol"). 6.12, for one, moved gf128mul (ghash, so GCM, needs it) to lib/crypto.
+declare -A depends_on=()
+while IFS=: read -r module deps; do depends_on[$module]=$deps; done <"$moddir/modules.dep"
+added=1
+while ((added)); do
+  added=0
+  for rel in "${!copied[@]}"; do
+    for dep in ${depends_on[$rel]:-}; do
+      [[ -n ${copied[$dep]:-} ]] && continue
+      copy_module "$moddir/$dep"
+      added=1
+    done
+  done
 done
 cp "$moddir"/modules.{order,builtin} "$root/lib/modules/$kver/" 2>/dev/null || true
 [[ -f $moddir/modules.builtin.modinfo ]] && cp "$moddir/modules.builtin.modinfo" "$root/lib/modules/$kver/"

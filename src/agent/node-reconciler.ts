@@ -89,6 +89,11 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
   for (let round = 0; round < MAX_ROUNDS; round++) {
     const result = await converge(kernel, ownership, { desired, prune: true, dryRun: false, conflicts: 'skip', protect: new Set(failures.keys()) });
     lastPlan = result.plan;
+    // Fields this kernel would drop: refused before planning, the resource set aside.
+    for (const entry of result.unsupported) failures.set(entry.resource, { reason: 'KernelUnsupported', message: `${entry.path}: ${entry.message}` });
+    if (result.outcome === 'not-kept') {
+      for (const entry of result.notKept) failures.set(entry.resource, { reason: 'KernelDidNotKeep', message: entry.message });
+    }
     for (const conflict of result.plan.conflicts) {
       if (!failures.has(conflict.resource)) failures.set(conflict.resource, { reason: 'Conflict', message: conflict.reason });
     }
@@ -100,7 +105,7 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
       desired = without(desired, new Set(failures.keys()));
       continue;
     }
-    if (result.outcome === 'applied') {
+    if (result.outcome === 'applied' || result.outcome === 'not-kept') {
       changes += result.plan.steps.length;
       applied.push(...result.report.applied);
       converged = result.remaining.steps.length === 0;

@@ -6,7 +6,7 @@
 import { loadManifests, formatManifestError } from '../model/manifests.js';
 import { desiredTables } from '../model/desired.js';
 import { describePlan, describeStep } from '../plan/describe.js';
-import { converge, planFor } from '../engine/converge.js';
+import { converge, kernelUnsupported, planFor } from '../engine/converge.js';
 import { openKernelTables } from '../engine/kernel.js';
 import { readDevices } from '../engine/devices.js';
 import { Ledger, ledgerPath } from '../ownership/ledger.js';
@@ -38,9 +38,15 @@ export async function runApply(options: ApplyOptions): Promise<number> {
 
   const kernel = await openKernelTables(options.netns);
   try {
+    // A field this kernel would drop is bad input here, like a wrong key: nothing is planned.
+    const unsupported = kernelUnsupported(desired.tables, kernel.features);
+    if (unsupported.length > 0) {
+      for (const entry of unsupported) err(`${entry.resource}: ${entry.path}: ${entry.message} (KernelUnsupported)`);
+      throw new InputError(`${unsupported.length} field${unsupported.length === 1 ? '' : 's'} this kernel cannot keep; nothing was applied`);
+    }
     const path = ledgerPath(options.stateDirectory, options.netns);
     if (options.mode !== 'apply') {
-      const ledger = await Ledger.peek(path);
+      const ledger = await Ledger.peek(path, kernel.scope);
       const planned = await planFor(kernel, ledger, { desired: desired.tables, prune: options.prune });
       for (const line of describePlan(planned)) out(line);
       const changes = planned.steps.length + planned.conflicts.length;
@@ -49,13 +55,16 @@ export async function runApply(options: ApplyOptions): Promise<number> {
       return planned.conflicts.length === 0 ? 0 : 1;
     }
 
-    const ledger = await Ledger.open(path);
+    const ledger = await Ledger.open(path, { scope: kernel.scope });
     try {
       const result = await converge(kernel, ledger, { desired: desired.tables, prune: options.prune, dryRun: false });
       for (const line of describePlan(result.plan)) out(line);
       switch (result.outcome) {
         case 'planned':
           return 0;
+        case 'unsupported': // checked above; kept for the case the two checks ever differ
+          for (const entry of result.unsupported) err(`${entry.resource}: ${entry.path}: ${entry.message} (KernelUnsupported)`);
+          throw new InputError('fields this kernel cannot keep; nothing was applied');
         case 'conflict':
           err(`${result.plan.conflicts.length} conflict(s) with entries ipsec-operator did not create; nothing was applied`);
           return 1;
@@ -73,6 +82,11 @@ export async function runApply(options: ApplyOptions): Promise<number> {
           );
           return 1;
         }
+        case 'not-kept':
+          // Applying again would change nothing (or replace the SA again): stop and say so.
+          for (const entry of result.notKept) err(`${entry.message} (KernelDidNotKeep)`);
+          err(`the kernel acknowledged ${result.notKept.length} change(s) and did not keep them; the rest of the plan was applied`);
+          return 1;
         case 'applied':
           if (result.remaining.steps.length > 0 || result.remaining.conflicts.length > 0) {
             err('the kernel does not match the manifests after apply:');

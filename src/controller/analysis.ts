@@ -40,7 +40,10 @@ export interface ClusterView {
   readonly reports: ReadonlyMap<string, NodeReport>;
 }
 
-export type Reason = 'Applied' | 'Pending' | 'NoNodesSelected' | 'Conflict' | 'KernelRejected' | 'Deleting' | BuildReason;
+export type Reason = 'Applied' | 'Pending' | 'NoNodesSelected' | 'Conflict' | 'KernelRejected' | 'KernelUnsupported' | 'KernelDidNotKeep' | 'Deleting' | BuildReason;
+
+/** Reasons a node's report carries through to the resource as they are; any other failure is KernelRejected. */
+const NODE_REASONS: ReadonlySet<string> = new Set(['Conflict', 'KernelUnsupported', 'KernelDidNotKeep']);
 
 export interface Verdict {
   readonly ready: boolean;
@@ -145,7 +148,8 @@ export function judge(resource: IpsecResource, view: ClusterView, conflicts: Ret
   }
   if (selected.length === 0) return verdict(false, 'NoNodesSelected', 'nodeSelector matches no node');
   if (failed.length > 0) {
-    const reason = failed[0]!.report?.reason === 'Conflict' ? 'Conflict' : 'KernelRejected';
+    const first = failed[0]!.report?.reason ?? '';
+    const reason = (NODE_REASONS.has(first) ? first : 'KernelRejected') as Reason;
     return verdict(false, reason, failed.map(({ node, report }) => `${node}: ${report?.message ?? 'failed'}`).join('; '));
   }
   if (applied.length < selected.length) {

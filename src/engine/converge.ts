@@ -4,11 +4,41 @@
  * `apply` and the node agent both run exactly this.
  */
 import { applyPlan, type ApplyReport, type KernelWriter, type OwnershipStore } from '../apply/applier.js';
-import { plan, type DesiredTables, type ObservedTables, type Plan } from '../plan/planner.js';
+import { plan, type DesiredTables, type ObservedTables, type Plan, type Step } from '../plan/planner.js';
+import { describePolicy, describeState } from '../plan/describe.js';
+import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
+import { stateKey } from '../plan/identity.js';
+import { unsupportedFields, type KernelFeatures } from '../xfrm/kernel-features.js';
 
 export interface KernelTables extends KernelWriter {
   /** A consistent dump of both tables (socket policies excluded). */
   dump(): Promise<ObservedTables>;
+  /**
+   * What the kernel keeps (learned when the tables were opened, ./kernel.ts). Absent (fakes
+   * of older tests): desired fields are not checked before planning; the verifying pass still
+   * stops on a field the kernel did not keep.
+   */
+  readonly features?: KernelFeatures;
+}
+
+/** A desired entry with a field the running kernel would silently drop: refused before planning. */
+export interface UnsupportedEntry {
+  readonly resource: string;
+  readonly key: string;
+  /** Path in the resource's spec, e.g. `spec.direction`. */
+  readonly path: string;
+  /** Names the field and the kernel release; reason KernelUnsupported. */
+  readonly message: string;
+}
+
+/** A change this run applied that the verifying dump shows planned again: the kernel did not keep it. */
+export interface NotKept {
+  readonly resource: string;
+  readonly key: string;
+  /** The differences the kernel acknowledged and dropped (`care-of address`, `direction`). */
+  readonly fields: readonly string[];
+  /** `<resource>: the kernel did not keep <fields> of <entry>`; reason KernelDidNotKeep. */
+  readonly message: string;
 }
 
 export interface ConvergeOptions {
@@ -31,11 +61,49 @@ export interface ConvergeOptions {
   readonly protect?: ReadonlySet<string>;
 }
 
-export type ConvergeResult =
+/**
+ * Every outcome carries `unsupported`: with conflicts `skip` those entries were left out (and
+ * their resources protected) and the rest went ahead; with `refuse` any of them is outcome
+ * `unsupported` and nothing is applied (`plan` then shows the rest, not applied).
+ */
+export type ConvergeResult = (
   | { readonly outcome: 'planned'; readonly plan: Plan }
+  | { readonly outcome: 'unsupported'; readonly plan: Plan }
   | { readonly outcome: 'conflict'; readonly plan: Plan }
   | { readonly outcome: 'failed'; readonly plan: Plan; readonly report: ApplyReport }
-  | { readonly outcome: 'applied'; readonly plan: Plan; readonly report: ApplyReport; readonly remaining: Plan };
+  | { readonly outcome: 'applied'; readonly plan: Plan; readonly report: ApplyReport; readonly remaining: Plan }
+  | { readonly outcome: 'not-kept'; readonly plan: Plan; readonly report: ApplyReport; readonly remaining: Plan; readonly notKept: readonly NotKept[] }
+) & { readonly unsupported: readonly UnsupportedEntry[] };
+
+/** The desired SAs that use a field this kernel drops (none when the features are unknown). */
+export function kernelUnsupported(desired: DesiredTables, features: KernelFeatures | undefined): UnsupportedEntry[] {
+  if (!features) return [];
+  return desired.states.flatMap(({ resource, entry }) =>
+    unsupportedFields(entry, features).map((field) => ({ resource, key: stateKey(entry.id), path: field.path, message: field.message })),
+  );
+}
+
+/**
+ * The verifying pass. A create, update or replace sends the whole desired entry, so once this
+ * run wrote an entry, any step the verifying plan still has for it (with a replace or an
+ * update: those very fields) means the kernel acknowledged what it was sent and did not keep
+ * it; a deletion planned again means the same. Applying again would change nothing, or replace
+ * an SA on every pass: stop and say so instead.
+ */
+export function notKept(applied: readonly Step[], remaining: Plan): NotKept[] {
+  const wrote = new Map(applied.map((step) => [`${step.target} ${step.key}`, step.op]));
+  const result: NotKept[] = [];
+  for (const step of remaining.steps) {
+    const before = wrote.get(`${step.target} ${step.key}`);
+    if (before === undefined || (before === 'delete') !== (step.op === 'delete')) continue;
+    const fields = 'changes' in step ? step.changes : [];
+    const entry = step.op === 'delete' ? step.previous : step.entry;
+    const what = step.target === 'state' ? `sa ${describeState(entry as SecurityAssociation)}` : `policy ${describePolicy(entry as SecurityPolicy)}`;
+    const kept = step.op === 'delete' ? 'the deletion' : fields.length > 0 ? fields.join(', ') : 'the entry';
+    result.push({ resource: step.resource, key: step.key, fields, message: `${step.resource}: the kernel did not keep ${kept} of ${what}` });
+  }
+  return result;
+}
 
 export async function planFor(
   kernel: KernelTables,
@@ -49,13 +117,30 @@ export async function planFor(
   return { ...full, steps: full.steps.filter(keep), forget: full.forget };
 }
 
-export async function converge(kernel: KernelTables, ownership: OwnershipStore, options: ConvergeOptions): Promise<ConvergeResult> {
+export async function converge(kernel: KernelTables, ownership: OwnershipStore, given: ConvergeOptions): Promise<ConvergeResult> {
+  // Known before planning: an entry the kernel would install without one of its fields is
+  // never planned (it would be replaced on every pass). It is left out and its resource's
+  // existing entries are protected, like any other resource set aside.
+  const unsupported = kernelUnsupported(given.desired, kernel.features);
+  const options = unsupported.length === 0 ? given : withoutResources(given, new Set(unsupported.map((entry) => entry.resource)));
+  const refuse = (options.conflicts ?? 'refuse') === 'refuse';
   const planned = await planFor(kernel, ownership, options);
-  if (options.dryRun) return { outcome: 'planned', plan: planned };
+  if (unsupported.length > 0 && refuse) return { outcome: 'unsupported', plan: planned, unsupported };
+  if (options.dryRun) return { outcome: 'planned', plan: planned, unsupported };
   // All or nothing: a conflict would leave the set half-applied, so nothing is done.
-  if (planned.conflicts.length > 0 && (options.conflicts ?? 'refuse') === 'refuse') return { outcome: 'conflict', plan: planned };
+  if (planned.conflicts.length > 0 && refuse) return { outcome: 'conflict', plan: planned, unsupported };
   const report = await applyPlan(planned, kernel, ownership);
-  if (report.failures.length > 0) return { outcome: 'failed', plan: planned, report };
+  if (report.failures.length > 0) return { outcome: 'failed', plan: planned, report, unsupported };
   const remaining = await planFor(kernel, ownership, options);
-  return { outcome: 'applied', plan: planned, report, remaining };
+  const dropped = notKept(report.applied, remaining);
+  if (dropped.length > 0) return { outcome: 'not-kept', plan: planned, report, remaining, notKept: dropped, unsupported };
+  return { outcome: 'applied', plan: planned, report, remaining, unsupported };
+}
+
+function withoutResources(options: ConvergeOptions, resources: ReadonlySet<string>): ConvergeOptions {
+  const desired: DesiredTables = {
+    states: options.desired.states.filter((entry) => !resources.has(entry.resource)),
+    policies: options.desired.policies.filter((entry) => !resources.has(entry.resource)),
+  };
+  return { ...options, desired, protect: new Set([...(options.protect ?? []), ...resources]) };
 }

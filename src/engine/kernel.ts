@@ -3,7 +3,11 @@
  * both tables and pipelined batches of changes. The engine's KernelChange and the client's
  * batch request are the same union, so this is a thin edge.
  */
+import { readFileSync, statSync } from 'node:fs';
+import { release } from 'node:os';
+import type { LedgerScope } from '../ownership/ledger.js';
 import { XfrmClient } from '../xfrm/client.js';
+import { kernelFeatures, type KernelFeatures } from '../xfrm/kernel-features.js';
 import { errnoDescription } from '../netlink/errno.js';
 import type { KernelChange, KernelOutcome } from '../apply/applier.js';
 import type { KernelTables } from './converge.js';
@@ -13,14 +17,25 @@ export interface OpenKernelTables extends KernelTables {
   readonly portId: number;
   /** Entries the dump held that the model cannot represent (counted as foreign). */
   readonly skipped: () => number;
+  /** The boot and network namespace these tables belong to (what the ownership ledger describes). */
+  readonly scope: LedgerScope;
   close(): void;
 }
 
 export async function openKernelTables(netns: string | undefined): Promise<OpenKernelTables> {
   const client = await XfrmClient.open(netns === undefined ? {} : { netns });
+  let features: KernelFeatures;
+  try {
+    features = await probeKernelFeatures(client);
+  } catch (error) {
+    client.close();
+    throw error;
+  }
   let skipped = 0;
   return {
     portId: client.portId,
+    scope: ledgerScope(netns, client.netnsCookie),
+    features,
     skipped: () => skipped,
     async dump() {
       const states = await client.dumpStates();
@@ -45,4 +60,25 @@ export async function openKernelTables(netns: string | undefined): Promise<OpenK
     },
     close: () => client.close(),
   };
+}
+
+/**
+ * What the running kernel keeps: SA direction asked of the kernel itself (a request that
+ * changes nothing), the attributes the model cannot express yet from the release. One kernel
+ * serves every network namespace, so os.release() holds for `netns` too.
+ */
+export async function probeKernelFeatures(client: Pick<XfrmClient, 'keepsStateDirection'>): Promise<KernelFeatures> {
+  return kernelFeatures(release(), { 'sa-direction': await client.keepsStateDirection() });
+}
+
+/**
+ * The boot id and the namespace's cookie (see NetlinkSocket.netnsCookie). Where the kernel
+ * gives no cookie (before 5.14), the namespace file's inode stands in: weaker, since a
+ * namespace made after another was freed can get the same inode again.
+ */
+export function ledgerScope(netns: string | undefined, cookie: bigint | undefined): LedgerScope {
+  const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  if (cookie !== undefined) return { bootId, netns: cookie.toString() };
+  const path = netns === undefined ? '/proc/self/ns/net' : netns.includes('/') ? netns : `/run/netns/${netns}`;
+  return { bootId, netns: `inode:${statSync(path).ino}` };
 }

@@ -3,9 +3,11 @@
  * of those differences the kernel can change in place.
  *
  * XFRM_MSG_UPDSA on a live SA applies only lifetimes, the encapsulation's ports and original
- * address (not its type) and the care-of address; it answers 0 yet silently ignores keys,
- * algorithms, mode, replay settings, flags and reqid. So any other difference means the SA must
- * be deleted and added again. Policies change in place through UPDPOLICY, except their index,
+ * address (not its type; adding or removing encapsulation is refused) and a care-of address the
+ * SA already has; it answers 0 yet silently ignores keys, algorithms, mode, replay settings,
+ * flags, reqid and a care-of address added or removed. So any other difference means the SA
+ * must be deleted and added again. Only fields the kernel reports back are compared: a field a
+ * kernel drops (SA direction before 6.10) is refused before planning (../engine/converge.ts). Policies change in place through UPDPOLICY, except their index,
  * which the kernel keeps.
  *
  * Field names in the result are for humans (plan lines, status messages); key values never
@@ -36,7 +38,11 @@ export function compareStates(desired: SecurityAssociation, observed: SecurityAs
   ) {
     inPlace.push('encapsulation');
   }
-  if (desired.careOfAddress !== undefined && desired.careOfAddress !== observed.careOfAddress) inPlace.push('care-of address');
+  // UPDSA copies the care-of address only when the live SA and the request both have one
+  // (xfrm_state_update: `if (x->coaddr && x1->coaddr)`); adding or removing one it ignores.
+  if (desired.careOfAddress !== observed.careOfAddress) {
+    (desired.careOfAddress !== undefined && observed.careOfAddress !== undefined ? inPlace : replace).push('care-of address');
+  }
 
   if (desired.source !== observed.source) replace.push('source');
   if (desired.mode !== observed.mode) replace.push('mode');

@@ -30,6 +30,7 @@ import {
   parseStateMessage,
   sadInfoRequest,
   spdInfoRequest,
+  stateDirectionProbeRequest,
   updatePolicyRequest,
   updateStateRequest,
   type XfrmRequest,
@@ -85,10 +86,12 @@ const BYTES_PER_ACK = 2048;
 
 export class XfrmClient {
   readonly #connection: NetlinkConnection;
+  readonly #netnsCookie: bigint | undefined;
 
   /** Wraps an open transport (tests pass a fake; `open` passes a NetlinkSocket). */
   constructor(transport: NetlinkTransport, options: Omit<XfrmClientOptions, 'netns' | 'receiveBufferBytes'> & { readonly receiveBufferBytes?: number } = {}) {
     const granted = options.receiveBufferBytes ?? 212_992;
+    this.#netnsCookie = (transport as { readonly netnsCookie?: bigint }).netnsCookie;
     this.#connection = new NetlinkConnection(transport, {
       ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
       maxInFlight: options.maxInFlight ?? Math.max(16, Math.min(1024, Math.floor(granted / BYTES_PER_ACK))),
@@ -103,6 +106,11 @@ export class XfrmClient {
       receiveBufferBytes: options.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER,
     });
     return new XfrmClient(socket, { ...options, receiveBufferBytes: socket.receiveBufferBytes });
+  }
+
+  /** The kernel's cookie of the socket's network namespace (see NetlinkSocket.netnsCookie). */
+  get netnsCookie(): bigint | undefined {
+    return this.#netnsCookie;
   }
 
   /** The socket's port id: notifications caused by this client carry it (see isOwnEvent). */
@@ -144,6 +152,24 @@ export class XfrmClient {
   /** `ip xfrm state delete ID`. Rejects with ESRCH (isNotFound) when there is no such SA. */
   async deleteState(id: StateId): Promise<void> {
     await this.#ack(this.#build(`XFRM_MSG_DELSA ${describeStateId(id)}`, () => deleteStateRequest(id)));
+  }
+
+  /**
+   * Whether the kernel keeps SA direction (XFRMA_SA_DIR, Linux 6.10+), asked with a request
+   * that changes nothing (see stateDirectionProbeRequest). Rejects when the answer says
+   * neither (EPERM without CAP_NET_ADMIN, for instance).
+   */
+  async keepsStateDirection(): Promise<boolean> {
+    const request = stateDirectionProbeRequest();
+    try {
+      await this.#connection.request(request);
+    } catch (error) {
+      const failure = XfrmError.from(error, request.operation);
+      if (failure.code === 'ESRCH') return false;
+      if (failure.code === 'ERANGE' || failure.code === 'EINVAL') return true;
+      throw failure;
+    }
+    return false; // an SA with SPI 0 answered: the direction was not even looked at
   }
 
   /** `ip xfrm state flush [proto P]`: every SA (or every SA of one protocol). */

@@ -55,6 +55,19 @@ export function getStateRequest(id: StateId): XfrmRequest {
   return request(K.XFRM_MSG_GETSA, encodeStateId(id, `XFRM_MSG_GETSA ${subject}`), subject, { replyType: K.XFRM_MSG_NEWSA });
 }
 
+/**
+ * Asks the kernel whether it knows XFRMA_SA_DIR (Linux 6.10+) without changing anything: a
+ * GETSA for SPI 0 carrying direction 0, outside the attribute's range (in 1, out 2). A kernel
+ * that knows the attribute refuses while parsing, before any lookup (ERANGE or EINVAL); an
+ * older one skips the unknown attribute and finds no such SA (ESRCH).
+ */
+export function stateDirectionProbeRequest(): XfrmRequest {
+  const id: StateId = { family: 'inet', destination: '0.0.0.0', spi: 0, protocol: 'esp', mark: undefined };
+  const where = 'XFRM_MSG_GETSA probe of XFRMA_SA_DIR';
+  const direction = new AttributeEncoder(where, K.xfrmAttributeName).u8(K.XFRMA_SA_DIR, 0).finish();
+  return request(K.XFRM_MSG_GETSA, Buffer.concat([encodeStateId(id, where), direction]), 'probe of XFRMA_SA_DIR', { replyType: K.XFRM_MSG_NEWSA });
+}
+
 /** `ip xfrm state delete ID` */
 export function deleteStateRequest(id: StateId): XfrmRequest {
   const subject = describeStateId(id);
