@@ -11,32 +11,60 @@ import { openKernelTables } from '../engine/kernel.js';
 import { readDevices } from '../engine/devices.js';
 import { Ledger, ledgerPath } from '../ownership/ledger.js';
 import { InputError } from './errors.js';
+import { identityCollisions } from '../model/collisions.js';
 
 export interface ApplyOptions {
   readonly mode: 'apply' | 'dry-run' | 'diff';
   readonly files: readonly string[];
   readonly netns: string | undefined;
   readonly prune: boolean;
+  /** `--prune-all`: prune even when the input holds no resource (deletes every owned entry). */
+  readonly pruneAll?: boolean;
   readonly nodeLabels: Record<string, string> | undefined;
   readonly stateDirectory: string;
 }
 
-const out = (line: string) => process.stdout.write(`${line}\n`);
-const err = (line: string) => process.stderr.write(`${line}\n`);
+/** The edges runApply touches, replaceable so that tests can watch that nothing was opened. */
+export interface ApplyIo {
+  readonly openKernel: typeof openKernelTables;
+  readonly readDevices: typeof readDevices;
+  readonly out: (line: string) => void;
+  readonly err: (line: string) => void;
+}
 
-export async function runApply(options: ApplyOptions): Promise<number> {
+const processIo: ApplyIo = {
+  openKernel: openKernelTables,
+  readDevices,
+  out: (line) => process.stdout.write(`${line}\n`),
+  err: (line) => process.stderr.write(`${line}\n`),
+};
+
+export async function runApply(options: ApplyOptions, io: ApplyIo = processIo): Promise<number> {
+  const { out, err } = io;
   const manifests = await loadManifests(options.files).catch((error: Error) => {
     throw new InputError(error.message);
   });
-  const devices = await readDevices(options.netns);
+  const devices = await io.readDevices(options.netns);
   const desired = desiredTables(manifests, { labels: options.nodeLabels, resolveDevice: (name) => devices.indexByName.get(name) });
-  const errors = [...manifests.errors, ...desired.errors];
+  const sources = new Map([...manifests.securityAssociations, ...manifests.policies].map(({ resource, source }) => [`${resource.kind}/${resource.metadata.name}`, source]));
+  const errors = [...manifests.errors, ...desired.errors, ...identityCollisions(desired.tables, (resource) => sources.get(resource))];
   if (errors.length > 0) {
     for (const error of errors) err(formatManifestError(error));
     throw new InputError(`${errors.length} problem${errors.length === 1 ? '' : 's'} in the input; nothing was applied`);
   }
+  // kubectl refuses "no objects passed to apply"; here an empty input with --prune would
+  // delete every entry ipsec-operator created (an empty directory, a mistyped extension).
+  const prune = options.prune || options.pruneAll === true;
+  if (prune && options.pruneAll !== true && desired.tables.states.length + desired.tables.policies.length === 0) {
+    const resources = manifests.securityAssociations.length + manifests.policies.length;
+    throw new InputError(
+      resources === 0
+        ? 'the input holds no SecurityAssociation or IpsecPolicy: --prune would delete every entry ipsec-operator created; pass --prune-all to do that'
+        : `--node-labels selects none of the ${resources} resource(s): --prune would delete every entry ipsec-operator created; pass --prune-all to do that`,
+    );
+  }
 
-  const kernel = await openKernelTables(options.netns);
+  const kernel = await io.openKernel(options.netns);
   try {
     // A field this kernel would drop is bad input here, like a wrong key: nothing is planned.
     const unsupported = kernelUnsupported(desired.tables, kernel.features);
@@ -47,7 +75,7 @@ export async function runApply(options: ApplyOptions): Promise<number> {
     const path = ledgerPath(options.stateDirectory, options.netns);
     if (options.mode !== 'apply') {
       const ledger = await Ledger.peek(path, kernel.scope);
-      const planned = await planFor(kernel, ledger, { desired: desired.tables, prune: options.prune });
+      const planned = await planFor(kernel, ledger, { desired: desired.tables, prune });
       for (const line of describePlan(planned)) out(line);
       const changes = planned.steps.length + planned.conflicts.length;
       if (options.mode === 'diff') return changes === 0 ? 0 : 1;
@@ -57,7 +85,7 @@ export async function runApply(options: ApplyOptions): Promise<number> {
 
     const ledger = await Ledger.open(path, { scope: kernel.scope });
     try {
-      const result = await converge(kernel, ledger, { desired: desired.tables, prune: options.prune, dryRun: false });
+      const result = await converge(kernel, ledger, { desired: desired.tables, prune, dryRun: false });
       for (const line of describePlan(result.plan)) out(line);
       switch (result.outcome) {
         case 'planned':

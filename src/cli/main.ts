@@ -31,6 +31,8 @@ Options:
   --netns NAME          Network namespace (as \`ip netns\` names it) instead of the current one.
   --dry-run             (apply) Print the plan, change nothing.
   --prune               (apply, diff) Also delete entries this tool created that the manifests no longer hold.
+                        Refused when the input holds no resource (it would delete everything).
+  --prune-all           (apply, diff) --prune, also when the input holds no resource.
   --node-labels K=V,... Only resources whose nodeSelector matches these labels.
   --state-dir DIR       Where ownership records live (default /var/lib/ipsec-operator).
   --json                (monitor) One JSON object per line.
@@ -64,6 +66,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         netns: { type: 'string' },
         'dry-run': { type: 'boolean', default: false },
         prune: { type: 'boolean', default: false },
+        'prune-all': { type: 'boolean', default: false },
         'node-labels': { type: 'string' },
         'state-dir': { type: 'string', default: '/var/lib/ipsec-operator' },
         json: { type: 'boolean', default: false },
@@ -90,6 +93,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           mode: command === 'diff' ? 'diff' : values['dry-run'] ? 'dry-run' : 'apply',
           files: requireFiles(values.filename),
           prune: values.prune,
+          pruneAll: values['prune-all'],
           nodeLabels: parseLabels(values['node-labels']),
         });
       case 'import':

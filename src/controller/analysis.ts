@@ -15,6 +15,7 @@ import { buildSecurityAssociation, buildSecurityPolicy, type BuildContext, type 
 import { selectsNode } from '../model/node-selector.js';
 import { policyKey, stateKey } from '../plan/identity.js';
 import { compareResourceAge, resourceName } from '../model/ordering.js';
+import { capMessage } from '../crd/echo.js';
 
 export interface ResourceReport {
   readonly kind: 'SecurityAssociation' | 'IpsecPolicy';
@@ -133,7 +134,9 @@ export function judge(resource: IpsecResource, view: ClusterView, conflicts: Ret
   const applied = reports.filter(({ report }) => report?.state === 'Applied' && report.generation === resource.metadata.generation);
   const failed = reports.filter(({ report }) => report?.state === 'Failed' && report.generation === resource.metadata.generation);
   const nodes = { selected: selected.length, applied: applied.length, failed: failed.length };
-  const verdict = (ready: boolean, reason: Reason, message: string): Verdict => ({ ready, reason, message, nodes, entriesRemaining });
+  // Messages go to status and Events: built from redacted parts (../crd/echo.ts) and capped, so
+  // no number of nodes or errors makes them unbounded.
+  const verdict = (ready: boolean, reason: Reason, message: string): Verdict => ({ ready, reason, message: capMessage(message), nodes, entriesRemaining });
 
   if (resource.metadata.deletionTimestamp) {
     return verdict(false, 'Deleting', entriesRemaining === 0 ? 'entries removed from every node' : `waiting for agents to remove ${entriesRemaining} kernel entr${entriesRemaining === 1 ? 'y' : 'ies'}`);

@@ -15,6 +15,8 @@ import type { KernelTables } from './converge.js';
 export interface OpenKernelTables extends KernelTables {
   /** Port id of the socket the changes go out on (events caused by them carry it). */
   readonly portId: number;
+  /** What this kernel keeps, learned when the tables were opened. */
+  readonly features: KernelFeatures;
   /** Entries the dump held that the model cannot represent (counted as foreign). */
   readonly skipped: () => number;
   /** The boot and network namespace these tables belong to (what the ownership ledger describes). */

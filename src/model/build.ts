@@ -27,6 +27,7 @@ import { KeyMaterial } from '../xfrm/key-material.js';
 import { anySelector } from '../xfrm/defaults.js';
 import type {
   IpsecPolicySpec,
+  LabelSelector,
   LifetimeSpec,
   MarkSpec,
   SecretKeyRef,
@@ -38,6 +39,8 @@ import type { FieldError } from '../crd/validate.js';
 import { findAlgorithm, algorithmNames, type AlgorithmKind, type AlgorithmSpec } from './algorithms.js';
 import { anyAddress, parseAddress, parsePrefix } from './ip.js';
 import { ICMP_PROTOCOLS, PORT_PROTOCOLS, protocolNumber } from './protocols.js';
+import { quoted, quotedName } from '../crd/echo.js';
+import { dnsSubdomainProblems, labelValueProblems, qualifiedNameProblems, secretKeyProblems } from '../crd/names.js';
 
 /** Where keys come from: Secrets of the operator's namespace (or of the CLI's input files). */
 export interface KeySource {
@@ -83,10 +86,11 @@ class Problems {
 
 export function buildSecurityAssociation(spec: SecurityAssociationSpec, context: BuildContext): BuildResult<SecurityAssociation> {
   const problems = new Problems();
+  nodeSelectorProblems(spec.nodeSelector, problems);
   const source = parseAddress(spec.source);
   const destination = parseAddress(spec.destination);
-  if (!source) problems.add('spec.source', `"${spec.source}" is not an IPv4 or IPv6 address`);
-  if (!destination) problems.add('spec.destination', `"${spec.destination}" is not an IPv4 or IPv6 address`);
+  if (!source) problems.add('spec.source', `${quoted(spec.source)} is not an IPv4 or IPv6 address`);
+  if (!destination) problems.add('spec.destination', `${quoted(spec.destination)} is not an IPv4 or IPv6 address`);
   if (source && destination && source.family !== destination.family) {
     problems.add('spec.destination', `source is ${familyName(source.family)} but destination is ${familyName(destination.family)}`);
   }
@@ -97,6 +101,10 @@ export function buildSecurityAssociation(spec: SecurityAssociationSpec, context:
   const selector = spec.selector
     ? buildSelector(spec.selector, 'spec.selector', context, problems)
     : anySelector(family);
+  // The kernel: "Only tunnel modes can accommodate a change of family" (beet counts as one).
+  if (spec.selector && mode === 'transport' && selector.family !== undefined && selector.family !== family && (source || destination)) {
+    problems.add('spec.selector', `a transport-mode SA carries only its own family (${familyName(family)}); this selector is ${familyName(selector.family)}`);
+  }
 
   if ((spec.tfcPad ?? 0) !== 0 && mode !== 'tunnel') problems.add('spec.tfcPad', 'tfcPad needs tunnel mode');
   const esn = spec.esn === true;
@@ -107,7 +115,10 @@ export function buildSecurityAssociation(spec: SecurityAssociationSpec, context:
   let encapsulation: SecurityAssociation['encapsulation'];
   if (spec.encapsulation) {
     const original = spec.encapsulation.originalAddress === undefined ? { family, address: anyAddress(family) } : parseAddress(spec.encapsulation.originalAddress);
-    if (!original) problems.add('spec.encapsulation.originalAddress', 'is not an IPv4 or IPv6 address');
+    if (!original) problems.add('spec.encapsulation.originalAddress', `${quoted(spec.encapsulation.originalAddress)} is not an IPv4 or IPv6 address`);
+    else if (original.family !== family) {
+      problems.add('spec.encapsulation.originalAddress', `is ${familyName(original.family)} but the SA is ${familyName(family)}`);
+    }
     encapsulation = {
       type: spec.encapsulation.type,
       sourcePort: spec.encapsulation.sourcePort,
@@ -118,7 +129,8 @@ export function buildSecurityAssociation(spec: SecurityAssociationSpec, context:
   let careOfAddress: string | undefined;
   if (spec.careOfAddress !== undefined) {
     const parsed = parseAddress(spec.careOfAddress);
-    if (!parsed) problems.add('spec.careOfAddress', 'is not an IPv4 or IPv6 address');
+    if (!parsed) problems.add('spec.careOfAddress', `${quoted(spec.careOfAddress)} is not an IPv4 or IPv6 address`);
+    else if (parsed.family !== family) problems.add('spec.careOfAddress', `is ${familyName(parsed.family)} but the SA is ${familyName(family)}`);
     careOfAddress = parsed?.address;
   }
 
@@ -145,11 +157,31 @@ export function buildSecurityAssociation(spec: SecurityAssociationSpec, context:
 
 export function buildSecurityPolicy(spec: IpsecPolicySpec, context: BuildContext): BuildResult<SecurityPolicy> {
   const problems = new Problems();
+  nodeSelectorProblems(spec.nodeSelector, problems);
   const selector = buildSelector(spec.selector, 'spec.selector', context, problems);
   const selectorFamily = selector.family ?? 'inet';
-  const templates = (spec.templates ?? []).map((template, index) =>
-    buildTemplate(template, `spec.templates[${index}]`, selectorFamily, problems),
-  );
+  // The kernel keeps a policy's direction in the low 3 bits of its index and refuses an index
+  // that says otherwise (xfrm_policy_id2dir); caught here, it is an input error with a path
+  // rather than a kernel refusal after other entries went in.
+  const directionBits = DIRECTION_BITS[spec.direction];
+  if (spec.index !== undefined && spec.index !== 0 && (spec.index & 7) !== directionBits) {
+    problems.add('spec.index', `the low 3 bits of an index give its direction: ${spec.direction} needs index % 8 == ${directionBits}, and ${spec.index} % 8 is ${spec.index & 7}`);
+  }
+  // Each transport template stays in the family of what precedes it (the selector, then the
+  // previous template); only tunnel and beet templates change family (the kernel's validate_tmpl).
+  let previousFamily = selectorFamily;
+  const templates = (spec.templates ?? []).map((template, index) => {
+    const path = `spec.templates[${index}]`;
+    const built = buildTemplate(template, path, previousFamily, problems);
+    if (built.mode === 'transport' && built.family !== previousFamily) {
+      problems.add(path, `a transport template cannot change the address family (${familyName(previousFamily)} to ${familyName(built.family)}); use tunnel mode`);
+    }
+    if (built.mode !== 'transport' && built.level === 'use' && spec.direction === 'out') {
+      problems.add(`${path}.level`, 'an optional (use) tunnel or beet template is not allowed in an outbound policy');
+    }
+    previousFamily = built.family;
+    return built;
+  });
   if ((spec.action ?? 'allow') === 'block' && templates.length > 0) {
     problems.add('spec.templates', 'a block policy takes no templates');
   }
@@ -169,8 +201,8 @@ export function buildSecurityPolicy(spec: IpsecPolicySpec, context: BuildContext
 function buildTemplate(spec: TemplateSpec, path: string, selectorFamily: AddressFamily, problems: Problems): PolicyTemplate {
   const source = spec.source === undefined ? undefined : parseAddress(spec.source);
   const destination = spec.destination === undefined ? undefined : parseAddress(spec.destination);
-  if (spec.source !== undefined && !source) problems.add(`${path}.source`, `"${spec.source}" is not an IPv4 or IPv6 address`);
-  if (spec.destination !== undefined && !destination) problems.add(`${path}.destination`, `"${spec.destination}" is not an IPv4 or IPv6 address`);
+  if (spec.source !== undefined && !source) problems.add(`${path}.source`, `${quoted(spec.source)} is not an IPv4 or IPv6 address`);
+  if (spec.destination !== undefined && !destination) problems.add(`${path}.destination`, `${quoted(spec.destination)} is not an IPv4 or IPv6 address`);
   if (source && destination && source.family !== destination.family) {
     problems.add(`${path}.destination`, `source is ${familyName(source.family)} but destination is ${familyName(destination.family)}`);
   }
@@ -259,18 +291,34 @@ function buildAuth(spec: SecurityAssociationSpec, context: BuildContext, problem
 
 function lookupAlgorithm(kind: AlgorithmKind, name: string, path: string, problems: Problems): AlgorithmSpec | undefined {
   const algorithm = findAlgorithm(kind, name);
-  if (!algorithm) problems.add(path, `unknown ${kindName(kind)} algorithm "${name}"; known: ${algorithmNames(kind).join(', ')}`);
+  if (!algorithm) problems.add(path, `unknown ${kindName(kind)} algorithm ${quoted(name)}; known: ${algorithmNames(kind).join(', ')}`);
   return algorithm;
 }
 
+/**
+ * The key a keyRef names. Names are echoed only through quotedName: a keyRef is where a key
+ * pasted in the wrong place would land, and its names are never compared with (or shown
+ * beside) the Secret's values.
+ */
 function readKey(ref: SecretKeyRef, algorithm: AlgorithmSpec, path: string, context: BuildContext, problems: Problems): KeyMaterial | undefined {
+  const secret = quotedName(ref.name);
+  const key = quotedName(ref.key);
+  // Names no Secret can have: say so, rather than "not found", and look nothing up.
+  if (dnsSubdomainProblems(ref.name).length > 0) {
+    problems.add(`${path}.name`, `${secret} is not a valid Secret name (a DNS subdomain)`);
+    return undefined;
+  }
+  if (secretKeyProblems(ref.key).length > 0) {
+    problems.add(`${path}.key`, `${key} is not a valid Secret key name (letters, digits, '-', '_' and '.')`);
+    return undefined;
+  }
   const found = context.keys.lookup(ref.name, ref.key);
   if (found === 'missing-secret') {
-    problems.add(`${path}.name`, `Secret "${ref.name}" not found`, 'MissingSecret');
+    problems.add(`${path}.name`, `Secret ${secret} not found`, 'MissingSecret');
     return undefined;
   }
   if (found === 'missing-key') {
-    problems.add(`${path}.key`, `Secret "${ref.name}" has no key "${ref.key}"`, 'MissingSecret');
+    problems.add(`${path}.key`, `Secret ${secret} has no key ${key}`, 'MissingSecret');
     return undefined;
   }
   let bytes = found;
@@ -278,7 +326,7 @@ function readKey(ref: SecretKeyRef, algorithm: AlgorithmSpec, path: string, cont
     const text = found.toString('latin1').trim().replace(/^0x/i, '');
     if (!/^([0-9a-fA-F]{2})*$/.test(text)) {
       // Say what is wrong without quoting any of the value.
-      problems.add(`${path}.key`, `Secret "${ref.name}" key "${ref.key}" is not hex text of whole bytes (encoding: hex)`, 'InvalidKey');
+      problems.add(`${path}.key`, `Secret ${secret} key ${key} is not hex text of whole bytes (encoding: hex)`, 'InvalidKey');
       return undefined;
     }
     bytes = Buffer.from(text, 'hex');
@@ -287,7 +335,7 @@ function readKey(ref: SecretKeyRef, algorithm: AlgorithmSpec, path: string, cont
   if (!algorithm.keyBits.includes(bits)) {
     problems.add(
       `${path}.key`,
-      `${algorithm.name} needs a key of ${formatBits(algorithm.keyBits)}; Secret "${ref.name}" key "${ref.key}" holds ${bits} bits`,
+      `${algorithm.name} needs a key of ${formatBits(algorithm.keyBits)}; Secret ${secret} key ${key} holds ${bits} bits`,
       'InvalidKey',
     );
     return undefined;
@@ -307,7 +355,7 @@ export function buildSelector(spec: SelectorSpec, path: string, context: BuildCo
   let protocol = 0;
   if (spec.protocol !== undefined) {
     const number = protocolNumber(spec.protocol);
-    if (number === undefined) problems.add(`${path}.protocol`, `unknown IP protocol "${spec.protocol}"`);
+    if (number === undefined) problems.add(`${path}.protocol`, `unknown IP protocol ${quoted(spec.protocol)}`);
     protocol = number ?? 0;
   }
   const hasPorts = spec.sourcePort !== undefined || spec.destinationPort !== undefined;
@@ -320,7 +368,7 @@ export function buildSelector(spec: SelectorSpec, path: string, context: BuildCo
   let ifindex = 0;
   if (spec.device !== undefined) {
     const resolved = context.resolveDevice(spec.device);
-    if (resolved === undefined) problems.add(`${path}.device`, `no interface "${spec.device}" on this node`);
+    if (resolved === undefined) problems.add(`${path}.device`, `no interface ${quoted(spec.device)} on this node`);
     ifindex = resolved ?? 0;
   }
   const asPrefix = (parsed: ReturnType<typeof parsePrefix>): Prefix =>
@@ -356,6 +404,37 @@ export function buildLifetime(spec: LifetimeSpec | undefined): LifetimeConfig {
     softUseExpiresSeconds: seconds(spec?.soft?.useExpiresSeconds),
     hardUseExpiresSeconds: seconds(spec?.hard?.useExpiresSeconds),
   };
+}
+
+/** XFRM_POLICY_IN, _OUT, _FWD: what the low 3 bits of a policy index must hold. */
+const DIRECTION_BITS: Record<IpsecPolicySpec['direction'], number> = { in: 0, out: 1, fwd: 2 };
+
+/**
+ * A nodeSelector as the API server validates a LabelSelector (ValidateLabelSelector): the CRD
+ * schema only says "strings", but a key that is not a label key can never match a node, and
+ * In/NotIn without values or Exists with values is a mistake, not a selection.
+ */
+function nodeSelectorProblems(selector: LabelSelector | undefined, problems: Problems): void {
+  if (!selector) return;
+  for (const [key, value] of Object.entries(selector.matchLabels ?? {})) {
+    const path = `spec.nodeSelector.matchLabels[${quoted(key)}]`;
+    for (const problem of qualifiedNameProblems(key)) problems.add(path, `key ${problem}`);
+    for (const problem of labelValueProblems(value)) problems.add(path, problem);
+  }
+  (selector.matchExpressions ?? []).forEach((requirement, index) => {
+    const path = `spec.nodeSelector.matchExpressions[${index}]`;
+    for (const problem of qualifiedNameProblems(requirement.key)) problems.add(`${path}.key`, problem);
+    const values = requirement.values ?? [];
+    if ((requirement.operator === 'In' || requirement.operator === 'NotIn') && values.length === 0) {
+      problems.add(`${path}.values`, `must be specified when operator is ${requirement.operator}`);
+    }
+    if ((requirement.operator === 'Exists' || requirement.operator === 'DoesNotExist') && values.length > 0) {
+      problems.add(`${path}.values`, `may not be specified when operator is ${requirement.operator}`);
+    }
+    values.forEach((value, valueIndex) => {
+      for (const problem of labelValueProblems(value)) problems.add(`${path}.values[${valueIndex}]`, problem);
+    });
+  });
 }
 
 function buildMark(spec: MarkSpec | undefined): Mark | undefined {

@@ -1,31 +1,41 @@
 /**
- * Parsing and canonical printing of the addresses and prefixes users write in manifests.
- * The canonical form is the one the kernel codec prints (and `ip xfrm` shows), so desired
- * and observed entries compare as plain strings.
+ * The addresses and prefixes users write in manifests, parsed by the codec's own parser
+ * (../xfrm/address.ts) so that the model and the kernel codec have one canonical form: what
+ * the codec prints for a dumped entry is exactly what the model builds for the desired one
+ * (`::ffff:192.0.2.1` stays that, never `::ffff:c000:201`), and the planner compares them as
+ * strings. This module only adds what manifests need beyond the codec: results instead of
+ * exceptions, and the refusal of host bits beyond a prefix length.
  */
-import { isIPv4, isIPv6 } from 'node:net';
 import type { AddressFamily, Prefix } from '../xfrm/types.js';
+import { AddressError, formatAddress, maxPrefixLength, parseAddress as parseCodecAddress } from '../xfrm/address.js';
+import { quoted } from '../crd/echo.js';
 
 export interface ParsedAddress {
   readonly family: AddressFamily;
   readonly address: string;
 }
 
-/** Canonical text of an address, or undefined when `text` is not an IPv4 or IPv6 address. */
-export function parseAddress(text: string): ParsedAddress | undefined {
-  if (isIPv4(text)) {
-    return { family: 'inet', address: text.split('.').map((octet) => String(Number(octet))).join('.') };
-  }
-  if (isIPv6(text) && !text.includes('%')) {
-    // WHATWG URL serialisation of an IPv6 host is RFC 5952: lower case, longest zero run
-    // compressed, embedded IPv4 rewritten as hex, exactly what `ip` prints.
-    const host = new URL(`http://[${text}]/`).hostname;
-    return { family: 'inet6', address: host.slice(1, -1) };
-  }
-  return undefined;
+interface ParsedBytes extends ParsedAddress {
+  readonly bytes: Buffer;
 }
 
-export const ADDRESS_BITS: Record<AddressFamily, number> = { inet: 32, inet6: 128 };
+function parse(text: string): ParsedBytes | undefined {
+  try {
+    const parsed = parseCodecAddress(text);
+    return { family: parsed.family, address: formatAddress(parsed.family, parsed.bytes), bytes: parsed.bytes };
+  } catch (error) {
+    if (error instanceof AddressError) return undefined;
+    throw error;
+  }
+}
+
+/** Canonical text of an address, or undefined when `text` is not an IPv4 or IPv6 address. */
+export function parseAddress(text: string): ParsedAddress | undefined {
+  const parsed = parse(text);
+  return parsed && { family: parsed.family, address: parsed.address };
+}
+
+export const ADDRESS_BITS: Record<AddressFamily, number> = { inet: maxPrefixLength('inet'), inet6: maxPrefixLength('inet6') };
 
 export interface ParsedPrefix extends Prefix {
   readonly family: AddressFamily;
@@ -39,37 +49,24 @@ export interface ParsedPrefix extends Prefix {
 export function parsePrefix(text: string): ParsedPrefix | string {
   const slash = text.indexOf('/');
   const addressText = slash < 0 ? text : text.slice(0, slash);
-  const parsed = parseAddress(addressText);
-  if (!parsed) return `"${addressText}" is not an IPv4 or IPv6 address`;
+  const parsed = parse(addressText);
+  if (!parsed) return `${quoted(addressText)} is not an IPv4 or IPv6 address`;
   const maxBits = ADDRESS_BITS[parsed.family];
   let prefixLength = maxBits;
   if (slash >= 0) {
     const lengthText = text.slice(slash + 1);
-    if (!/^\d{1,3}$/.test(lengthText) || Number(lengthText) > maxBits) {
-      return `prefix length "${lengthText}" must be 0..${maxBits}`;
+    if (!/^(0|[1-9][0-9]{0,2})$/.test(lengthText) || Number(lengthText) > maxBits) {
+      return `prefix length ${quoted(lengthText)} must be 0..${maxBits}`;
     }
     prefixLength = Number(lengthText);
   }
-  if (!hostBitsClear(parsed, prefixLength)) {
-    return `${text} has bits set beyond /${prefixLength}: write the network address or a longer prefix`;
+  if (!hostBitsClear(parsed.bytes, prefixLength)) {
+    return `${quoted(text)} has bits set beyond /${prefixLength}: write the network address or a longer prefix`;
   }
   return { family: parsed.family, address: parsed.address, prefixLength };
 }
 
-function addressBytes(parsed: ParsedAddress): Buffer {
-  if (parsed.family === 'inet') return Buffer.from(parsed.address.split('.').map(Number));
-  const [head = '', tail = ''] = parsed.address.split('::') as [string, string?];
-  const groups = (part: string) => (part === '' ? [] : part.split(':'));
-  const left = groups(head);
-  const right = parsed.address.includes('::') ? groups(tail) : [];
-  const all = [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
-  const bytes = Buffer.alloc(16);
-  all.forEach((group, index) => bytes.writeUInt16BE(parseInt(group, 16), index * 2));
-  return bytes;
-}
-
-function hostBitsClear(parsed: ParsedAddress, prefixLength: number): boolean {
-  const bytes = addressBytes(parsed);
+function hostBitsClear(bytes: Buffer, prefixLength: number): boolean {
   for (let bit = prefixLength; bit < bytes.length * 8; bit++) {
     if ((bytes[bit >> 3]! >> (7 - (bit & 7))) & 1) return false;
   }

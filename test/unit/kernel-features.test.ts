@@ -21,6 +21,9 @@ import type { DesiredTables, ObservedTables } from '../../src/plan/planner.js';
 import { KERNEL_FEATURES, kernelFeatures, parseKernelRelease, unsupportedFields, type KernelFeatures } from '../../src/xfrm/kernel-features.js';
 import type { SecurityAssociation, SecurityPolicy } from '../../src/xfrm/types.js';
 import { sa, saSpec, TEST_KEYS } from '../support/entries.js';
+import { XfrmClient } from '../../src/xfrm/client.js';
+import { stateDirectionProbeRequest } from '../../src/xfrm/messages.js';
+import { ScriptedTransport, ackPayload } from './fixtures/scripted-transport.js';
 
 const DEBIAN_61 = '6.1.0-57-amd64';
 const DEBIAN_612 = '6.12.117+deb12-amd64';
@@ -264,5 +267,43 @@ describe('the verifying pass stops on what the kernel did not keep (KernelDidNot
     expect(notKept([{ ...create, key: 'other' }], { steps: [replace], conflicts: [] } as never)).toEqual([]);
     expect(notKept([{ ...create, target: 'policy' } as never], { steps: [replace], conflicts: [] } as never)).toEqual([]);
     expect(notKept([create], { steps: [replace], conflicts: [] } as never).map((entry) => entry.fields)).toEqual([['direction']]);
+  });
+});
+
+describe('the SA-direction probe', () => {
+  it('is a GETSA of SPI 0 carrying direction 0 (outside 1..2), byte for byte', () => {
+    const request = stateDirectionProbeRequest();
+    expect(request.type).toBe(0x12); // XFRM_MSG_GETSA
+    expect(request.flags).toBe(0);
+    const expected = Buffer.alloc(24 + 8);
+    expected.writeUInt16LE(2, 20); // xfrm_usersa_id.family AF_INET (daddr 0, spi 0)
+    expected.writeUInt8(50, 22); // proto esp
+    expected.writeUInt16LE(5, 24); // nla_len: header + u8
+    expected.writeUInt16LE(33, 26); // XFRMA_SA_DIR, value 0, padding
+    expect(request.body.toString('hex')).toBe(expected.toString('hex'));
+  });
+
+  it.each([
+    ['ERANGE (6.10+: out of range)', 34, true],
+    ['EINVAL (6.10+: refused while parsing)', 22, true],
+    ['ESRCH (older: attribute skipped, no such SA)', 3, false],
+  ])('reads %s', async (_, errno, kept) => {
+    const transport = new ScriptedTransport((request) => [[{ type: 2, sequence: request.sequence, payload: ackPayload(request, errno), flags: 0x100 }]]);
+    const client = new XfrmClient(transport);
+    try {
+      expect(await client.keepsStateDirection()).toBe(kept);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('rejects an answer that says neither (EPERM), naming the probe', async () => {
+    const transport = new ScriptedTransport((request) => [[{ type: 2, sequence: request.sequence, payload: ackPayload(request, 1), flags: 0x100 }]]);
+    const client = new XfrmClient(transport);
+    try {
+      await expect(client.keepsStateDirection()).rejects.toThrow(/probe of XFRMA_SA_DIR: EPERM/);
+    } finally {
+      client.close();
+    }
   });
 });
