@@ -17,7 +17,7 @@ import type { OwnershipStore, StepFailure } from '../apply/applier.js';
 import type { DesiredTables, Plan, Step } from '../plan/planner.js';
 import { describeStep } from '../plan/describe.js';
 import { stateKey } from '../plan/identity.js';
-import type { ResourceReport } from '../controller/analysis.js';
+import type { ResourceReport } from '../crd/node-state.js';
 
 export interface NodeInputs {
   /** Every SecurityAssociation and IpsecPolicy in the cluster (the agent filters). */

@@ -16,16 +16,7 @@ import { selectsNode } from '../model/node-selector.js';
 import { policyKey, stateKey } from '../plan/identity.js';
 import { compareResourceAge, resourceName } from '../model/ordering.js';
 import { capMessage } from '../crd/echo.js';
-
-export interface ResourceReport {
-  readonly kind: 'SecurityAssociation' | 'IpsecPolicy';
-  readonly name: string;
-  readonly generation?: number;
-  readonly state: 'Applied' | 'Failed' | 'Removed';
-  readonly reason?: string;
-  readonly message?: string;
-  readonly entries?: number;
-}
+import type { ResourceReport } from '../crd/node-state.js';
 
 export interface NodeReport {
   readonly node: string;
