@@ -19,20 +19,24 @@ import { IpsecResources, coreListerWatcher } from '../kube/client.js';
 import { Informer } from '../kube/informer.js';
 import { WorkQueue } from '../kube/workqueue.js';
 import { runWorkers } from '../kube/reconcile.js';
+import { runInOrder, type Runnable } from '../kube/runnables.js';
+import { cachesRunnable, healthServerRunnable, loopRunnable } from '../kube/components.js';
 import { createOperatorMetrics } from '../kube/metrics.js';
 import { HealthServer } from '../kube/health.js';
 import { setCondition, type Condition } from '../kube/conditions.js';
 import type { Logger } from '../kube/logger.js';
 import type { IpsecPolicyResource, SecurityAssociationResource } from '../crd/types.js';
-import { openKernelTables } from '../engine/kernel.js';
+import type { IpsecNodeState, IpsecNodeStateSpec, IpsecNodeStateStatus } from '../crd/node-state.js';
+import { openKernelTables, type OpenKernelTables } from '../engine/kernel.js';
 import { readDevices } from '../engine/devices.js';
 import { Ledger, ledgerPath } from '../ownership/ledger.js';
 import { XfrmMonitor } from '../xfrm/monitor.js';
-import { isOwnEvent } from '../xfrm/events.js';
+import { isOwnEvent, type XfrmEvent } from '../xfrm/events.js';
 import { inboundStateKeys, type ObservedTables } from '../plan/planner.js';
 import { stateKey } from '../plan/identity.js';
 import { reconcileNode, type NodeReconcileResult } from './node-reconciler.js';
 import { AgentMetrics } from './agent-metrics.js';
+import { AgentEncapSockets } from './encap-sockets.js';
 import { readXfrmStat, supportedAlgorithms } from './kernel-info.js';
 import { VERSION } from '../version.js';
 
@@ -48,7 +52,10 @@ export interface AgentOptions {
   readonly resyncSeconds: number;
   readonly perSaMetrics: boolean;
   readonly logger: Logger;
+  /** Aborting it stops the agent (SIGTERM, SIGINT). */
   readonly signal: AbortSignal;
+  /** Bound on the whole shutdown; default ../kube/runnables.ts DEFAULT_SHUTDOWN_GRACE_MS. */
+  readonly shutdownGraceMs?: number;
 }
 
 const KEY = 'node';
@@ -59,11 +66,10 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   const registry = new Registry();
   const operatorMetrics = createOperatorMetrics(registry);
   const metrics = new AgentMetrics(registry, { perSaMetrics: options.perSaMetrics, readXfrmStat: () => readXfrmStat(netns) });
+  // The UDP sockets the kernel needs to receive ESP in UDP (NAT-T) for the SAs we own.
+  const encapSockets = new AgentEncapSockets({ netns, registry, logger });
 
-  // The kernel first: an agent that cannot open its socket or lock its ledger must not start.
-  const kernel = await openKernelTables(netns);
-  const ledger = await Ledger.open(ledgerPath(options.stateDirectory, netns));
-  const monitor = XfrmMonitor.open(netns === undefined ? {} : { netns });
+  const kernel = kernelRunnable(netns, ledgerPath(options.stateDirectory, netns));
 
   const resources = new IpsecResources(options.kubeConfig);
   const informerOptions = (resource: string) => ({ logger, hooks: operatorMetrics.informerHooks(resource) });
@@ -80,7 +86,6 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   const health = new HealthServer({ address: options.metricsAddress, registry, logger });
   health.addReadinessCheck('caches-synced', () => informers.every((informer) => informer.hasSynced()) || 'waiting for the first list of every resource');
   health.addReadinessCheck('kernel-synced', () => lastSync !== undefined || 'the kernel has not been reconciled yet');
-  await health.start();
 
   const lastSequence = new Map<string, bigint>();
   let driftSuspected = false;
@@ -92,21 +97,21 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   const nodeStates = resources.statusWriter(FIELD_MANAGER);
 
   // Kernel events: anything not caused by our own socket may be drift; lost events likewise.
-  const watchKernel = (async () => {
-    for await (const event of monitor) {
-      if (event.kind === 'state-expired') {
-        if (ledger.records().has(stateKey(event.state.id))) metrics.expireEvents.inc({ kind: event.hard ? 'hard' : 'soft' });
-        if (!event.hard) continue;
-      }
-      if (event.kind === 'overrun' || !isOwnEvent(event, kernel.portId)) {
-        driftSuspected = true;
-        driftSince ??= Date.now();
-        trigger();
-      }
+  const onKernelEvent = (event: XfrmEvent): void => {
+    const { tables, ledger } = kernel.handles();
+    if (event.kind === 'state-expired') {
+      if (ledger.records().has(stateKey(event.state.id))) metrics.expireEvents.inc({ kind: event.hard ? 'hard' : 'soft' });
+      if (!event.hard) return;
     }
-  })();
+    if (event.kind === 'overrun' || !isOwnEvent(event, tables.portId)) {
+      driftSuspected = true;
+      driftSince ??= Date.now();
+      trigger();
+    }
+  };
 
   const reconcile = async (): Promise<{ requeueAfter: number }> => {
+    const { tables, ledger } = kernel.handles();
     if (!informers.every((informer) => informer.hasSynced())) return { requeueAfter: 1000 };
     const node = nodes.get(nodeName);
     if (!node) {
@@ -131,7 +136,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         resolveDevice: (name) => devices.indexByName.get(name),
         lastSequence,
       },
-      kernel,
+      tables,
       ledger,
     );
     metrics.recordApply(result.applied, result.failures);
@@ -150,13 +155,14 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     }
     metrics.resourcesFailed.set(result.reports.filter((report) => report.state === 'Failed').length);
     // One dump after the reconcile serves the metrics, the sequence bookkeeping and the node state.
-    const observed = await kernel.dump();
+    const observed = await tables.dump();
     recordTables(observed, ledger, metrics, lastSequence);
-    await writeNodeState(result, observed);
+    encapSockets.sync(observed.states, (sa) => ledger.records().get(stateKey(sa.id))?.resource);
+    await writeNodeState(result, observed, ledger);
     return { requeueAfter: options.resyncSeconds * 1000 };
   };
 
-  const writeNodeState = async (result: NodeReconcileResult, observed: ObservedTables): Promise<void> => {
+  const writeNodeState = async (result: NodeReconcileResult, observed: ObservedTables, ledger: Ledger): Promise<void> => {
     const now = new Date();
     const failed = result.reports.filter((report) => report.state === 'Failed');
     conditions = setCondition(
@@ -166,7 +172,9 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         : { type: 'Ready', status: 'False', reason: failed.length > 0 ? 'ResourcesFailed' : 'NotConverged', message: failed.length > 0 ? `${failed.length} resource(s) not applied` : 'the kernel does not match yet' },
       now,
     );
-    const owned = ledger.records();
+    const owned = [...ledger.records().values()];
+    const ownedStates = owned.filter((record) => record.target === 'state').length;
+    const ownedPolicies = owned.filter((record) => record.target === 'policy').length;
     const status = {
       ...(lastSync ? { lastSyncTime: lastSync.toISOString().replace(/\.\d{3}Z$/, 'Z') } : {}),
       lastAttemptTime: now.toISOString().replace(/\.\d{3}Z$/, 'Z'),
@@ -174,34 +182,107 @@ export async function runAgent(options: AgentOptions): Promise<void> {
       kernelRelease: release(),
       algorithms: await supportedAlgorithms(),
       entries: {
-        ownedStates: [...owned.values()].filter((record) => record.target === 'state').length,
-        ownedPolicies: [...owned.values()].filter((record) => record.target === 'policy').length,
-        foreignStates: observed.states.length - [...owned.values()].filter((record) => record.target === 'state').length,
-        foreignPolicies: observed.policies.length - [...owned.values()].filter((record) => record.target === 'policy').length,
+        ownedStates,
+        ownedPolicies,
+        foreignStates: observed.states.length - ownedStates,
+        foreignPolicies: observed.policies.length - ownedPolicies,
       },
       driftRepairs,
       resources: result.reports,
       conditions,
-    };
-    const existing = await resources.get<{ status?: unknown }>('ipsecnodestates', nodeName);
-    if (!existing) await resources.apply('ipsecnodestates', { metadata: { name: nodeName }, spec: { nodeName } }, FIELD_MANAGER);
-    await nodeStates.write('ipsecnodestates', nodeName, existing?.status, status);
+    } satisfies IpsecNodeStateStatus;
+    const existing = await resources.get<IpsecNodeState>('ipsecnodestates', nodeName);
+    if (!existing) await resources.apply('ipsecnodestates', { metadata: { name: nodeName }, spec: { nodeName } satisfies IpsecNodeStateSpec }, FIELD_MANAGER);
+    await nodeStates.write('ipsecnodestates', nodeName, existing?.status, { ...status, encapsulationSockets: encapSockets.reports() });
   };
 
-  for (const informer of informers) informer.start();
-  trigger(); // each reconcile requeues itself after resyncSeconds: the periodic full resync
-  logger.info('agent started', { node: nodeName, netns: netns ?? '(host)', version: VERSION });
+  // Start order: the kernel socket and the ledger lock first (an agent that cannot open them
+  // must not start, and must say so before waiting on the API server); then the probes; then
+  // the caches (nothing is reconciled from a partial view); then the kernel monitor, so that
+  // no event falls between the first reconcile's dump and the monitor; the workers last.
+  // Shutdown runs the other way: the workers finish their reconcile before the monitor, the
+  // caches and the ledger go.
   try {
-    await runWorkers(queue, 1, reconcile, { controller: 'agent', logger, hooks: operatorMetrics.reconcileHooks('agent'), signal: options.signal });
+    await runInOrder(
+      [
+        kernel,
+        healthServerRunnable(health),
+        cachesRunnable(informers),
+        kernelMonitorRunnable(netns, onKernelEvent),
+        loopRunnable(
+          'workers',
+          (signal) => runWorkers(queue, 1, reconcile, { controller: 'agent', logger, hooks: operatorMetrics.reconcileHooks('agent'), signal }),
+          {
+            onStart: () => {
+              trigger(); // each reconcile requeues itself after resyncSeconds: the periodic full resync
+              logger.info('agent started', { node: nodeName, netns: netns ?? '(host)', version: VERSION });
+            },
+          },
+        ),
+      ],
+      options.signal,
+      { logger, ...(options.shutdownGraceMs === undefined ? {} : { shutdownGraceMs: options.shutdownGraceMs }) },
+    );
   } finally {
-    for (const informer of informers) informer.stop();
-    monitor.close();
-    await watchKernel.catch(() => undefined);
-    await health.stop();
-    await ledger.close();
-    kernel.close();
-    logger.info('agent stopped; the kernel keeps its entries');
+    queue.shutDown();
+    encapSockets.closeAll();
   }
+  logger.info('agent stopped; the kernel keeps its entries');
+}
+
+interface KernelHandles {
+  readonly tables: OpenKernelTables;
+  readonly ledger: Ledger;
+}
+
+/** The request socket and the ledger (locked while the agent runs). */
+function kernelRunnable(netns: string | undefined, path: string): Runnable & { handles(): KernelHandles } {
+  let tables: OpenKernelTables | undefined;
+  let ledger: Ledger | undefined;
+  return {
+    name: 'kernel socket and ownership ledger',
+    async start() {
+      tables = await openKernelTables(netns);
+      ledger = await Ledger.open(path, { scope: tables.scope });
+    },
+    async stop() {
+      try {
+        await ledger?.close();
+      } finally {
+        tables?.close();
+      }
+    },
+    handles() {
+      if (tables === undefined || ledger === undefined) throw new Error('the kernel socket and the ledger are not open yet');
+      return { tables, ledger };
+    },
+  };
+}
+
+/**
+ * Kernel events on a socket of their own. The stream ending or failing while the agent runs
+ * means drift could go unseen: that stops the agent (and its pod restarts it) rather than
+ * leaving it running blind.
+ */
+function kernelMonitorRunnable(netns: string | undefined, onEvent: (event: XfrmEvent) => void): Runnable {
+  let monitor: XfrmMonitor | undefined;
+  let reading: Promise<void> | undefined;
+  return {
+    name: 'kernel monitor',
+    start() {
+      const opened = XfrmMonitor.open(netns === undefined ? {} : { netns });
+      monitor = opened;
+      reading = (async () => {
+        for await (const event of opened) onEvent(event);
+      })();
+      reading.catch(() => undefined); // reported through done()
+    },
+    done: () => reading ?? Promise.resolve(),
+    async stop() {
+      monitor?.close();
+      await reading?.catch(() => undefined);
+    },
+  };
 }
 
 /** The Secrets' data, decoded, by Secret name and key. Values are never logged. */

@@ -15,6 +15,8 @@ import { IpsecResources, coreListerWatcher, type IpsecPlural } from '../kube/cli
 import { Informer } from '../kube/informer.js';
 import { WorkQueue } from '../kube/workqueue.js';
 import { runWorkers } from '../kube/reconcile.js';
+import { runInOrder } from '../kube/runnables.js';
+import { cachesRunnable, healthServerRunnable, loopRunnable } from '../kube/components.js';
 import { createOperatorMetrics } from '../kube/metrics.js';
 import { HealthServer } from '../kube/health.js';
 import { setCondition, type Condition } from '../kube/conditions.js';
@@ -23,7 +25,8 @@ import { LeaderElector, kubeLeaseStore } from '../kube/leader-election.js';
 import { isNotFound } from '../kube/api-errors.js';
 import type { Logger } from '../kube/logger.js';
 import { API_GROUP, API_VERSION, type IpsecResource } from '../crd/types.js';
-import { findConflicts, judge, type ClusterView, type NodeReport, type Verdict } from './analysis.js';
+import { reportedNode, type IpsecNodeState } from '../crd/node-state.js';
+import { findConflicts, judge, type ClusterView, type Verdict } from './analysis.js';
 import { VERSION } from '../version.js';
 
 export const FINALIZER = 'ipsec.xfrm.io/kernel-cleanup';
@@ -46,12 +49,6 @@ export interface ControllerOptions {
 
 type Stored = IpsecResource & { metadata: { creationTimestamp?: string; resourceVersion?: string; uid?: string }; status?: { conditions?: Condition[] } & Record<string, unknown> };
 
-interface NodeStateObject {
-  metadata?: { name?: string };
-  spec?: { nodeName?: string };
-  status?: { resources?: NodeReport['resources'] };
-}
-
 const PLURAL: Record<IpsecResource['kind'], IpsecPlural> = { SecurityAssociation: 'securityassociations', IpsecPolicy: 'ipsecpolicies' };
 
 export async function runController(options: ControllerOptions): Promise<void> {
@@ -65,13 +62,20 @@ export async function runController(options: ControllerOptions): Promise<void> {
   leaderGauge.set(0);
 
   const health = new HealthServer({ address: options.metricsAddress, registry, logger });
-  await health.start();
-  try {
-    if (!options.leaderElect) {
-      leaderGauge.set(1);
-      await lead(options.signal);
-      return;
-    }
+  // The probes first (a replica that waits for the lease is alive and says why it is not
+  // ready), then the leader's work: under election, a campaign that starts it for each term.
+  await runInOrder(
+    [healthServerRunnable(health), options.leaderElect ? loopRunnable('leader election', campaign) : loopRunnable('leader work', leadUnelected)],
+    options.signal,
+    { logger },
+  );
+
+  async function leadUnelected(signal: AbortSignal): Promise<void> {
+    leaderGauge.set(1);
+    await lead(signal);
+  }
+
+  async function campaign(signal: AbortSignal): Promise<void> {
     const elector = new LeaderElector({
       store: kubeLeaseStore(options.kubeConfig, options.namespace, 'ipsec-operator-controller'),
       identity: options.identity,
@@ -79,9 +83,9 @@ export async function runController(options: ControllerOptions): Promise<void> {
       ...(options.leaseDurationMs ? { leaseDurationMs: options.leaseDurationMs } : {}),
       ...(options.renewDeadlineMs ? { renewDeadlineMs: options.renewDeadlineMs } : {}),
       ...(options.retryPeriodMs ? { retryPeriodMs: options.retryPeriodMs } : {}),
-      onStartedLeading: (signal) => {
+      onStartedLeading: (term) => {
         leaderGauge.set(1);
-        leading = lead(signal);
+        leading = lead(term);
         return leading;
       },
       onStoppedLeading: () => leaderGauge.set(0),
@@ -90,14 +94,12 @@ export async function runController(options: ControllerOptions): Promise<void> {
     // deadline) stops its work, waits until it has stopped, and campaigns again with fresh
     // caches and queue: the same clean state a restart would give, without losing the process.
     let leading: Promise<void> | undefined;
-    while (!options.signal.aborted) {
-      const end = await elector.run(options.signal);
+    while (!signal.aborted) {
+      const end = await elector.run(signal);
       await leading?.catch(() => undefined);
       if (end === 'stopped') break;
       logger.warn('lost leadership; campaigning again');
     }
-  } finally {
-    await health.stop();
   }
 
   async function lead(signal: AbortSignal): Promise<void> {
@@ -110,7 +112,7 @@ export async function runController(options: ControllerOptions): Promise<void> {
     const hooks = (resource: string) => ({ logger, hooks: operatorMetrics.informerHooks(resource) });
     const securityAssociations = resources.informer<Stored>('securityassociations', hooks('securityassociations'));
     const policies = resources.informer<Stored>('ipsecpolicies', hooks('ipsecpolicies'));
-    const nodeStates = resources.informer<NodeStateObject>('ipsecnodestates', hooks('ipsecnodestates'));
+    const nodeStates = resources.informer<IpsecNodeState>('ipsecnodestates', hooks('ipsecnodestates'));
     const secrets = new Informer<V1Secret>(coreListerWatcher(options.kubeConfig, 'secrets', { namespace: options.namespace }), { resource: 'secrets', ...hooks('secrets') });
     const nodes = new Informer<V1Node>(coreListerWatcher(options.kubeConfig, 'nodes'), { resource: 'nodes', ...hooks('nodes') });
     const informers = [securityAssociations, policies, nodeStates, secrets, nodes];
@@ -131,7 +133,7 @@ export async function runController(options: ControllerOptions): Promise<void> {
       secrets: new Map(secrets.list().map((secret) => [secret.metadata?.name ?? '', new Map(Object.entries(secret.data ?? {}).map(([key, value]) => [key, Buffer.from(value, 'base64')]))])),
       reports: new Map(
         nodeStates.list().map((state) => {
-          const node = state.spec?.nodeName ?? state.metadata?.name ?? '';
+          const node = reportedNode(state);
           return [node, { node, resources: state.status?.resources ?? [] }];
         }),
       ),
@@ -217,18 +219,20 @@ export async function runController(options: ControllerOptions): Promise<void> {
       }
     };
 
-    for (const informer of informers) informer.start();
-    try {
-      await Promise.all(informers.map((informer) => informer.waitForSync(signal)));
-      logger.info('controller leading; caches synced', { identity: options.identity });
-      await runWorkers(queue, 2, reconcile, { controller: 'controller', logger, hooks: operatorMetrics.reconcileHooks('controller'), signal });
-    } catch (error) {
-      if (!signal.aborted) throw error;
-    } finally {
-      queue.shutDown();
-      for (const informer of informers) informer.stop();
-      await events.flush();
-    }
+    // One term of leadership: the caches synced, then the workers; stopped the other way, and
+    // the Events recorded during the term flushed last. A failure ends the term with its
+    // reason (the elector logs it and keeps campaigning); the end of the term is no failure.
+    await runInOrder(
+      [
+        { name: 'event recorder', start: () => undefined, stop: () => events.flush() },
+        cachesRunnable(informers),
+        loopRunnable('workers', (stop) => runWorkers(queue, 2, reconcile, { controller: 'controller', logger, hooks: operatorMetrics.reconcileHooks('controller'), signal: stop }), {
+          onStart: () => logger.info('controller leading; caches synced', { identity: options.identity }),
+        }),
+      ],
+      signal,
+      { logger },
+    );
   }
 }
 
