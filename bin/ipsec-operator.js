@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Runs the compiled CLI (npm run build). Exits with the status the command returns.
-import { main } from '../dist/cli/main.js';
+// Runs the compiled CLI (npm run build): installs the process-level handlers, runs the command,
+// exits with the status it returns (see src/cli/process.ts).
+import { runProcess } from '../dist/cli/process.js';
 
-process.exitCode = await main(process.argv.slice(2));
+await runProcess(process.argv.slice(2));

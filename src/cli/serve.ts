@@ -1,7 +1,10 @@
 /**
  * `agent` and `controller`: the long-running processes. They run until SIGTERM or SIGINT, then
- * stop cleanly (the agent leaves the kernel as it is: removing entries is what deleting
- * resources is for, never a side effect of a restart).
+ * stop their components in reverse start order and exit 0 (the agent leaves the kernel as it
+ * is: removing entries is what deleting resources is for, never a side effect of a restart).
+ * A component that fails to start or fails while running stops the process with status 1 and
+ * a message naming the component. Signals work the same when the process is PID 1 of its
+ * container (./signals.ts).
  */
 import { hostname } from 'node:os';
 import { loadKubeConfig } from '../kube/client.js';
@@ -9,6 +12,7 @@ import { createLogger } from '../kube/logger.js';
 import { runAgent } from '../agent/agent.js';
 import { runController } from '../controller/controller.js';
 import { UsageError } from './errors.js';
+import { processSignals } from './signals.js';
 
 export interface ServeOptions {
   readonly kubeconfig: string | undefined;
@@ -17,11 +21,7 @@ export interface ServeOptions {
 }
 
 function stopSignal(): AbortSignal {
-  const controller = new AbortController();
-  const stop = () => controller.abort();
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
-  return controller.signal;
+  return processSignals().claim();
 }
 
 function required(value: string | undefined, what: string, env: string): string {

@@ -1,0 +1,20 @@
+/**
+ * The `ipsec-operator` process, shared by the bundle's entry (./entry.ts) and bin/: the
+ * process-level handlers come first, before the commands and their dependencies load (seconds
+ * in the test VM), because until then a SIGTERM to PID 1 would be dropped (./signals.ts) and a
+ * failure would be reported by Node's defaults, which print whatever the value holds
+ * (./fatal.ts). Sets the exit status the command returns.
+ */
+import { installFatalHandlers } from './fatal.js';
+import { processSignals } from './signals.js';
+
+export async function runProcess(argv: readonly string[]): Promise<void> {
+  installFatalHandlers();
+  const signals = processSignals();
+  const { main } = await import('./main.js');
+  const status = await main(argv);
+  // A long-running command has stopped everything it started; leave now rather than wait for
+  // whatever a library still holds open (a keep-alive socket, a timer).
+  if (signals.claimed) process.exit(status);
+  process.exitCode = status;
+}
