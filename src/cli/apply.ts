@@ -74,7 +74,7 @@ export async function runApply(options: ApplyOptions, io: ApplyIo = processIo): 
     }
     const path = ledgerPath(options.stateDirectory, options.netns);
     if (options.mode !== 'apply') {
-      const ledger = await Ledger.peek(path, kernel.scope);
+      const ledger = await Ledger.peek(path);
       const planned = await planFor(kernel, ledger, { desired: desired.tables, prune });
       for (const line of describePlan(planned)) out(line);
       const changes = planned.steps.length + planned.conflicts.length;
@@ -83,7 +83,7 @@ export async function runApply(options: ApplyOptions, io: ApplyIo = processIo): 
       return planned.conflicts.length === 0 ? 0 : 1;
     }
 
-    const ledger = await Ledger.open(path, { scope: kernel.scope });
+    const ledger = await Ledger.open(path);
     try {
       const result = await converge(kernel, ledger, { desired: desired.tables, prune, dryRun: false });
       for (const line of describePlan(result.plan)) out(line);
