@@ -14,7 +14,7 @@
  *   start, not between two kernel changes.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 import { fileSystemError, LedgerError } from './errors.js';
@@ -23,15 +23,47 @@ import type { LedgerLock } from './lock.js';
 const TEMPORARY_INFIX = '.tmp-';
 const PROBE_STEM = '.ipsec-operator-probe';
 
-/** Creates `directory` (and parents, mode 0700) if missing, with a clear error if it cannot. */
+/**
+ * Creates `directory` (and parents, mode 0700) if missing, with a clear error if it cannot.
+ * Walks the path itself instead of `mkdir({ recursive: true })`, which reports a refusal on a
+ * read-only file system as ENOENT.
+ */
 export async function ensureDirectory(directory: string): Promise<void> {
   try {
-    await mkdir(directory, { recursive: true, mode: 0o700 });
+    if ((await stat(directory)).isDirectory()) return;
+    throw notADirectory(directory);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
-      throw new LedgerError(`state directory ${directory} (or one of its parents) exists and is not a directory`, { code: 'ENOTDIR', directory, cause: error });
-    }
+    if ((error as NodeJS.ErrnoException).code === 'ENOTDIR') throw notADirectory(directory, error);
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw fileSystemError(error, directory, 'looking up the state directory');
+  }
+  const parent = dirname(directory);
+  if (parent !== directory) await ensureDirectory(parent);
+  try {
+    await mkdir(directory, { mode: 0o700 });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' && (await stat(directory).catch(() => undefined))?.isDirectory()) return; // made by someone else meanwhile
+    if (code === 'EEXIST' || code === 'ENOTDIR') throw notADirectory(directory, error);
     throw fileSystemError(error, directory, 'creating the state directory');
+  }
+}
+
+function notADirectory(directory: string, cause?: unknown): LedgerError {
+  return new LedgerError(`state directory ${directory} (or one of its parents) exists and is not a directory`, { code: 'ENOTDIR', directory, cause });
+}
+
+/**
+ * Writes all of `data` at `position`. A write that runs out of space can be short without an
+ * error (the kernel writes what fits); FileHandle.write returns that count and does not throw,
+ * so a caller that does not loop would acknowledge a torn record. Looping makes the next
+ * write(2) report ENOSPC (or EDQUOT) as an error.
+ */
+export async function writeFully(handle: FileHandle, data: string | Uint8Array, position: number): Promise<void> {
+  const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+  for (let done = 0; done < bytes.length; ) {
+    const { bytesWritten } = await handle.write(bytes, done, bytes.length - done, position + done);
+    if (bytesWritten === 0) throw Object.assign(new Error('write(2) wrote nothing'), { code: 'EIO' });
+    done += bytesWritten;
   }
 }
 
