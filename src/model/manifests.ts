@@ -13,6 +13,7 @@ import { isMapping, resourceProblems } from '../crd/object.js';
 import { dnsSubdomainProblems } from '../crd/names.js';
 import { quoted } from '../crd/echo.js';
 import { readYamlDocuments } from './yaml-documents.js';
+import { readSimpleYaml } from './yaml-fast.js';
 import { readSecretDocument } from './secret-document.js';
 
 /** Where a document came from: `file` and its 1-based position in that file. */
@@ -91,7 +92,8 @@ export function parseManifests(files: readonly { file: string; text: string }[])
   const seen = new Map<string, DocumentSource>();
   const secretSources = new Map<string, DocumentSource>();
   for (const { file, text } of files) {
-    for (const document of readYamlDocuments(text)) {
+    // The simple form most manifests use is read fast; anything else, errors included, by the general reader.
+    for (const document of readSimpleYaml(text) ?? readYamlDocuments(text)) {
       const source = { file, index: document.index };
       const fail = (path: string, message: string, object?: string) => set.errors.push({ source, object, path, message });
       for (const problem of document.problems) fail(problem.path, problem.message);
