@@ -14,7 +14,9 @@
  * The ESP inside is then decrypted and checked against the inbound policies like any other.
  * The exemption belongs to the SA's resource (it comes and goes with it). Pure.
  */
+import type { IpsecResource } from '../crd/types.js';
 import { buildSecurityPolicy } from '../model/build.js';
+import { resourceName } from '../model/ordering.js';
 import { inboundStateKeys, type DesiredEntry, type DesiredTables } from '../plan/planner.js';
 import { policyKey, stateKey } from '../plan/identity.js';
 import type { SecurityPolicy } from '../xfrm/types.js';
@@ -22,13 +24,21 @@ import type { SecurityPolicy } from '../xfrm/types.js';
 /** Better (lower) than any priority a user policy is likely to use; the exemption admits only UDP to the encapsulation port. */
 export const EXEMPTION_PRIORITY = 1;
 
-export function withEncapExemptions(tables: DesiredTables): DesiredTables {
+/** On a SecurityAssociation, `"false"` keeps the agent from adding its exemption (you write your own, or need none). */
+export const EXEMPTION_ANNOTATION = 'ipsec.xfrm.io/udp-encap-exemption';
+
+/** The resources (`SecurityAssociation/name`) that opted out through EXEMPTION_ANNOTATION. */
+export function exemptionOptOuts(resources: readonly IpsecResource[]): Set<string> {
+  return new Set(resources.filter((resource) => resource.metadata.annotations?.[EXEMPTION_ANNOTATION] === 'false').map((resource) => resourceName(resource)));
+}
+
+export function withEncapExemptions(tables: DesiredTables, options: { skip?: ReadonlySet<string> } = {}): DesiredTables {
   const inbound = inboundStateKeys({ desired: tables, observed: { states: [], policies: [] } });
   const taken = new Set(tables.policies.map((desired) => policyKey(desired.entry.id)));
   const added: DesiredEntry<SecurityPolicy>[] = [];
   for (const { resource, entry: sa } of tables.states) {
     const encap = sa.encapsulation;
-    if (!encap || encap.type === 'espintcp' || !inbound.has(stateKey(sa.id))) continue;
+    if (!encap || encap.type === 'espintcp' || !inbound.has(stateKey(sa.id)) || options.skip?.has(resource)) continue;
     const host = sa.id.family === 'inet6' ? 128 : 32;
     const built = buildSecurityPolicy(
       {

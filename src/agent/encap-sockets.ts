@@ -18,8 +18,9 @@
  */
 import { Gauge, type Registry } from 'prom-client';
 
-import type { SecurityAssociation } from '../xfrm/types.js';
-import type { UdpEncapsulation } from '../xfrm/udp-encap-socket.js';
+import type { Logger } from '../kube/logger.js';
+import type { EncapType, SecurityAssociation } from '../xfrm/types.js';
+import { UdpEncapSocket, type UdpEncapsulation } from '../xfrm/udp-encap-socket.js';
 
 /** One socket to hold: an address and port of this node, and how the kernel must read it. */
 export interface WantedEncapSocket {
@@ -33,6 +34,9 @@ export interface WantedEncapSocket {
 /** An SA whose encapsulation the agent cannot serve with a socket. */
 export interface EncapProblem {
   readonly resource: string;
+  readonly address: string;
+  readonly port: number;
+  readonly encapsulation: EncapType;
   readonly reason: 'Unsupported' | 'Conflict';
   readonly message: string;
 }
@@ -44,8 +48,15 @@ export interface OwnedState {
 }
 
 export const ESPINTCP_REFUSAL =
-  'espintcp (ESP in TCP, RFC 8229) is not served: it needs a TCP connection to each peer with the espintcp ULP, ' +
-  'which ipsec-operator does not open, so this SA is installed and sends but nothing is received with it; use espinudp';
+  'espintcp (ESP in TCP, RFC 8229) is not supported: the kernel sends and receives it only over a TCP connection to the peer ' +
+  'that user space opened and switched to the espintcp ULP, which ipsec-operator does not do; use espinudp';
+
+/** SAs the agent refuses to install, with the reason (espintcp: nothing would carry them). */
+export function refusedEncapsulations(states: readonly { resource: string; entry: SecurityAssociation }[]): Map<string, string> {
+  const refused = new Map<string, string>();
+  for (const { resource, entry } of states) if (entry.encapsulation?.type === 'espintcp') refused.set(resource, ESPINTCP_REFUSAL);
+  return refused;
+}
 
 /** The sockets the owned SAs need, one per (address, port); first come (resource age order) first served. */
 export function wantedEncapSockets(owned: readonly OwnedState[]): { wanted: WantedEncapSocket[]; problems: EncapProblem[] } {
@@ -54,12 +65,12 @@ export function wantedEncapSockets(owned: readonly OwnedState[]): { wanted: Want
   for (const { resource, sa } of owned) {
     const encap = sa.encapsulation;
     if (!encap) continue;
-    if (encap.type === 'espintcp') {
-      problems.push({ resource, reason: 'Unsupported', message: ESPINTCP_REFUSAL });
-      continue;
-    }
     const address = sa.id.destination;
     const port = encap.destinationPort;
+    if (encap.type === 'espintcp') {
+      problems.push({ resource, address, port, encapsulation: encap.type, reason: 'Unsupported', message: ESPINTCP_REFUSAL });
+      continue;
+    }
     const key = socketKey(address, port);
     const existing = byKey.get(key);
     if (!existing) {
@@ -70,6 +81,9 @@ export function wantedEncapSockets(owned: readonly OwnedState[]): { wanted: Want
       // One socket has one UDP_ENCAP type: the kernel would read one of the two SAs' packets wrong.
       problems.push({
         resource,
+        address,
+        port,
+        encapsulation: encap.type,
         reason: 'Conflict',
         message: `${endpoint(address, port)} already carries ${existing.encapsulation} for ${[...existing.resources].join(', ')}; this SA asks for ${encap.type} on the same port`,
       });
@@ -194,4 +208,84 @@ function endpoint(address: string, port: number): string {
 
 function compareSockets(a: { address: string; port: number }, b: { address: string; port: number }): number {
   return a.address === b.address ? a.port - b.port : a.address < b.address ? -1 : 1;
+}
+
+/** One line of IpsecNodeState `status.encapsulationSockets`. */
+export interface EncapSocketReport {
+  readonly address: string;
+  readonly port: number;
+  readonly encapsulation: EncapType;
+  readonly state: EncapSocketState | EncapProblem['reason'];
+  readonly message: string;
+  /** Resource names without the kind (they are all SecurityAssociations). */
+  readonly resources: readonly string[];
+}
+
+/**
+ * What the agent runs: after each reconcile, the owned SAs of the kernel dump decide the
+ * sockets; the result goes to the node state, the metric and (on changes) the log.
+ */
+export class AgentEncapSockets {
+  readonly #manager: EncapSocketManager;
+  readonly #metrics: EncapSocketMetrics;
+  readonly #logger: Logger | undefined;
+  #reports: EncapSocketReport[] = [];
+
+  constructor(options: { netns: string | undefined; registry: Registry; logger?: Logger; open?: OpenEncapSocket }) {
+    const netns = options.netns;
+    this.#manager = new EncapSocketManager(options.open ?? ((request) => UdpEncapSocket.open({ ...request, ...(netns === undefined ? {} : { netns }) })));
+    this.#metrics = new EncapSocketMetrics(options.registry);
+    this.#logger = options.logger;
+  }
+
+  /** `ownerOf`: the resource that owns an SA of the dump, or undefined for foreign SAs (not ours to serve). */
+  sync(states: readonly SecurityAssociation[], ownerOf: (sa: SecurityAssociation) => string | undefined): readonly EncapSocketReport[] {
+    const owned: OwnedState[] = [];
+    for (const sa of states) {
+      const resource = sa.encapsulation ? ownerOf(sa) : undefined;
+      if (resource !== undefined) owned.push({ resource, sa });
+    }
+    owned.sort((a, b) => (a.resource < b.resource ? -1 : a.resource > b.resource ? 1 : 0));
+    const { wanted, problems } = wantedEncapSockets(owned);
+    const statuses = this.#manager.sync(wanted);
+    this.#metrics.record(statuses, problems);
+    const reports: EncapSocketReport[] = [
+      ...statuses.map((status) => ({ ...status, resources: status.resources.map(bareName) })),
+      ...problems.map((problem) => ({
+        address: problem.address,
+        port: problem.port,
+        encapsulation: problem.encapsulation,
+        state: problem.reason,
+        message: problem.message,
+        resources: [bareName(problem.resource)],
+      })),
+    ];
+    this.#logChanges(reports);
+    this.#reports = reports;
+    return reports;
+  }
+
+  /** The last sync's reports, for IpsecNodeState. */
+  reports(): readonly EncapSocketReport[] {
+    return this.#reports;
+  }
+
+  closeAll(): void {
+    this.#manager.closeAll();
+  }
+
+  #logChanges(reports: readonly EncapSocketReport[]): void {
+    if (!this.#logger) return;
+    const before = new Map(this.#reports.map((report) => [`${report.address}|${report.port}|${report.resources.join(',')}`, report.state]));
+    for (const report of reports) {
+      if (before.get(`${report.address}|${report.port}|${report.resources.join(',')}`) === report.state || report.state === 'NotLocal') continue;
+      const fields = { address: report.address, port: report.port, encapsulation: report.encapsulation, state: report.state, resources: report.resources.join(',') };
+      if (report.state === 'Held') this.#logger.info('holding a UDP encapsulation socket', fields);
+      else this.#logger.warn(`UDP encapsulation socket: ${report.message}`, fields);
+    }
+  }
+}
+
+function bareName(resource: string): string {
+  return resource.startsWith('SecurityAssociation/') ? resource.slice('SecurityAssociation/'.length) : resource;
 }

@@ -17,6 +17,8 @@ import type { OwnershipStore, StepFailure } from '../apply/applier.js';
 import type { DesiredTables, Plan, Step } from '../plan/planner.js';
 import { describeStep } from '../plan/describe.js';
 import { stateKey } from '../plan/identity.js';
+import { refusedEncapsulations } from './encap-sockets.js';
+import { exemptionOptOuts, withEncapExemptions } from './encap-exemptions.js';
 import type { ResourceReport } from '../crd/node-state.js';
 
 export interface NodeInputs {
@@ -72,6 +74,7 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
     const reason = error.reason ?? 'InvalidSpec';
     failures.set(object, { reason: previous?.reason ?? reason, message: [previous?.message, `${error.path}: ${error.message}`].filter(Boolean).join('; ') });
   }
+  for (const [resource, message] of refusedEncapsulations(built.tables.states)) failures.set(resource, { reason: 'UnsupportedEncapsulation', message });
 
   const lastSequence = inputs.lastSequence ?? new Map<string, bigint>();
   let desired: DesiredTables = {
@@ -81,6 +84,8 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
       return seen === undefined ? desiredState : { ...desiredState, entry: { ...desiredState.entry, resumeSequence: seen + RESUME_MARGIN } };
     }),
   };
+  // ESP in TCP is set aside (above); inbound ESP in UDP gets the exemption for its carrier datagrams.
+  desired = withEncapExemptions(without(desired, new Set(failures.keys())), { skip: exemptionOptOuts(live) });
   let changes = 0;
   const applied: Step[] = [];
   const refused: StepFailure[] = [];

@@ -325,6 +325,22 @@ const resourceReport: Schema = obj(
   ['kind', 'name', 'state'],
 );
 
+const encapSocketReport: Schema = obj(
+  'A UDP encapsulation socket (NAT-T) that SAs of this node receive on, or an SA encapsulation the agent cannot serve.',
+  {
+    address: str('Local address: the destination of the SAs.'),
+    port: int('UDP port: their encapsulation destinationPort.', 1, 65535),
+    encapsulation: oneOf('UDP_ENCAP type of the socket.', ['espinudp', 'espinudp-nonike', 'espintcp']),
+    state: oneOf(
+      'Held: the agent holds it. HeldElsewhere: another process holds the port (it receives if it set UDP_ENCAP, as IKE daemons do). NotLocal: not an address of this node, which only sends with these SAs. Failed: see message. Unsupported: espintcp. Conflict: two encapsulation types on one port.',
+      ['Held', 'HeldElsewhere', 'NotLocal', 'Failed', 'Unsupported', 'Conflict'],
+    ),
+    message: str('Detail.', { maxLength: 4096 }),
+    resources: list('SecurityAssociations that use it.', str('Name.'), { 'x-kubernetes-list-type': 'atomic' }),
+  },
+  ['address', 'port', 'encapsulation', 'state'],
+);
+
 export const ipsecNodeStateStatus: Schema = obj(
   "What a node's agent last found and did. Written by that node's agent only.",
   {
@@ -345,6 +361,9 @@ export const ipsecNodeStateStatus: Schema = obj(
     }),
     driftRepairs: int('Owned entries restored after someone else changed or removed them.', 0, Number.MAX_SAFE_INTEGER),
     resources: list('Per resource.', resourceReport, { 'x-kubernetes-list-type': 'atomic' }),
+    encapsulationSockets: list('UDP encapsulation sockets (NAT-T) the SAs of this node need, and where each stands.', encapSocketReport, {
+      'x-kubernetes-list-type': 'atomic',
+    }),
     conditions: list('Conditions (Ready).', condition, { 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'] }),
   },
 );

@@ -7,9 +7,11 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 
 import {
+  AgentEncapSockets,
   ESPINTCP_REFUSAL,
   EncapSocketManager,
   EncapSocketMetrics,
+  refusedEncapsulations,
   wantedEncapSockets,
   type OpenEncapSocket,
   type OwnedState,
@@ -71,10 +73,20 @@ describe('wantedEncapSockets', () => {
     ]);
     expect(wanted).toEqual([{ address: '10.0.0.1', port: 4500, encapsulation: 'espinudp', resources: ['SecurityAssociation/old'] }]);
     expect(problems).toEqual([
-      { resource: 'SecurityAssociation/newer', reason: 'Conflict', message: expect.stringContaining('10.0.0.1:4500 already carries espinudp for SecurityAssociation/old') },
-      { resource: 'SecurityAssociation/tcp', reason: 'Unsupported', message: ESPINTCP_REFUSAL },
+      {
+        resource: 'SecurityAssociation/newer',
+        address: '10.0.0.1',
+        port: 4500,
+        encapsulation: 'espinudp-nonike',
+        reason: 'Conflict',
+        message: expect.stringContaining('10.0.0.1:4500 already carries espinudp for SecurityAssociation/old'),
+      },
+      { resource: 'SecurityAssociation/tcp', address: '10.0.0.1', port: 4500, encapsulation: 'espintcp', reason: 'Unsupported', message: ESPINTCP_REFUSAL },
     ]);
     expect(ESPINTCP_REFUSAL).toContain('RFC 8229');
+    expect(refusedEncapsulations([{ resource: 'SecurityAssociation/tcp', entry: sa({ spi: 0x24, ...udp(4500, 4500, 'espintcp') }) }, { resource: 'SecurityAssociation/udp', entry: sa({ spi: 0x25, ...udp() }) }])).toEqual(
+      new Map([['SecurityAssociation/tcp', ESPINTCP_REFUSAL]]),
+    );
   });
 });
 
@@ -148,13 +160,45 @@ describe('EncapSocketManager', () => {
     const metrics = new EncapSocketMetrics(registry);
     const kernel = fakeOpener({ local: ['10.0.0.1'], heldElsewhere: ['10.0.0.1:4600'] });
     const statuses = new EncapSocketManager(kernel.open).sync([want('10.0.0.1', 4500), want('10.0.0.1', 4600), want('10.0.0.9', 4500)]);
-    metrics.record(statuses, [{ resource: 'SecurityAssociation/tcp', reason: 'Unsupported', message: ESPINTCP_REFUSAL }]);
+    metrics.record(statuses, [{ resource: 'SecurityAssociation/tcp', address: '10.0.0.1', port: 4500, encapsulation: 'espintcp', reason: 'Unsupported', message: ESPINTCP_REFUSAL }]);
     const text = await registry.metrics();
     expect(text).toContain('ipsec_operator_encap_sockets{state="Held"} 1');
     expect(text).toContain('ipsec_operator_encap_sockets{state="HeldElsewhere"} 1');
     expect(text).toContain('ipsec_operator_encap_sockets{state="NotLocal"} 1');
     expect(text).toContain('ipsec_operator_encap_sockets{state="Failed"} 0');
     expect(text).toContain('ipsec_operator_encap_sockets{state="Unsupported"} 1');
+  });
+});
+
+describe('AgentEncapSockets', () => {
+  it('serves owned ESP-in-UDP SAs of the dump only, and reports sockets and refusals for the node state', async () => {
+    const kernel = fakeOpener({ local: ['10.0.0.1'] });
+    const registry = new Registry();
+    const agent = new AgentEncapSockets({ netns: undefined, registry, open: kernel.open });
+    const states = [
+      sa({ source: '10.0.0.2', destination: '10.0.0.1', spi: 0x51, ...udp() }),
+      sa({ source: '10.0.0.3', destination: '10.0.0.1', spi: 0x52, ...udp(4500, 4700) }), // foreign (an IKE daemon's)
+      sa({ source: '10.0.0.1', destination: '10.0.0.2', spi: 0x53, ...udp() }),
+      sa({ source: '10.0.0.4', destination: '10.0.0.1', spi: 0x54, ...udp(4500, 4800, 'espintcp') }),
+    ];
+    const owners = new Map([
+      [0x51, 'SecurityAssociation/b-to-a'],
+      [0x53, 'SecurityAssociation/a-to-b'],
+      [0x54, 'SecurityAssociation/tcp'],
+    ]);
+    const reports = agent.sync(states, (state) => owners.get(state.id.spi));
+    expect(reports.map((r) => [r.address, r.port, r.encapsulation, r.state, r.resources])).toEqual([
+      ['10.0.0.1', 4500, 'espinudp', 'Held', ['b-to-a']],
+      ['10.0.0.2', 4500, 'espinudp', 'NotLocal', ['a-to-b']],
+      ['10.0.0.1', 4800, 'espintcp', 'Unsupported', ['tcp']],
+    ]);
+    expect(agent.reports()).toBe(reports);
+    expect(kernel.log).toEqual(['open 10.0.0.1:4500 espinudp']);
+    expect(await registry.metrics()).toContain('ipsec_operator_encap_sockets{state="Held"} 1');
+
+    agent.sync([], () => undefined); // the SAs are gone
+    expect(kernel.log.at(-1)).toBe('close 10.0.0.1:4500');
+    expect(agent.reports()).toEqual([]);
   });
 });
 
