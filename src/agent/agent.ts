@@ -243,7 +243,8 @@ function kernelRunnable(netns: string | undefined, path: string): Runnable & { h
     name: 'kernel socket and ownership ledger',
     async start() {
       tables = await openKernelTables(netns);
-      ledger = await Ledger.open(path, { scope: tables.scope });
+      // A CLI apply on the node may hold the lock for a while: wait it out instead of crash-looping.
+      ledger = await Ledger.open(path, { scope: tables.scope, lockWaitMs: 30_000 });
     },
     async stop() {
       try {
