@@ -14,11 +14,18 @@ export const ECHO_LIMIT = 64;
 /**
  * `value` as a double-quoted string, cut to ECHO_LIMIT characters (then `…` inside the
  * quotes), control and non-ASCII characters escaped so that nothing can break a log line.
+ * Text that may be key material (./mayBeKeyMaterial) is replaced by its length: a key pasted
+ * as a field name, a label or a name must not come back in an error, a status or an Event.
  */
 export function quoted(value: unknown): string {
   const text = typeof value === 'string' ? value : describeValue(value);
+  if (typeof value === 'string' && mayBeKeyMaterial(text.slice(0, ECHO_LIMIT * 4))) return withheld(text);
   const cut = text.length > ECHO_LIMIT ? `${text.slice(0, ECHO_LIMIT)}…` : text;
   return `"${escape(cut)}"`;
+}
+
+function withheld(text: string): string {
+  return `(${text.length} characters, not shown: it looks like key material, not a name)`;
 }
 
 function describeValue(value: unknown): string {
@@ -48,7 +55,6 @@ const KEY_LIKE_RUN = 16;
 
 /** Whether `text` may be (or contain) pasted key material rather than a name. */
 export function mayBeKeyMaterial(text: string): boolean {
-  if (text.length > ECHO_LIMIT) return true;
   for (const run of text.split(/[^A-Za-z0-9+/=]+/)) {
     if (run.length < KEY_LIKE_RUN) continue;
     if (/[0-9a-fA-F]{16}/.test(run)) return true;
@@ -63,8 +69,8 @@ export function mayBeKeyMaterial(text: string): boolean {
  * not written back into a terminal, a status or an Event.
  */
 export function quotedName(text: string): string {
-  if (!mayBeKeyMaterial(text) && /^[-._a-zA-Z0-9]+$/.test(text)) return quoted(text);
-  return `(${text.length} characters, not shown: it looks like key material, not a name)`;
+  if (text.length <= ECHO_LIMIT && !mayBeKeyMaterial(text)) return quoted(text);
+  return withheld(text);
 }
 
 /** Cuts a whole message (the last line of defence for status, Events and logs). */
