@@ -15,6 +15,7 @@ import { constants as fileConstants, readlinkSync } from 'node:fs';
 import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { fileSystemError, LedgerError } from './errors.js';
@@ -74,14 +75,14 @@ export class LedgerLock {
       throw fileSystemError(error, dirname(path), `opening the lock file ${path}`);
     }
     try {
-      const started = Date.now();
+      const started = performance.now(); // monotonic: a clock step must not stretch or cut the wait
       for (let delay = FIRST_RETRY_MS; ; delay = Math.min(delay * 2, MAX_RETRY_MS)) {
         const attempt = tryLockExclusive(handle.fd);
         if (attempt.locked) break;
         if (!attempt.held) {
           throw new LedgerError(`cannot lock ${path}: flock failed (${attempt.code}); the state directory's file system may not support locks`, { code: attempt.code, directory: dirname(path) });
         }
-        const left = started + waitMs - Date.now();
+        const left = started + waitMs - performance.now();
         if (left <= 0) throw new LedgerError(await lockedMessage(subject, path, waitMs), { code: 'LOCKED', directory: dirname(path) });
         // Jitter keeps a crowd of waiters from retrying in step.
         await sleep(Math.min(left, delay / 2 + Math.random() * (delay / 2)));

@@ -72,6 +72,16 @@ describe('ledger lock', () => {
     expect(await readdir(directory)).toEqual(['ledger.json.lock']);
   });
 
+  it('gives the lock to a waiter when the holder dies while it waits', { timeout: 30_000 }, async () => {
+    const holder = start(['hold', lockPath]);
+    await holder.report;
+    const waiting = LedgerLock.acquire(lockPath, { waitMs: 20_000 });
+    holder.process.kill('SIGKILL');
+    const lock = await waiting;
+    expect((await readLockHolder(lockPath)).pid).toBe(process.pid);
+    await lock.release();
+  });
+
   it('holds against a second open in the same process until released', async () => {
     const first = await LedgerLock.acquire(lockPath, { waitMs: 0 });
     await expect(LedgerLock.acquire(lockPath, { waitMs: 0 })).rejects.toMatchObject({ code: 'LOCKED' });
