@@ -34,7 +34,7 @@ import { XfrmMonitor } from '../xfrm/monitor.js';
 import { isOwnEvent, type XfrmEvent } from '../xfrm/events.js';
 import { inboundStateKeys, type ObservedTables } from '../plan/planner.js';
 import { stateKey } from '../plan/identity.js';
-import { reconcileNode, type NodeReconcileResult } from './node-reconciler.js';
+import { reconcileNode, type NodeInputs, type NodeReconcileResult } from './node-reconciler.js';
 import { AgentMetrics } from './agent-metrics.js';
 import { AgentEncapSockets } from './encap-sockets.js';
 import { readXfrmStat, supportedAlgorithms } from './kernel-info.js';
@@ -88,6 +88,8 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   health.addReadinessCheck('kernel-synced', () => lastSync !== undefined || 'the kernel has not been reconciled yet');
 
   const lastSequence = new Map<string, bigint>();
+  /** Resources set aside as KernelDidNotKeep until they change (see NodeInputs.notKept). */
+  const notKept: NonNullable<NodeInputs['notKept']> = new Map();
   let driftSuspected = false;
   /** When the first unexplained kernel event of the current drift arrived (for the log). */
   let driftSince: number | undefined;
@@ -135,6 +137,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         nodeLabels: node.metadata?.labels ?? {},
         resolveDevice: (name) => devices.indexByName.get(name),
         lastSequence,
+        notKept,
       },
       tables,
       ledger,

@@ -33,6 +33,13 @@ export interface NodeInputs {
    * packets as replays.
    */
   readonly lastSequence?: ReadonlyMap<string, bigint>;
+  /**
+   * Resources whose applied change the kernel acknowledged and did not keep (KernelDidNotKeep),
+   * by name, with the generation that asked for it. The agent keeps this map across passes and
+   * reconcileNode updates it: such a resource stays set aside until it changes, instead of being
+   * applied again (an SA replaced) on every resync.
+   */
+  readonly notKept?: Map<string, { readonly generation: number; readonly message: string }>;
 }
 
 /**
@@ -76,6 +83,12 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
   }
   for (const [resource, message] of refusedEncapsulations(built.tables.states)) failures.set(resource, { reason: 'UnsupportedEncapsulation', message });
 
+  const generations = new Map(live.map((resource) => [resourceName(resource), resource.metadata.generation ?? 0]));
+  for (const [name, seen] of inputs.notKept ?? []) {
+    if (generations.get(name) !== seen.generation) inputs.notKept!.delete(name); // changed or gone: try again
+    else if (!failures.has(name)) failures.set(name, { reason: 'KernelDidNotKeep', message: seen.message });
+  }
+
   const lastSequence = inputs.lastSequence ?? new Map<string, bigint>();
   let desired: DesiredTables = {
     ...built.tables,
@@ -97,7 +110,10 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
     // Fields this kernel would drop: refused before planning, the resource set aside.
     for (const entry of result.unsupported) failures.set(entry.resource, { reason: 'KernelUnsupported', message: `${entry.path}: ${entry.message}` });
     if (result.outcome === 'not-kept') {
-      for (const entry of result.notKept) failures.set(entry.resource, { reason: 'KernelDidNotKeep', message: entry.message });
+      for (const entry of result.notKept) {
+        failures.set(entry.resource, { reason: 'KernelDidNotKeep', message: entry.message });
+        inputs.notKept?.set(entry.resource, { generation: generations.get(entry.resource) ?? 0, message: entry.message });
+      }
     }
     for (const conflict of result.plan.conflicts) {
       if (!failures.has(conflict.resource)) failures.set(conflict.resource, { reason: 'Conflict', message: conflict.reason });

@@ -260,6 +260,30 @@ describe('the verifying pass stops on what the kernel did not keep (KernelDidNot
     expect(kernel.log).toEqual(['add-state']);
   });
 
+  it('keeps the resource set aside on later passes until it changes (the agent does not replace it on every resync)', async () => {
+    const kernel = new DroppingKernel(undefined, withoutDirection);
+    const notKeptMemory = new Map<string, { generation: number; message: string }>();
+    const inputsAt = (generation: number) => ({
+      resources: [{ apiVersion: 'ipsec.xfrm.io/v1alpha1' as const, kind: 'SecurityAssociation' as const, metadata: { name: 'out', generation }, spec: saSpec({ direction: 'out' }) }],
+      secrets: new Map([['keys', new Map(Object.entries(TEST_KEYS))]]),
+      nodeLabels: {},
+      resolveDevice: () => undefined,
+      notKept: notKeptMemory,
+    });
+    await reconcileNode(inputsAt(1), kernel, ledger);
+    expect(kernel.log).toEqual(['add-state']);
+    expect([...notKeptMemory.keys()]).toEqual(['SecurityAssociation/out']);
+    for (let pass = 0; pass < 3; pass++) {
+      const again = await reconcileNode(inputsAt(1), kernel, ledger);
+      expect(again.reports).toEqual([expect.objectContaining({ name: 'out', state: 'Failed', reason: 'KernelDidNotKeep', entries: 1 })]);
+    }
+    expect(kernel.log).toEqual(['add-state']); // neither replaced nor pruned on the resyncs
+    const changed = await reconcileNode(inputsAt(2), kernel, ledger); // a new generation is tried again, once
+    expect(changed.reports[0]).toMatchObject({ reason: 'KernelDidNotKeep' });
+    expect(kernel.log).toEqual(['add-state', 'delete-state', 'add-state']);
+    expect(notKeptMemory.get('SecurityAssociation/out')?.generation).toBe(2);
+  });
+
   it('finds nothing when the kernel kept what it was sent, and matches entries by target and key', () => {
     const create = { op: 'create', target: 'state', key: 'k', resource: 'r', stage: 1, entry: plain } as const;
     const replace = { op: 'replace', target: 'state', key: 'k', resource: 'r', stage: 1, entry: plain, previous: plain, changes: ['direction'] } as const;
