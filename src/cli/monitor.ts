@@ -2,6 +2,7 @@
  * `monitor`: kernel XFRM events, one line each, like `ip xfrm monitor`; `--json` prints one
  * JSON object per line instead (keys are redacted by KeyMaterial). Runs until interrupted.
  */
+import { processSignals } from './signals.js';
 import { XfrmMonitor } from '../xfrm/monitor.js';
 import type { XfrmEvent } from '../xfrm/events.js';
 import { describePolicy, describeSelector, describeState } from '../plan/describe.js';
@@ -42,15 +43,16 @@ const toJson = (event: XfrmEvent) => JSON.stringify(event, (_key, value: unknown
 export async function runMonitor(options: { readonly netns: string | undefined; readonly json: boolean }): Promise<number> {
   const monitor = XfrmMonitor.open(options.netns === undefined ? {} : { netns: options.netns });
   const stop = () => monitor.close();
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  // SIGINT/SIGTERM end the stream cleanly (exit 0); ./signals.ts owns the process's handlers.
+  const stopSignal = processSignals().claim();
+  stopSignal.addEventListener('abort', stop, { once: true });
+  if (stopSignal.aborted) stop();
   try {
     for await (const event of monitor) {
       process.stdout.write(`${options.json ? toJson(event) : describeEvent(event)}\n`);
     }
     return 0;
   } finally {
-    process.off('SIGINT', stop);
-    process.off('SIGTERM', stop);
+    stopSignal.removeEventListener('abort', stop);
   }
 }

@@ -32,6 +32,8 @@ export interface ClusterOptions {
   readonly nodes: readonly string[];
   /** Agents' full-resync period. */
   readonly resyncSeconds?: number;
+  /** Argv put before every agent's `node ...` (e.g. `unshare --pid --fork --mount-proc`). */
+  readonly agentPrefix?: readonly string[];
   readonly log?: (line: string) => void;
 }
 
@@ -118,7 +120,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     const netns = topology.node(node).netns;
     const metricsPort = agents.get(node)?.metricsPort ?? 9100 + options.nodes.indexOf(node);
     const { id } = await vm.spawn({
-      argv: ['node', CLI, 'agent', '--node-name', node, '--netns', netns, '--namespace', NAMESPACE, '--kubeconfig', guestKubeconfig, '--state-dir', AGENT_STATE_DIR, '--metrics-address', `10.0.2.15:${metricsPort}`, '--resync-seconds', String(options.resyncSeconds ?? 10)],
+      argv: [...(options.agentPrefix ?? []), 'node', CLI, 'agent', '--node-name', node, '--netns', netns, '--namespace', NAMESPACE, '--kubeconfig', guestKubeconfig, '--state-dir', AGENT_STATE_DIR, '--metrics-address', `10.0.2.15:${metricsPort}`, '--resync-seconds', String(options.resyncSeconds ?? 10)],
     });
     agents.set(node, { node, netns, id, metricsPort });
   };
