@@ -11,6 +11,7 @@ import { openKernelTables } from '../engine/kernel.js';
 import { readDevices } from '../engine/devices.js';
 import { Ledger, ledgerPath } from '../ownership/ledger.js';
 import { InputError } from './errors.js';
+import { encapSocketWarnings, withCliEncapExemptions } from './encap-check.js';
 import { identityCollisions } from '../model/collisions.js';
 
 export interface ApplyOptions {
@@ -45,7 +46,7 @@ export async function runApply(options: ApplyOptions, io: ApplyIo = processIo): 
     throw new InputError(error.message);
   });
   const devices = await io.readDevices(options.netns);
-  const desired = desiredTables(manifests, { labels: options.nodeLabels, resolveDevice: (name) => devices.indexByName.get(name) });
+  const desired = withCliEncapExemptions(desiredTables(manifests, { labels: options.nodeLabels, resolveDevice: (name) => devices.indexByName.get(name) }), manifests);
   const sources = new Map([...manifests.securityAssociations, ...manifests.policies].map(({ resource, source }) => [`${resource.kind}/${resource.metadata.name}`, source]));
   const errors = [...manifests.errors, ...desired.errors, ...identityCollisions(desired.tables, (resource) => sources.get(resource))];
   if (errors.length > 0) {
@@ -122,6 +123,7 @@ export async function runApply(options: ApplyOptions, io: ApplyIo = processIo): 
             return 1;
           }
           out(result.plan.steps.length === 0 ? 'no changes' : `applied ${result.plan.steps.length} change(s); the kernel matches`);
+          for (const line of encapSocketWarnings(desired.tables, options.netns)) err(line);
           return 0;
       }
     } finally {

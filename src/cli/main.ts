@@ -21,6 +21,7 @@ Commands:
   import             Print every SA and policy of the namespace as manifests plus a Secret with the keys.
   monitor            Print kernel XFRM events, one line each (like \`ip xfrm monitor\`).
   crds               Print the CustomResourceDefinitions.
+  hold-encap -f PATH...  Hold the UDP encapsulation sockets the manifests' ESP-in-UDP SAs receive on, until stopped.
   controller         Run the cluster controller (status, Events, finalizers; leader-elected).
   agent              Run the node agent (reconciles this node's XFRM tables).
 
@@ -34,6 +35,7 @@ Options:
   --node-labels K=V,... Only resources whose nodeSelector matches these labels.
   --state-dir DIR       Where ownership records live (default /var/lib/ipsec-operator).
   --json                (monitor) One JSON object per line.
+  --retry-seconds N     (hold-encap) Try ports held by other processes again this often. Default 10.
 
 Controller and agent options:
   --kubeconfig PATH        Default: $KUBECONFIG, in-cluster, then ~/.kube/config.
@@ -75,6 +77,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         'node-name': { type: 'string' },
         'resync-seconds': { type: 'string' },
         'per-sa-metrics': { type: 'boolean', default: false },
+        'retry-seconds': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -100,6 +103,8 @@ export async function main(argv: readonly string[]): Promise<number> {
         return await (await import('./monitor.js')).runMonitor({ netns: values.netns, json: values.json });
       case 'crds':
         return (await import('./crds.js')).runCrds();
+      case 'hold-encap':
+        return await (await import('./hold-encap.js')).runHoldEncap({ files: requireFiles(values.filename), netns: values.netns, nodeLabels: parseLabels(values['node-labels']), retrySeconds: values['retry-seconds'] });
       case 'controller':
         return await (await import('./serve.js')).runControllerCommand({ kubeconfig: values.kubeconfig, namespace: values.namespace, metricsAddress: values['metrics-address'], leaderElect: values['leader-elect'] });
       case 'agent':

@@ -6,13 +6,16 @@
  *   hold LOCK [WAIT_MS]         take the lock, report {"event":"locked",...}, then hold it until killed
  *   race LOCK LOG COUNTER       take the lock (waiting), log start/end around a read-increment-replace
  *                               of COUNTER, release and exit: for mutual-exclusion tests
+ *   prepare DIRECTORY           what Ledger.open does to a state directory before reading it (create,
+ *                               preflight, lock): for tests run as another user
  *
  * Every report is one JSON line on stdout. A failure to lock reports {"event":"error"} and exits 3.
  */
 import { appendFileSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { replaceFile } from '../../src/ownership/durable-file.js';
+import { assertWritable, ensureDirectory, replaceFile } from '../../src/ownership/durable-file.js';
 import { LedgerError } from '../../src/ownership/errors.js';
 import { LedgerLock } from '../../src/ownership/lock.js';
 
@@ -54,6 +57,14 @@ async function main(): Promise<void> {
       await replaceFile(counter, `${value + 1}\n`);
       appendFileSync(log, `end ${process.pid}\n`);
       await lock.release();
+      report({ event: 'done' });
+      return;
+    }
+    case 'prepare': {
+      const directory = lockPath;
+      await ensureDirectory(directory);
+      await assertWritable(directory);
+      await (await LedgerLock.acquire(join(directory, 'ledger.json.lock'), { waitMs: 0 })).release();
       report({ event: 'done' });
       return;
     }

@@ -8,7 +8,7 @@
  * read its host pid from /proc/self/status and be killed from here).
  */
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, open, readdir, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, open, readdir, readFile, rm } from 'node:fs/promises';
 import { readlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -178,6 +178,23 @@ describe('a read-only state directory', () => {
     expect(fresh).toMatchObject({ name: 'LedgerError', code: 'EROFS', directory: join(readOnly, 'netns-x') });
 
     expect(await snapshot(writable)).toEqual(before);
+  });
+});
+
+describe('a state directory the agent may not write', () => {
+  it('fails with permission denied naming the directory, for an existing and a missing one', { timeout: 60_000 }, async () => {
+    await chmod(root, 0o755); // let the unprivileged user reach it
+    const state = join(root, 'perm');
+    await mkdir(state, { mode: 0o755 });
+    const asNobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
+    for (const directory of [state, join(state, 'host')]) {
+      const child = startLockChild(bundle, ['prepare', directory], asNobody);
+      children.push(child);
+      const report = await child.report;
+      expect(report).toMatchObject({ event: 'error', code: 'EACCES' });
+      expect(report.message).toContain(`permission denied on state directory ${directory}`);
+    }
+    expect(await readdir(state)).toEqual([]);
   });
 });
 
