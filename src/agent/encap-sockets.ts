@@ -156,11 +156,11 @@ export class EncapSocketManager {
   #ensure(key: string, socket: WantedEncapSocket): EncapSocketStatus {
     const base = { address: socket.address, port: socket.port, encapsulation: socket.encapsulation, resources: socket.resources };
     const where = endpoint(socket.address, socket.port);
-    if (this.#held.has(key)) return { ...base, state: 'Held', message: `held by the agent (${socket.encapsulation})` };
+    if (this.#held.has(key)) return { ...base, state: 'Held', message: `held by ipsec-operator (${socket.encapsulation})` };
     try {
       const handle = this.#open({ address: socket.address, port: socket.port, encapsulation: socket.encapsulation });
       this.#held.set(key, { encapsulation: socket.encapsulation, handle });
-      return { ...base, state: 'Held', message: `held by the agent (${socket.encapsulation})` };
+      return { ...base, state: 'Held', message: `held by ipsec-operator (${socket.encapsulation})` };
     } catch (error) {
       const code = (error as { code?: unknown }).code;
       if (code === 'EADDRINUSE') {
