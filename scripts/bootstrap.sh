@@ -14,7 +14,7 @@ started=$SECONDS
 # 6.12 kernel of the test matrix, busybox for its initramfs, xz for 6.12's compressed
 # modules), iproute2 for namespaces and conformance checks, tcpdump for captures, prometheus
 # for the metrics tests.
-PACKAGES=(qemu-system-x86 qemu-system-data linux-image-amd64 linux-image-6.12-amd64 busybox-static xz-utils iproute2 kmod cpio gzip util-linux tcpdump procps python3 make g++ prometheus)
+PACKAGES=(qemu-system-x86 qemu-system-data linux-image-amd64 linux-image-6.12-amd64 busybox-static xz-utils iproute2 kmod cpio gzip util-linux tcpdump nftables procps python3 make g++ prometheus)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

@@ -37,6 +37,7 @@ modules=(
   xfrm4_tunnel xfrm6_tunnel tunnel4 tunnel6
   authenc authencesn gcm ccm seqiv echainiv chacha20poly1305
   veth bridge
+  nf_tables nft_chain_nat nft_nat nft_masq nf_conntrack nf_nat # the NAT router of test/kernel/vm/nat-traversal.test.ts
 )
 module_trees=(kernel/crypto kernel/arch/x86/crypto kernel/lib/crypto)
 
