@@ -192,11 +192,12 @@ export async function runAgent(options: AgentOptions): Promise<void> {
       },
       driftRepairs,
       resources: result.reports,
+      encapsulationSockets: encapSockets.reports(),
       conditions,
     } satisfies IpsecNodeStateStatus;
     const existing = await resources.get<IpsecNodeState>('ipsecnodestates', nodeName);
     if (!existing) await resources.apply('ipsecnodestates', { metadata: { name: nodeName }, spec: { nodeName } satisfies IpsecNodeStateSpec }, FIELD_MANAGER);
-    await nodeStates.write('ipsecnodestates', nodeName, existing?.status, { ...status, encapsulationSockets: encapSockets.reports() });
+    await nodeStates.write('ipsecnodestates', nodeName, existing?.status, status);
   };
 
   // Start order: the kernel socket and the ledger lock first (an agent that cannot open them

@@ -32,6 +32,18 @@ export interface NodeEntryCounts {
   readonly foreignPolicies: number;
 }
 
+/** A UDP encapsulation (NAT-T) socket the node's SAs need (`status.encapsulationSockets[]`). */
+export interface EncapsulationSocketReport {
+  /** Local address: the destination of the SAs. */
+  readonly address: string;
+  readonly port: number;
+  readonly encapsulation: 'espinudp' | 'espinudp-nonike' | 'espintcp';
+  readonly state: 'Held' | 'HeldElsewhere' | 'NotLocal' | 'Failed' | 'Unsupported' | 'Conflict';
+  readonly message?: string;
+  /** SecurityAssociation names. */
+  readonly resources?: readonly string[];
+}
+
 export interface IpsecNodeStateSpec {
   readonly nodeName: string;
 }
@@ -50,6 +62,7 @@ export interface IpsecNodeStateStatus {
   readonly entries?: NodeEntryCounts;
   readonly driftRepairs?: number;
   readonly resources?: readonly ResourceReport[];
+  readonly encapsulationSockets?: readonly EncapsulationSocketReport[];
   readonly conditions?: readonly Condition[];
 }
 

@@ -5,7 +5,7 @@
 import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
 import { ipsecNodeStateSpec, ipsecNodeStateStatus, type Schema } from '../../src/crd/schema.js';
-import { reportedNode, type IpsecNodeStateSpec, type IpsecNodeStateStatus, type NodeEntryCounts, type ResourceReport } from '../../src/crd/node-state.js';
+import { reportedNode, type EncapsulationSocketReport, type IpsecNodeStateSpec, type IpsecNodeStateStatus, type NodeEntryCounts, type ResourceReport } from '../../src/crd/node-state.js';
 
 const report = {
   kind: 'SecurityAssociation',
@@ -19,6 +19,15 @@ const report = {
 
 const entries = { ownedStates: 2, ownedPolicies: 6, foreignStates: 1, foreignPolicies: 1 } satisfies Required<NodeEntryCounts>;
 
+const socket = {
+  address: '198.51.100.2',
+  port: 4500,
+  encapsulation: 'espinudp',
+  state: 'Held',
+  message: 'held by the agent',
+  resources: ['a-to-b'],
+} satisfies Required<EncapsulationSocketReport>;
+
 const status = {
   lastSyncTime: '2026-12-02T01:00:00Z',
   lastAttemptTime: '2026-12-02T01:00:30Z',
@@ -28,6 +37,7 @@ const status = {
   entries,
   driftRepairs: 4,
   resources: [report, { kind: 'IpsecPolicy', name: 'a-out', state: 'Applied' }],
+  encapsulationSockets: [socket],
   conditions: [{ type: 'Ready', status: 'False', reason: 'ResourcesFailed', message: '1 resource(s) not applied', lastTransitionTime: '2026-12-02T01:00:30Z' }],
 } satisfies Required<IpsecNodeStateStatus>;
 
@@ -46,6 +56,8 @@ describe('the IpsecNodeState contract', () => {
     expect(Object.keys(entries).sort()).toEqual(Object.keys(properties(properties(ipsecNodeStateStatus)['entries']!)).sort());
     const reportSchema = (properties(ipsecNodeStateStatus)['resources'] as { items: Schema }).items;
     expect(Object.keys(report).sort()).toEqual(Object.keys(properties(reportSchema)).sort());
+    const socketSchema = (properties(ipsecNodeStateStatus)['encapsulationSockets'] as { items: Schema }).items;
+    expect(Object.keys(socket).sort()).toEqual(Object.keys(properties(socketSchema)).sort());
     expect(Object.keys(spec)).toEqual(Object.keys(properties(ipsecNodeStateSpec)));
   });
 
