@@ -23,10 +23,10 @@ import { runInOrder, type Runnable } from '../kube/runnables.js';
 import { cachesRunnable, healthServerRunnable, loopRunnable } from '../kube/components.js';
 import { createOperatorMetrics } from '../kube/metrics.js';
 import { HealthServer } from '../kube/health.js';
-import { setCondition, type Condition } from '../kube/conditions.js';
+import type { Condition } from '../kube/conditions.js';
 import type { Logger } from '../kube/logger.js';
 import type { IpsecPolicyResource, SecurityAssociationResource } from '../crd/types.js';
-import type { IpsecNodeState, IpsecNodeStateSpec, IpsecNodeStateStatus } from '../crd/node-state.js';
+import type { IpsecNodeState, IpsecNodeStateSpec } from '../crd/node-state.js';
 import { openKernelTables, type OpenKernelTables } from '../engine/kernel.js';
 import { readDevices } from '../engine/devices.js';
 import { Ledger, ledgerPath } from '../ownership/ledger.js';
@@ -34,6 +34,7 @@ import { XfrmMonitor } from '../xfrm/monitor.js';
 import { isOwnEvent, type XfrmEvent } from '../xfrm/events.js';
 import { inboundStateKeys, type ObservedTables } from '../plan/planner.js';
 import { stateKey } from '../plan/identity.js';
+import { nodeStateStatus } from './node-state-report.js';
 import { reconcileNode, type NodeInputs, type NodeReconcileResult } from './node-reconciler.js';
 import { AgentMetrics } from './agent-metrics.js';
 import { AgentEncapSockets } from './encap-sockets.js';
@@ -166,38 +167,25 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   };
 
   const writeNodeState = async (result: NodeReconcileResult, observed: ObservedTables, ledger: Ledger): Promise<void> => {
-    const now = new Date();
-    const failed = result.reports.filter((report) => report.state === 'Failed');
-    conditions = setCondition(
+    const status = nodeStateStatus({
+      converged: result.converged,
+      reports: result.reports,
+      kernelStates: observed.states.length,
+      kernelPolicies: observed.policies.length,
+      owned: ledger.records().values(),
+      lastSync,
       conditions,
-      result.converged && failed.length === 0
-        ? { type: 'Ready', status: 'True', reason: 'Synced', message: 'the kernel holds every selected resource' }
-        : { type: 'Ready', status: 'False', reason: failed.length > 0 ? 'ResourcesFailed' : 'NotConverged', message: failed.length > 0 ? `${failed.length} resource(s) not applied` : 'the kernel does not match yet' },
-      now,
-    );
-    const owned = [...ledger.records().values()];
-    const ownedStates = owned.filter((record) => record.target === 'state').length;
-    const ownedPolicies = owned.filter((record) => record.target === 'policy').length;
-    const status = {
-      ...(lastSync ? { lastSyncTime: lastSync.toISOString().replace(/\.\d{3}Z$/, 'Z') } : {}),
-      lastAttemptTime: now.toISOString().replace(/\.\d{3}Z$/, 'Z'),
+      now: new Date(),
       agentVersion: VERSION,
       kernelRelease: release(),
       algorithms: await supportedAlgorithms(),
-      entries: {
-        ownedStates,
-        ownedPolicies,
-        foreignStates: observed.states.length - ownedStates,
-        foreignPolicies: observed.policies.length - ownedPolicies,
-      },
       driftRepairs,
-      resources: result.reports,
       encapsulationSockets: encapSockets.reports(),
-      conditions,
-    } satisfies IpsecNodeStateStatus;
+    });
+    conditions = status.conditions;
     const existing = await resources.get<IpsecNodeState>('ipsecnodestates', nodeName);
     if (!existing) await resources.apply('ipsecnodestates', { metadata: { name: nodeName }, spec: { nodeName } satisfies IpsecNodeStateSpec }, FIELD_MANAGER);
-    await nodeStates.write('ipsecnodestates', nodeName, existing?.status, status);
+    await nodeStates.write('ipsecnodestates', nodeName, existing?.status, { ...status });
   };
 
   // Start order: the kernel socket and the ledger lock first (an agent that cannot open them
