@@ -236,7 +236,7 @@ function cliRuns(netns: string, work: Workload, command: readonly string[], file
       runs.diff!.push(process1(command, ['diff', '-f', files.full, '--prune', ...common], 0, 'cli no-op diff'));
       runs.noopApply!.push(process1(command, ['apply', '-f', files.full, '--prune', ...common], 0, 'cli no-op apply'));
       runs.change!.push(process1(command, ['apply', '-f', files.changed, '--prune', ...common], 0, 'cli one change'));
-      runs.prune!.push(process1(command, ['apply', '-f', files.empty, '--prune', ...common], 0, 'cli prune'));
+      runs.prune!.push(process1(command, ['apply', '-f', files.empty, '--prune-all', ...common], 0, 'cli prune'));
       expectEntries(netns, work, false, 'cli prune');
       runs.help!.push(process1(command, ['--help'], 0, 'cli --help'));
     } finally {

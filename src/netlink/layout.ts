@@ -110,8 +110,23 @@ export const u64: FieldType<bigint> = {
   name: '__u64',
   size: 8,
   byteOrder: 'host',
-  read: (buffer, offset) => buffer.readBigUInt64LE(offset),
+  // Most u64 fields on the wire are lifetimes: all ones (XFRM_INF) or zero. Those two are read
+  // and written as two u32 halves without making a BigInt (a dump of 10,000 policies holds
+  // 120,000 of them).
+  read(buffer, offset) {
+    const low = buffer.readUInt32LE(offset);
+    const high = buffer.readUInt32LE(offset + 4);
+    if (low === 0xffff_ffff && high === 0xffff_ffff) return U64_MAX;
+    if (high === 0) return BigInt(low);
+    return buffer.readBigUInt64LE(offset);
+  },
   write(buffer, offset, value) {
+    if (value === U64_MAX || value === 0n) {
+      const half = value === 0n ? 0 : 0xffff_ffff;
+      buffer.writeUInt32LE(half, offset);
+      buffer.writeUInt32LE(half, offset + 4);
+      return;
+    }
     if (typeof value !== 'bigint' || value < 0n || value > U64_MAX) {
       throw new Error(`${String(value)} does not fit __u64`);
     }
@@ -224,26 +239,33 @@ export class StructLayout<T extends object> implements FieldType<T> {
     }
     this.rows = rows;
     this.#entries = Object.entries(fields as Record<string, FieldSpec<unknown>>);
+    this.#read = compileReader<T>(this.#entries);
+    this.#writers = this.#entries.map(([field, spec]) => {
+      const write = spec.type.write.bind(spec.type);
+      const at = spec.offset;
+      return (buffer: Buffer, offset: number, value: object) => {
+        const fieldValue = (value as Record<string, unknown>)[field];
+        if (fieldValue === undefined) throw new Error('is missing');
+        write(buffer, offset + at, fieldValue);
+      };
+    });
   }
 
+  readonly #read: (buffer: Buffer, offset: number) => T;
+  readonly #writers: ReadonlyArray<(buffer: Buffer, offset: number, value: object) => void>;
+
   read(buffer: Buffer, offset: number): T {
-    const out: Record<string, unknown> = {};
-    for (const [field, spec] of this.#entries) {
-      out[field] = spec.type.read(buffer, offset + spec.offset);
-    }
-    return out as T;
+    return this.#read(buffer, offset);
   }
 
   write(buffer: Buffer, offset: number, value: T): void {
-    for (const [field, spec] of this.#entries) {
-      const fieldValue = (value as Record<string, unknown>)[field];
-      try {
-        if (fieldValue === undefined) throw new Error('is missing');
-        spec.type.write(buffer, offset + spec.offset, fieldValue);
-      } catch (error) {
-        if (error instanceof FieldWriteError) throw new FieldWriteError([field, ...error.path], error.reason);
-        throw new FieldWriteError([field], error instanceof Error ? error.message : String(error));
-      }
+    let field = 0;
+    try {
+      for (; field < this.#writers.length; field++) this.#writers[field]!(buffer, offset, value);
+    } catch (error) {
+      const name = this.#entries[field]![0];
+      if (error instanceof FieldWriteError) throw new FieldWriteError([name, ...error.path], error.reason);
+      throw new FieldWriteError([name], error instanceof Error ? error.message : String(error));
     }
   }
 
@@ -276,6 +298,23 @@ export class StructLayout<T extends object> implements FieldType<T> {
     }
     return this.read(buffer, 0);
   }
+}
+
+/**
+ * A reader that builds the struct's object as one object literal with every field in table
+ * order. Built from the table (field names are identifiers checked below, offsets numbers), it
+ * gives each struct one fixed object shape, which V8 reads fast everywhere downstream; filling
+ * an empty object field by field in a loop was the top entry of a dump's profile (~40% of
+ * decoding 10,000 policies).
+ */
+function compileReader<T>(entries: ReadonlyArray<readonly [string, FieldSpec<unknown>]>): (buffer: Buffer, offset: number) => T {
+  for (const [field, spec] of entries) {
+    if (!/^[A-Za-z_$][A-Za-z0-9_$]*$/.test(field) || !Number.isInteger(spec.offset)) throw new Error(`layout field ${field}: not an identifier with an integer offset`);
+  }
+  const readers = entries.map(([, spec]) => spec.type.read.bind(spec.type));
+  const body = `return (buffer, offset) => ({ ${entries.map(([field, spec], i) => `${field}: readers[${i}](buffer, offset + ${spec.offset})`).join(', ')} });`;
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval -- generated from the layout table only, see above
+  return new Function('readers', body)(readers) as (buffer: Buffer, offset: number) => T;
 }
 
 /** Declares a struct layout; T is inferred from the field table. */
