@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import { LedgerError } from '../../src/ownership/errors.js';
+import { tryLockExclusive } from '../../src/ownership/flock.js';
 import { LedgerLock, readLockHolder } from '../../src/ownership/lock.js';
 import { lockChildBundle, startLockChild, type LockChild } from '../support/ledger-lock-process.js';
 
@@ -109,6 +110,12 @@ describe('ledger lock', () => {
     await writeFile(lockPath, ''); // as if the holder had not written its details yet
     await expect(LedgerLock.acquire(lockPath, { waitMs: 0 })).rejects.toThrow(/locked by a process that has not recorded who it is/);
     await held.release();
+  });
+
+  it('reports the errno of a lock attempt that failed for another reason than a holder', async () => {
+    // Above any descriptor limit, so certainly not open (a closed one could be reused meanwhile).
+    expect(tryLockExclusive(1 << 30)).toMatchObject({ locked: false, held: false, code: 'EBADF' });
+    expect(() => tryLockExclusive(-1)).toThrow(/not a file descriptor/);
   });
 
   it('refuses a negative or non-finite wait before touching the file', async () => {
