@@ -74,6 +74,7 @@ Napi::Function XfrmSocket::Define(Napi::Env env) {
           InstanceMethod<&XfrmSocket::UnrefHandle>("unref"),
           InstanceMethod<&XfrmSocket::Close>("close"),
           InstanceAccessor<&XfrmSocket::GetPortId>("portId"),
+          InstanceAccessor<&XfrmSocket::GetNetnsCookie>("netnsCookie"),
           InstanceAccessor<&XfrmSocket::GetReceiveBufferBytes>("receiveBufferBytes"),
           InstanceAccessor<&XfrmSocket::GetSendBufferBytes>("sendBufferBytes"),
           InstanceAccessor<&XfrmSocket::GetClosed>("closed"),
@@ -231,6 +232,24 @@ void XfrmSocket::Close(const Napi::CallbackInfo&) { Shutdown(true); }
 
 Napi::Value XfrmSocket::GetPortId(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), portId_);
+}
+// SO_NETNS_COOKIE (Linux 5.14): a 64-bit number the kernel gives each network namespace once
+// per boot and never reuses, unlike the namespace's inode, which a namespace created after
+// another one was freed can get again. The ownership ledger records it to tell "this
+// namespace" from "a namespace that had this name or inode before". undefined where the kernel
+// lacks the option.
+Napi::Value XfrmSocket::GetNetnsCookie(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+  uint64_t cookie = 0;
+  socklen_t length = sizeof(cookie);
+  if (fd_ < 0 || getsockopt(fd_, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &length) != 0 ||
+      length != sizeof(cookie)) {
+    return env.Undefined();
+  }
+  return Napi::BigInt::New(env, cookie);
 }
 Napi::Value XfrmSocket::GetReceiveBufferBytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), receiveBufferBytes_);

@@ -39,6 +39,7 @@ class XfrmSocket : public Napi::ObjectWrap<XfrmSocket> {
   void UnrefHandle(const Napi::CallbackInfo& info);
   void Close(const Napi::CallbackInfo& info);
   Napi::Value GetPortId(const Napi::CallbackInfo& info);
+  Napi::Value GetNetnsCookie(const Napi::CallbackInfo& info);
   Napi::Value GetReceiveBufferBytes(const Napi::CallbackInfo& info);
   Napi::Value GetSendBufferBytes(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);

@@ -119,6 +119,9 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
       if (!failures.has(conflict.resource)) failures.set(conflict.resource, { reason: 'Conflict', message: conflict.reason });
     }
     if (result.outcome === 'failed') {
+      // The ledger could not be written, or the kernel's answer is unknown: nothing is set
+      // aside (no resource is at fault); the reconcile fails and is retried with backoff.
+      if (result.report.failures.length === 0 && result.report.stopped !== undefined) throw new Error(result.report.stopped);
       refused.push(...result.report.failures);
       for (const failure of result.report.failures) {
         failures.set(failure.step.resource, { reason: 'KernelRejected', message: `${describeStep(failure.step)}: ${failure.message} (${failure.code})` });
@@ -153,7 +156,7 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
     if (kind !== 'SecurityAssociation' && kind !== 'IpsecPolicy') continue;
     reports.push({ kind, name: rest.join('/'), state: 'Failed', reason: 'Deleting', message: 'entries of a resource this node no longer selects are being removed', entries });
   }
-  return { reports, applied, failures: refused, changes, converged, plan: lastPlan ?? { steps: [], conflicts: [], forget: [] } };
+  return { reports, applied, failures: refused, changes, converged, plan: lastPlan ?? { steps: [], conflicts: [], ledger: { set: [], remove: [] } } };
 }
 
 function isSa(resource: IpsecResource): resource is Extract<IpsecResource, { kind: 'SecurityAssociation' }> {

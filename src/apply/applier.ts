@@ -1,32 +1,42 @@
 /**
- * The applier: carries out a plan against the kernel, stage by stage, keeping the ownership
- * ledger ahead of every kernel change, and undoing what it did when any step is refused, so a
+ * The applier: carries out a plan against the kernel, stage by stage, with the ownership
+ * ledger ahead of every kernel change, and undoes what it did when anything goes wrong, so a
  * plan is applied whole or not at all.
  *
- * Each stage is sent as one pipelined batch (the kernel handles the messages of one batch in
- * order). A replacement is a delete immediately followed by an add in the same batch.
- * Rollback uses the entries the plan already holds: what was created is deleted, what was
- * updated or deleted is put back exactly as the kernel had it (dumps include keys).
+ * Per stage: the intents of its steps are made durable (../ownership/records.ts), then the
+ * stage goes out as one pipelined batch (the kernel handles the messages of one batch in
+ * order; a replacement is a delete immediately followed by an add). Nothing is settled from
+ * acks: the next dump settles every record (../ownership/settle.ts), which is what makes an
+ * answer that never came (a timeout, ENOBUFS, a crash) no different from one that did.
+ *
+ * When a step is refused, an outcome is unknown, or the ledger cannot be written, the run
+ * stops before its next kernel change and rolls back: it dumps the kernel and plans, through
+ * the same planner, the way back to the entries the plan started from, for the identities this
+ * run touched. The records written before the run's kernel changes already cover that way back
+ * (their intents name both the new and the previous content), so a rollback still works when
+ * the ledger cannot be written at all (a full disk).
  */
 import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
 import type { XfrmBatchRequest } from '../xfrm/client.js';
-import type { Plan, Step } from '../plan/planner.js';
-import type { OwnershipRecord } from '../ownership/records.js';
+import { plan as planTables, type DesiredEntry, type ObservedTables, type Plan, type Step } from '../plan/planner.js';
+import type { Intent, OwnershipRecord } from '../ownership/records.js';
+import type { OwnershipView } from '../ownership/settle.js';
 
 /** One kernel write: the XFRM client's batch request (a type only; the applier does no I/O). */
 export type KernelChange = XfrmBatchRequest;
 
 export type KernelOutcome = { readonly ok: true } | { readonly ok: false; readonly errno: number; readonly code: string; readonly message: string };
 
-/** Sends changes in one pipelined batch; one outcome per change, in order. */
+/** The kernel as the applier needs it: pipelined batches, and a dump to learn what happened. */
 export interface KernelWriter {
+  /** Sends changes in one pipelined batch; one outcome per change, in order. Throws when the outcome of the batch is unknown. */
   apply(changes: readonly KernelChange[]): Promise<readonly KernelOutcome[]>;
+  /** A consistent dump of both tables. */
+  dump(): Promise<ObservedTables>;
 }
 
-/** The part of the ledger the applier needs (../ownership/ledger.ts implements it). */
-export interface OwnershipStore {
-  records(): ReadonlyMap<string, OwnershipRecord>;
-  fingerprint(entry: SecurityAssociation | SecurityPolicy): string;
+/** The ledger as the applier needs it (../ownership/ledger.ts implements it). */
+export interface OwnershipStore extends OwnershipView {
   commit(changes: { readonly set?: readonly OwnershipRecord[]; readonly remove?: readonly string[] }): Promise<void>;
 }
 
@@ -34,7 +44,7 @@ export interface StepFailure {
   readonly step: Step;
   readonly errno: number;
   readonly code: string;
-  /** The kernel's reason (extended ack) or the errno's text. */
+  /** The kernel's reason (extended ack), the errno's text, or why the outcome is unknown. */
   readonly message: string;
 }
 
@@ -42,13 +52,28 @@ export interface ApplyReport {
   /** Steps the kernel accepted and that stay applied. */
   readonly applied: readonly Step[];
   readonly failures: readonly StepFailure[];
-  /** Steps that had been applied and were undone because a later step failed. */
+  /** Why the run stopped without a kernel refusal: the ledger could not be written, or an outcome is unknown. */
+  readonly stopped?: string;
+  /** Changes made to go back to where the run started (steps of the rollback plan). */
   readonly rolledBack: readonly Step[];
-  /** Undo operations the kernel refused: the kernel may now hold a partial plan. */
+  /** Undo operations that were refused or could not be planned: the kernel may now hold a partial plan. */
   readonly rollbackFailures: readonly StepFailure[];
 }
 
+export interface ApplyOptions {
+  /** Wall-clock seconds, for intents (the kernel stamps entries with the same clock). */
+  readonly now?: () => number;
+}
+
 const ABSENT = new Set(['ENOENT', 'ESRCH']);
+/** Codes after which the kernel may or may not have carried out the change. */
+const UNKNOWN_OUTCOME = new Set(['ENOBUFS', 'ETIMEDOUT', 'ECANCELED', 'EINTR', 'EAGAIN']);
+/**
+ * Outbound sequence numbers a re-added SA skips past the last one seen in the dump the plan
+ * was made from (packets sent between that dump and the delete). With the same key, starting
+ * lower would repeat nonces (seqiv) and be dropped as replays by the peer.
+ */
+export const ROLLBACK_SEQUENCE_MARGIN = 1n << 20n;
 
 /** The kernel changes that carry out one step. */
 export function changesFor(step: Step): KernelChange[] {
@@ -76,68 +101,72 @@ export function changesFor(step: Step): KernelChange[] {
   }
 }
 
-/** The kernel changes that undo one applied step. */
-function undoFor(step: Step): KernelChange[] {
-  if (step.target === 'state') {
-    switch (step.op) {
-      case 'create':
-        return [{ op: 'delete-state', id: step.entry.id }];
-      case 'update':
-        return [{ op: 'update-state', state: step.previous }];
-      case 'replace':
-        return [{ op: 'delete-state', id: step.entry.id }, { op: 'add-state', state: step.previous }];
-      case 'delete':
-        return [{ op: 'add-state', state: step.previous }];
-    }
-  }
+/** The intent record written before a step's kernel change, or none (an in-place update). */
+export function intentRecord(step: Step, ownership: OwnershipView, now: number): OwnershipRecord | undefined {
+  const base = { key: step.key, target: step.target, resource: step.resource };
+  const intent = (entry: SecurityAssociation | SecurityPolicy): Intent => ({ fingerprint: ownership.intentFingerprint(entry), notBefore: now });
   switch (step.op) {
-    case 'create':
-      return [{ op: 'delete-policy', id: step.entry.id }];
     case 'update':
-      return [{ op: 'update-policy', policy: step.previous }];
+      return undefined; // the entry is ours before and after; UPD* keeps its incarnation
+    case 'create':
+      return { ...base, phase: 'creating', intents: [intent(step.entry)] };
     case 'replace':
-      return [{ op: 'delete-policy', id: step.entry.id }, { op: 'add-policy', policy: step.previous }];
-    case 'delete':
-      return [{ op: 'add-policy', policy: step.previous }];
+    case 'delete': {
+      const incarnation = ownership.incarnationOf(step.previous);
+      const intents = step.op === 'replace' ? [intent(step.entry), intent(step.previous)] : [intent(step.previous)];
+      if (!incarnation) return { ...base, phase: 'creating', intents };
+      return { ...base, phase: step.op === 'replace' ? 'replacing' : 'deleting', incarnation, intents };
+    }
   }
 }
 
-export async function applyPlan(plan: Plan, kernel: KernelWriter, ownership: OwnershipStore): Promise<ApplyReport> {
+export async function applyPlan(plan: Plan, kernel: KernelWriter, ownership: OwnershipStore, options: ApplyOptions = {}): Promise<ApplyReport> {
+  const now = options.now ?? (() => Math.floor(Date.now() / 1000));
   const applied: Step[] = [];
-  const failures: StepFailure[] = [];
-  if (plan.forget.length > 0) await ownership.commit({ remove: plan.forget });
+  const touched: Step[] = [];
+  const ledgerSettled = plan.ledger.set.length > 0 || plan.ledger.remove.length > 0;
+  if (ledgerSettled) {
+    try {
+      await ownership.commit({ set: plan.ledger.set, remove: plan.ledger.remove });
+    } catch (error) {
+      return { applied: [], failures: [], stopped: ledgerProblem(error), rolledBack: [], rollbackFailures: [] };
+    }
+  }
 
   for (const stage of groupByStage(plan.steps)) {
-    // Intent first: a crash after this commit but before the kernel answers is settled at the
-    // next start by the `creating`/`deleting` phases (see ../ownership/records.ts).
-    await ownership.commit({ set: stage.flatMap((step) => intentRecords(step, ownership)) });
+    const intents = stage.flatMap((step) => intentRecord(step, ownership, now()) ?? []);
+    try {
+      if (intents.length > 0) await ownership.commit({ set: intents });
+    } catch (error) {
+      return { ...(await rollBack(touched, kernel, ownership, now)), applied: [], failures: [], stopped: ledgerProblem(error) };
+    }
+    touched.push(...stage);
     const changes = stage.map(changesFor);
-    const outcomes = await kernel.apply(changes.flat());
+    let outcomes: readonly KernelOutcome[];
+    try {
+      outcomes = await kernel.apply(changes.flat());
+    } catch (error) {
+      const stopped = `the kernel's answer to ${stage.length} change(s) is unknown (${describeError(error)}); the next dump settles what happened`;
+      return { ...(await rollBack(touched, kernel, ownership, now)), applied: [], failures: [], stopped };
+    }
+    const failures: StepFailure[] = [];
+    let unknown: StepFailure | undefined;
     let cursor = 0;
-    const settle: OwnershipRecord[] = [];
-    const remove: string[] = [];
     for (const [index, step] of stage.entries()) {
       const stepOutcomes = outcomes.slice(cursor, cursor + changes[index]!.length);
       cursor += changes[index]!.length;
       const failure = stepFailure(step, stepOutcomes);
-      if (!failure) {
-        applied.push(step);
-        if (step.op === 'delete') remove.push(step.key);
-        else settle.push(record(step, step.entry, ownership));
-        continue;
-      }
-      failures.push(failure);
-      const kept = await settleFailure(step, stepOutcomes, kernel);
-      if (kept === undefined) remove.push(step.key);
-      else settle.push(record(step, kept, ownership));
+      if (!failure) applied.push(step);
+      else if (UNKNOWN_OUTCOME.has(failure.code)) unknown ??= failure;
+      else failures.push(failure);
     }
-    await ownership.commit({ set: settle, remove });
-    if (failures.length > 0) {
-      const undone = await rollBack(applied, kernel, ownership);
-      return { applied: [], failures, rolledBack: undone.rolledBack, rollbackFailures: undone.failures };
+    if (failures.length > 0 || unknown) {
+      const undone = await rollBack(touched, kernel, ownership, now);
+      const stopped = unknown && `the kernel's answer to ${unknown.step.key} is unknown (${unknown.code}); the next dump settles what happened`;
+      return { ...undone, applied: [], failures, ...(stopped ? { stopped } : {}) };
     }
   }
-  return { applied, failures, rolledBack: [], rollbackFailures: [] };
+  return { applied, failures: [], rolledBack: [], rollbackFailures: [] };
 }
 
 function stepFailure(step: Step, outcomes: readonly KernelOutcome[]): StepFailure | undefined {
@@ -152,63 +181,72 @@ function stepFailure(step: Step, outcomes: readonly KernelOutcome[]): StepFailur
 }
 
 /**
- * After a refused step, what of ours is left in the kernel: the previous entry (record it as
- * present), or nothing (drop the record). A replacement whose delete went through but whose add
- * was refused has its previous entry put back at once.
+ * Goes back to the entries the run started from, for the identities it touched: dump, plan
+ * with the previous entries as the desired ones (an identity that had none is pruned), apply.
+ * Intents for this plan are written when the ledger allows; when it does not, the records of
+ * the run's own intents already cover every entry the way back adds or removes.
  */
-async function settleFailure(
-  step: Step,
-  outcomes: readonly KernelOutcome[],
-  kernel: KernelWriter,
-): Promise<SecurityAssociation | SecurityPolicy | undefined> {
-  switch (step.op) {
-    case 'create':
-      return undefined; // nothing was created (on EEXIST the entry there is not ours)
-    case 'update':
-    case 'delete':
-      return step.previous;
-    case 'replace': {
-      const deleted = outcomes[0]?.ok === true || (!outcomes[0]?.ok && ABSENT.has(outcomes[0]?.code ?? ''));
-      if (!deleted) return step.previous;
-      const restore: KernelChange =
-        step.target === 'state' ? { op: 'add-state', state: step.previous } : { op: 'add-policy', policy: step.previous };
-      const [restored] = await kernel.apply([restore]);
-      return restored?.ok ? step.previous : undefined;
-    }
+async function rollBack(touched: readonly Step[], kernel: KernelWriter, ownership: OwnershipStore, now: () => number): Promise<Pick<ApplyReport, 'rolledBack' | 'rollbackFailures'>> {
+  if (touched.length === 0) return { rolledBack: [], rollbackFailures: [] };
+  const keys = new Set(touched.map((step) => step.key));
+  const states: DesiredEntry<SecurityAssociation>[] = [];
+  const policies: DesiredEntry<SecurityPolicy>[] = [];
+  for (const step of touched) {
+    if (step.op === 'create') continue;
+    if (step.target === 'state') states.push({ resource: step.resource, entry: withResumedSequence(step.previous) });
+    else policies.push({ resource: step.resource, entry: step.previous });
   }
-}
-
-function intentRecords(step: Step, ownership: OwnershipStore): OwnershipRecord[] {
-  switch (step.op) {
-    case 'create':
-    case 'replace':
-      return [{ ...record(step, step.entry, ownership), phase: 'creating' }];
-    case 'delete':
-      return [{ ...record(step, step.previous, ownership), phase: 'deleting' }];
-    case 'update':
-      return []; // the record stays `present`: the entry is ours before and after
+  let observed: ObservedTables;
+  try {
+    observed = await kernel.dump();
+  } catch (error) {
+    return { rolledBack: [], rollbackFailures: touched.map((step) => ({ step, errno: 0, code: 'EUNKNOWN', message: `could not read the kernel to roll back: ${describeError(error)}` })) };
   }
-}
-
-function record(step: Step, entry: SecurityAssociation | SecurityPolicy, ownership: OwnershipStore): OwnershipRecord {
-  return { key: step.key, target: step.target, resource: step.resource, phase: 'present', fingerprint: ownership.fingerprint(entry) };
-}
-
-async function rollBack(applied: readonly Step[], kernel: KernelWriter, ownership: OwnershipStore) {
+  const back = planTables({ desired: { states, policies }, observed, ownership });
+  const steps = back.steps.filter((step) => keys.has(step.key));
+  const rollbackFailures: StepFailure[] = back.conflicts
+    .filter((conflict) => keys.has(conflict.key))
+    .map((conflict) => ({ step: touched.find((step) => step.key === conflict.key)!, errno: 0, code: 'ECONFLICT', message: conflict.reason }));
   const rolledBack: Step[] = [];
-  const failures: StepFailure[] = [];
-  for (const step of [...applied].reverse()) {
-    const outcomes = await kernel.apply(undoFor(step));
-    const failed = outcomes.find((outcome): outcome is Extract<KernelOutcome, { ok: false }> => !outcome.ok);
-    if (failed) {
-      failures.push({ step, errno: failed.errno, code: failed.code, message: failed.message });
+  for (const stage of groupByStage(steps)) {
+    const intents = stage.flatMap((step) => intentRecord(step, ownership, now()) ?? []);
+    // Best effort: the run's own intents already cover these entries (see the module comment).
+    if (intents.length > 0) await ownership.commit({ set: intents }).catch(() => undefined);
+    const changes = stage.map(changesFor);
+    let outcomes: readonly KernelOutcome[];
+    try {
+      outcomes = await kernel.apply(changes.flat());
+    } catch (error) {
+      rollbackFailures.push(...stage.map((step) => ({ step, errno: 0, code: 'EUNKNOWN', message: describeError(error) })));
       continue;
     }
-    rolledBack.push(step);
-    if (step.op === 'create') await ownership.commit({ remove: [step.key] });
-    else await ownership.commit({ set: [record(step, step.previous, ownership)] });
+    let cursor = 0;
+    for (const [index, step] of stage.entries()) {
+      const failure = stepFailure(step, outcomes.slice(cursor, cursor + changes[index]!.length));
+      cursor += changes[index]!.length;
+      if (failure) rollbackFailures.push(failure);
+      else rolledBack.push(step);
+    }
   }
-  return { rolledBack, failures };
+  return { rolledBack, rollbackFailures };
+}
+
+/** A previous SA to add back: its outbound counter continues past where the dump saw it. */
+function withResumedSequence(sa: SecurityAssociation): SecurityAssociation {
+  const replay = sa.observed?.replayState;
+  if (!replay) return sa;
+  const seen = (BigInt(replay.outboundSequenceHigh) << 32n) | BigInt(replay.outboundSequence);
+  if (seen === 0n) return sa;
+  return { ...sa, resumeSequence: seen + ROLLBACK_SEQUENCE_MARGIN };
+}
+
+function ledgerProblem(error: unknown): string {
+  return `the ownership ledger could not be written (${describeError(error)}); nothing further was changed`;
+}
+
+function describeError(error: unknown): string {
+  if (error instanceof Error) return error.message.slice(0, 300);
+  return 'unknown error';
 }
 
 function groupByStage(steps: readonly Step[]): Step[][] {

@@ -75,7 +75,7 @@ export async function runApply(options: ApplyOptions, io: ApplyIo = processIo): 
     }
     const path = ledgerPath(options.stateDirectory, options.netns);
     if (options.mode !== 'apply') {
-      const ledger = await Ledger.peek(path);
+      const ledger = await Ledger.peek(path, kernel.scope);
       const planned = await planFor(kernel, ledger, { desired: desired.tables, prune });
       for (const line of describePlan(planned)) out(line);
       const changes = planned.steps.length + planned.conflicts.length;
@@ -84,7 +84,7 @@ export async function runApply(options: ApplyOptions, io: ApplyIo = processIo): 
       return planned.conflicts.length === 0 ? 0 : 1;
     }
 
-    const ledger = await Ledger.open(path);
+    const ledger = await Ledger.open(path, { scope: kernel.scope });
     try {
       const result = await converge(kernel, ledger, { desired: desired.tables, prune, dryRun: false });
       for (const line of describePlan(result.plan)) out(line);
@@ -101,6 +101,7 @@ export async function runApply(options: ApplyOptions, io: ApplyIo = processIo): 
           for (const failure of result.report.failures) {
             err(`kernel refused: ${describeStep(failure.step)}: ${failure.message} (${failure.code})`);
           }
+          if (result.report.stopped !== undefined) err(`stopped: ${result.report.stopped}`);
           for (const failure of result.report.rollbackFailures) {
             err(`ROLLBACK FAILED, the kernel holds part of the plan: ${describeStep(failure.step)}: ${failure.message} (${failure.code})`);
           }

@@ -9,6 +9,7 @@ import { describePolicy, describeState } from '../plan/describe.js';
 import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
 import { stateKey } from '../plan/identity.js';
 import { unsupportedFields, type KernelFeatures } from '../xfrm/kernel-features.js';
+import type { OwnershipView } from '../ownership/settle.js';
 
 export interface KernelTables extends KernelWriter {
   /** A consistent dump of both tables (socket policies excluded). */
@@ -107,14 +108,14 @@ export function notKept(applied: readonly Step[], remaining: Plan): NotKept[] {
 
 export async function planFor(
   kernel: KernelTables,
-  ownership: Pick<OwnershipStore, 'records' | 'fingerprint'>,
+  ownership: OwnershipView,
   options: Pick<ConvergeOptions, 'desired' | 'prune' | 'protect'>,
 ): Promise<Plan> {
   const observed = await kernel.dump();
-  const full = plan({ desired: options.desired, observed, owned: ownership.records(), fingerprint: (entry) => ownership.fingerprint(entry) });
+  const full = plan({ desired: options.desired, observed, ownership });
   const protect = options.protect ?? new Set<string>();
   const keep = (step: Plan['steps'][number]) => step.op !== 'delete' || (options.prune && !protect.has(step.resource));
-  return { ...full, steps: full.steps.filter(keep), forget: full.forget };
+  return { ...full, steps: full.steps.filter(keep) };
 }
 
 export async function converge(kernel: KernelTables, ownership: OwnershipStore, given: ConvergeOptions): Promise<ConvergeResult> {
@@ -130,14 +131,34 @@ export async function converge(kernel: KernelTables, ownership: OwnershipStore, 
   // All or nothing: a conflict would leave the set half-applied, so nothing is done.
   if (planned.conflicts.length > 0 && refuse) return { outcome: 'conflict', plan: planned, unsupported };
   const report = await applyPlan(planned, kernel, ownership);
-  if (report.failures.length > 0) return { outcome: 'failed', plan: planned, report, unsupported };
+  if (report.failures.length > 0 || report.stopped !== undefined) {
+    await settleFromDump(kernel, ownership, options);
+    return { outcome: 'failed', plan: planned, report, unsupported };
+  }
   // An empty plan wrote no intents and changed nothing in the kernel: the dump it was made from
   // already verifies it (a second dump of 10,000 entries would only find the same again).
   if (planned.steps.length === 0) return { outcome: 'applied', plan: planned, report, remaining: planned, unsupported };
   const remaining = await planFor(kernel, ownership, options);
+  // The verifying dump settles the intents this run wrote (creations become `present` with the
+  // incarnation the kernel gave them), so the ledger ends the run as exact as the kernel.
+  if (remaining.ledger.set.length > 0 || remaining.ledger.remove.length > 0) await ownership.commit({ set: remaining.ledger.set, remove: remaining.ledger.remove });
   const dropped = notKept(report.applied, remaining);
   if (dropped.length > 0) return { outcome: 'not-kept', plan: planned, report, remaining, notKept: dropped, unsupported };
   return { outcome: 'applied', plan: planned, report, remaining, unsupported };
+}
+
+/**
+ * After a failed or stopped run: settle the records from a fresh dump, so the ledger says what
+ * the kernel holds after the rollback. Best effort: when the ledger cannot be written, the next
+ * run settles the same records from its own dump.
+ */
+async function settleFromDump(kernel: KernelTables, ownership: OwnershipStore, options: ConvergeOptions): Promise<void> {
+  try {
+    const after = await planFor(kernel, ownership, options);
+    if (after.ledger.set.length > 0 || after.ledger.remove.length > 0) await ownership.commit({ set: after.ledger.set, remove: after.ledger.remove });
+  } catch {
+    // see above
+  }
 }
 
 function withoutResources(options: ConvergeOptions, resources: ReadonlySet<string>): ConvergeOptions {

@@ -3,7 +3,9 @@
  * both tables and pipelined batches of changes. The engine's KernelChange and the client's
  * batch request are the same union, so this is a thin edge.
  */
+import { readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
+import type { LedgerScope } from '../ownership/ledger.js';
 import { XfrmClient } from '../xfrm/client.js';
 import { kernelFeatures, type KernelFeatures } from '../xfrm/kernel-features.js';
 import { errnoDescription } from '../netlink/errno.js';
@@ -17,6 +19,8 @@ export interface OpenKernelTables extends KernelTables {
   readonly features: KernelFeatures;
   /** Entries the dump held that the model cannot represent (counted as foreign). */
   readonly skipped: () => number;
+  /** The boot and network namespace these tables belong to (what the ownership ledger describes). */
+  readonly scope: LedgerScope;
   close(): void;
 }
 
@@ -32,6 +36,7 @@ export async function openKernelTables(netns: string | undefined): Promise<OpenK
   let skipped = 0;
   return {
     portId: client.portId,
+    scope: ledgerScope(netns, client.netnsCookie),
     features,
     skipped: () => skipped,
     async dump() {
@@ -66,4 +71,16 @@ export async function openKernelTables(netns: string | undefined): Promise<OpenK
  */
 export async function probeKernelFeatures(client: Pick<XfrmClient, 'keepsStateDirection'>): Promise<KernelFeatures> {
   return kernelFeatures(release(), { 'sa-direction': await client.keepsStateDirection() });
+}
+
+/**
+ * The boot id and the namespace's cookie (see NetlinkSocket.netnsCookie). Where the kernel
+ * gives no cookie (before 5.14), the namespace file's inode stands in: weaker, since a
+ * namespace made after another was freed can get the same inode again.
+ */
+export function ledgerScope(netns: string | undefined, cookie: bigint | undefined): LedgerScope {
+  const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  if (cookie !== undefined) return { bootId, netns: cookie.toString() };
+  const path = netns === undefined ? '/proc/self/ns/net' : netns.includes('/') ? netns : `/run/netns/${netns}`;
+  return { bootId, netns: `inode:${statSync(path).ino}` };
 }

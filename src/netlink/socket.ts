@@ -117,6 +117,7 @@ export class NetlinkSocketError extends Error {
 /** The shape of the native class (native/src/xfrm_socket.h). */
 interface NativeSocket {
   readonly portId: number;
+  readonly netnsCookie: bigint | undefined;
   readonly receiveBufferBytes: number;
   readonly sendBufferBytes: number;
   readonly closed: boolean;
@@ -149,6 +150,11 @@ export class NetlinkSocket {
   readonly portId: number;
   /** Absolute path of the namespace file the socket was opened in, or undefined for "here". */
   readonly netnsPath: string | undefined;
+  /**
+   * The kernel's cookie of the socket's network namespace (SO_NETNS_COOKIE): unique per
+   * namespace within one boot, never reused. undefined on kernels before 5.14.
+   */
+  readonly netnsCookie: bigint | undefined;
   /** Receive buffer the kernel granted (SO_RCVBUF, already doubled by the kernel). */
   readonly receiveBufferBytes: number;
   /** Send buffer the kernel granted (SO_SNDBUF); datagrams must be at most this minus 32 bytes. */
@@ -163,6 +169,7 @@ export class NetlinkSocket {
     this.#native = native;
     this.netnsPath = netnsPath;
     this.portId = native.portId;
+    this.netnsCookie = native.netnsCookie;
     this.receiveBufferBytes = native.receiveBufferBytes;
     this.sendBufferBytes = native.sendBufferBytes;
   }

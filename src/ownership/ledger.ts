@@ -1,35 +1,71 @@
 /**
- * The ownership ledger on disk: one JSON file per network namespace, replaced atomically
- * (write to a temporary file, fsync, rename, fsync the directory) so that a crash leaves
- * either the old or the new version, never a torn one. An exclusive lock file keeps two
- * engines (a CLI run and an agent, say) from interleaving their changes.
+ * The ownership ledger on disk, one per network namespace: a snapshot (`ledger.json`) and an
+ * append-only journal beside it (`ledger.journal`), under a kernel-released lock (./lock.ts).
  *
- * Format (versioned, so that a future layout can be migrated instead of misread):
- *   { "formatVersion": 1, "salt": "<hex>", "records": [OwnershipRecord, ...] }
+ * Why a journal: a commit appends one line (the records it sets and removes) and fdatasyncs
+ * it, so its cost follows the size of the change, not of the ledger; a snapshot rewrite (atomic
+ * replace, ./durable-file.ts) folds the journal in when it has grown. A commit returns only
+ * once its line is durable; a line torn by a crash was never acknowledged, so no kernel change
+ * followed it, and reading stops before it. A failed append is cut off again at once, so only
+ * the last line can ever be torn.
+ *
+ * What a ledger describes: the header names the boot (`/proc/sys/kernel/random/boot_id`) and
+ * the network namespace (the kernel's namespace cookie, never reused within a boot) whose
+ * entries its records prove. A ledger of another boot (the node rebooted: the kernel tables
+ * are gone, the file is not) or of another namespace (a copied file, a namespace deleted and
+ * made again under the same name) proves nothing here: its records are set aside, and every
+ * entry the kernel holds is foreign until this engine creates it.
+ *
+ * Formats (versioned, so a future layout is migrated instead of misread):
+ *   snapshot: { "formatVersion": 2, "salt": hex, "scope": {bootId, netns}, "generation": n, "records": [...] }
+ *   journal:  a header line {"generation": n}, then lines `JSON<TAB>sha256-prefix`
+ * A format-1 ledger (one JSON file, records without incarnations) is migrated: each record
+ * becomes an intent matched by its recorded whole-content fingerprint (./records.ts).
  */
-import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
 import { assertWritable, ensureDirectory, removeLeftoverTemporaries, replaceFile } from './durable-file.js';
-import { LedgerError } from './errors.js';
-import { fingerprintEntry } from './fingerprint.js';
+import { LedgerError, fileSystemError } from './errors.js';
+import { fingerprintEntry, incarnationOf, intentFingerprint } from './fingerprint.js';
 import { LedgerLock } from './lock.js';
-import type { OwnershipRecord } from './records.js';
+import { RecordFormatError, parseRecord, type Incarnation, type OwnershipRecord } from './records.js';
+import type { OwnershipView } from './settle.js';
 
-export const LEDGER_FORMAT_VERSION = 1;
+export const LEDGER_FORMAT_VERSION = 2;
 
 export { LedgerError, type LedgerErrorCode } from './errors.js';
+
+/** What a ledger describes: one network namespace in one boot of one kernel. */
+export interface LedgerScope {
+  readonly bootId: string;
+  /** The namespace's cookie (decimal), or `inode:<n>` where the kernel has no cookies. */
+  readonly netns: string;
+}
 
 export interface LedgerOpenOptions {
   /** How long to wait for another engine's lock before failing (default: DEFAULT_LOCK_WAIT_MS). */
   readonly lockWaitMs?: number;
+  /** The namespace this engine works on; a ledger of another scope proves nothing. */
+  readonly scope?: LedgerScope;
+  /** Test hook: awaited at every step of a write, so a crash can be injected between any two. */
+  readonly checkpoint?: (label: string) => Promise<void>;
+  /** Journal lines after which the snapshot is rewritten (default 512). */
+  readonly compactAfterLines?: number;
 }
 
-interface LedgerFile {
-  formatVersion: number;
-  salt: string;
-  records: OwnershipRecord[];
+interface SnapshotFile {
+  readonly formatVersion: number;
+  readonly salt: string;
+  readonly scope: LedgerScope | null;
+  readonly generation: number;
+  readonly records: readonly OwnershipRecord[];
+}
+
+interface JournalLine {
+  readonly set?: readonly OwnershipRecord[];
+  readonly remove?: readonly string[];
 }
 
 /** Where the ledger of a namespace lives under a state directory. */
@@ -38,18 +74,38 @@ export function ledgerPath(stateDirectory: string, netns: string | undefined): s
   return join(stateDirectory, scope, 'ledger.json');
 }
 
-export class Ledger {
+/** The journal beside a ledger snapshot. */
+export function journalPath(path: string): string {
+  return path.replace(/\.json$/, '') + '.journal';
+}
+
+export class Ledger implements OwnershipView {
   readonly #path: string;
   readonly #lock: LedgerLock;
   readonly #salt: string;
+  readonly #scope: LedgerScope | null;
+  readonly #checkpoint: (label: string) => Promise<void>;
+  readonly #compactAfterLines: number;
+  #generation: number;
   #records: Map<string, OwnershipRecord>;
+  #journal: FileHandle | undefined;
+  #journalBytes = 0;
+  #journalLines = 0;
+  #broken: string | undefined;
   #closed = false;
+  /** Records of another boot or namespace that were set aside when this ledger was opened. */
+  readonly setAside: number;
 
-  private constructor(path: string, lock: LedgerLock, salt: string, records: Map<string, OwnershipRecord>) {
-    this.#path = path;
-    this.#lock = lock;
-    this.#salt = salt;
-    this.#records = records;
+  private constructor(init: { path: string; lock: LedgerLock; snapshot: SnapshotFile; records: Map<string, OwnershipRecord>; setAside: number; options: LedgerOpenOptions }) {
+    this.#path = init.path;
+    this.#lock = init.lock;
+    this.#salt = init.snapshot.salt;
+    this.#scope = init.snapshot.scope;
+    this.#generation = init.snapshot.generation;
+    this.#records = init.records;
+    this.setAside = init.setAside;
+    this.#checkpoint = init.options.checkpoint ?? (async () => undefined);
+    this.#compactAfterLines = init.options.compactAfterLines ?? 512;
   }
 
   /**
@@ -63,10 +119,12 @@ export class Ledger {
     try {
       await assertWritable(dirname(path), { stem: basename(path) });
       await removeLeftoverTemporaries(path, lock);
-      const file = await readLedger(path);
-      const records = new Map(file.records.map((record) => [record.key, record]));
-      const ledger = new Ledger(path, lock, file.salt, records);
-      if (file.records.length === 0) await ledger.#write(); // persist the salt
+      const loaded = await readLedger(path, options.scope);
+      const ledger = new Ledger({ path, lock, options, ...loaded });
+      // A new ledger, a migrated one, one whose records were set aside, or one whose journal
+      // must be started again: write the snapshot (and an empty journal) now, before any change.
+      if (loaded.rewrite) await ledger.#compact();
+      else await ledger.#openJournal(loaded.journalBytes, loaded.journalLines);
       return ledger;
     } catch (error) {
       await lock.release();
@@ -78,78 +136,289 @@ export class Ledger {
    * Reads the ledger without locking or writing it (for `diff` and `--dry-run`, which must
    * change nothing, not even create the file).
    */
-  static async peek(path: string): Promise<Pick<Ledger, 'records' | 'fingerprint'>> {
-    const file = await readLedger(path);
-    const records = new Map(file.records.map((record) => [record.key, record]));
-    return { records: () => records, fingerprint: (entry) => fingerprintEntry(file.salt, entry) };
+  static async peek(path: string, scope?: LedgerScope): Promise<OwnershipView> {
+    const loaded = await readLedger(path, scope);
+    const salt = loaded.snapshot.salt;
+    const records = loaded.records;
+    return {
+      records: () => records,
+      intentFingerprint: (entry) => intentFingerprint(salt, entry),
+      incarnationOf: (entry) => incarnationOf(salt, entry),
+      contentFingerprint: (entry) => fingerprintEntry(salt, entry),
+    };
   }
 
   get path(): string {
     return this.#path;
   }
 
+  get scope(): LedgerScope | null {
+    return this.#scope;
+  }
+
   records(): ReadonlyMap<string, OwnershipRecord> {
     return this.#records;
   }
 
-  fingerprint(entry: SecurityAssociation | SecurityPolicy): string {
+  intentFingerprint(entry: SecurityAssociation | SecurityPolicy): string {
+    return intentFingerprint(this.#salt, entry);
+  }
+
+  incarnationOf(entry: SecurityAssociation | SecurityPolicy): Incarnation | undefined {
+    return incarnationOf(this.#salt, entry);
+  }
+
+  contentFingerprint(entry: SecurityAssociation | SecurityPolicy): string {
     return fingerprintEntry(this.#salt, entry);
   }
 
-  /** Applies record changes and makes them durable before returning. */
+  /** Applies record changes and makes them durable before returning; on failure nothing changes. */
   async commit(changes: { readonly set?: readonly OwnershipRecord[]; readonly remove?: readonly string[] }): Promise<void> {
-    if (this.#closed) throw new LedgerError('ledger is closed');
-    const next = new Map(this.#records);
-    for (const key of changes.remove ?? []) next.delete(key);
-    for (const record of changes.set ?? []) next.set(record.key, record);
-    const previous = this.#records;
-    this.#records = next;
-    try {
-      await this.#write();
-    } catch (error) {
-      this.#records = previous;
-      throw error;
-    }
+    if (this.#closed) throw new LedgerError('ledger is closed', { code: 'CLOSED' });
+    if (this.#broken) throw new LedgerError(this.#broken, { code: 'EIO' });
+    const set = changes.set ?? [];
+    const remove = changes.remove ?? [];
+    if (set.length === 0 && remove.length === 0) return;
+    const line: JournalLine = { ...(set.length > 0 ? { set } : {}), ...(remove.length > 0 ? { remove } : {}) };
+    await this.#append(line);
+    for (const key of remove) this.#records.delete(key);
+    for (const record of set) this.#records.set(record.key, record);
+    if (this.#journalLines >= this.#compactAfterLines) await this.#compact().catch(() => undefined); // the journal stays valid
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#journal?.close().catch(() => undefined);
     await this.#lock.release();
   }
 
-  async #write(): Promise<void> {
-    const file: LedgerFile = {
+  async #append(line: JournalLine): Promise<void> {
+    const journal = this.#journal!;
+    const text = journalText(line);
+    const before = this.#journalBytes;
+    await this.#checkpoint('journal:append');
+    try {
+      await journal.write(text, before);
+      await this.#checkpoint('journal:written');
+      await journal.datasync();
+    } catch (error) {
+      // Cut the torn or unsynced line off again, so that the journal never holds a line that
+      // was not acknowledged followed by one that was.
+      try {
+        await journal.truncate(before);
+        await journal.datasync();
+      } catch {
+        this.#broken = `the ownership ledger journal ${journalPath(this.#path)} could not be repaired after a failed write; restart to recover`;
+      }
+      throw fileSystemError(error, dirname(this.#path), 'appending to the ownership ledger journal', 'the change was not recorded');
+    }
+    this.#journalBytes += Buffer.byteLength(text);
+    this.#journalLines += 1;
+    await this.#checkpoint('journal:synced');
+  }
+
+  /** Folds the journal into a new snapshot generation, then starts an empty journal for it. */
+  async #compact(): Promise<void> {
+    const generation = this.#generation + 1;
+    const snapshot: SnapshotFile = {
       formatVersion: LEDGER_FORMAT_VERSION,
       salt: this.#salt,
+      scope: this.#scope,
+      generation,
       records: [...this.#records.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)),
     };
-    await replaceFile(this.#path, `${JSON.stringify(file, null, 1)}\n`, { what: 'writing the ownership ledger' });
+    await this.#checkpoint('snapshot:write');
+    await replaceFile(this.#path, `${JSON.stringify(snapshot)}\n`, { what: 'writing the ownership ledger' });
+    this.#generation = generation;
+    // A crash here leaves a journal of the previous generation: it is ignored when read, since
+    // the snapshot already holds every line of it.
+    await this.#checkpoint('snapshot:written');
+    await this.#journal?.close().catch(() => undefined);
+    this.#journal = undefined;
+    await replaceFile(journalPath(this.#path), journalHeader(generation), { what: 'starting the ownership ledger journal' });
+    await this.#checkpoint('journal:reset');
+    await this.#openJournal(Buffer.byteLength(journalHeader(generation)), 0);
+  }
+
+  async #openJournal(bytes: number, lines: number): Promise<void> {
+    try {
+      this.#journal = await open(journalPath(this.#path), 'r+');
+      // A torn last line (a crash mid-append) is cut off, so the next line starts clean.
+      if ((await this.#journal.stat()).size > bytes) {
+        await this.#journal.truncate(bytes);
+        await this.#journal.datasync();
+      }
+    } catch (error) {
+      throw fileSystemError(error, dirname(this.#path), 'opening the ownership ledger journal');
+    }
+    this.#journalBytes = bytes;
+    this.#journalLines = lines;
   }
 }
 
-async function readLedger(path: string): Promise<LedgerFile> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-      return { formatVersion: LEDGER_FORMAT_VERSION, salt: randomBytes(16).toString('hex'), records: [] };
-    }
-    throw error;
+function journalHeader(generation: number): string {
+  return `${JSON.stringify({ generation })}\n`;
+}
+
+function journalText(line: JournalLine): string {
+  const body = JSON.stringify(line);
+  return `${body}\t${checksum(body)}\n`;
+}
+
+function checksum(body: string): string {
+  return createHash('sha256').update(body).digest('hex').slice(0, 16);
+}
+
+interface Loaded {
+  readonly snapshot: SnapshotFile;
+  readonly records: Map<string, OwnershipRecord>;
+  readonly setAside: number;
+  /** The snapshot and journal must be written again before use. */
+  readonly rewrite: boolean;
+  readonly journalBytes: number;
+  readonly journalLines: number;
+}
+
+async function readLedger(path: string, scope: LedgerScope | undefined): Promise<Loaded> {
+  const text = await readText(path);
+  if (text === undefined) {
+    const snapshot: SnapshotFile = { formatVersion: LEDGER_FORMAT_VERSION, salt: randomBytes(16).toString('hex'), scope: scope ?? null, generation: 0, records: [] };
+    return { snapshot, records: new Map(), setAside: 0, rewrite: true, journalBytes: 0, journalLines: 0 };
   }
+  const damaged = (why: string) =>
+    new LedgerError(`ownership ledger ${path} ${why}; it was not written by this engine or is damaged. Nothing was changed. Move it aside only if you know every entry it recorded is gone.`, { code: 'INVALID' });
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
   } catch {
-    throw new LedgerError(`ownership ledger ${path} is not valid JSON; it was not written by this engine or is damaged. Move it aside only if you know every entry it recorded is gone.`);
+    throw damaged('is not valid JSON');
   }
-  const file = parsed as Partial<LedgerFile>;
+  const file = parsed as Partial<SnapshotFile> & { records?: unknown };
+  if (file.formatVersion === 1) return migrateVersion1(path, file, scope, damaged);
   if (file.formatVersion !== LEDGER_FORMAT_VERSION) {
-    throw new LedgerError(`ownership ledger ${path} has format version ${String(file.formatVersion)}; this engine reads version ${LEDGER_FORMAT_VERSION}`);
+    throw new LedgerError(`ownership ledger ${path} has format version ${String(file.formatVersion).slice(0, 20)}; this engine reads versions 1 and ${LEDGER_FORMAT_VERSION}`, { code: 'INVALID' });
   }
-  if (typeof file.salt !== 'string' || !Array.isArray(file.records)) {
-    throw new LedgerError(`ownership ledger ${path} lacks its salt or records`);
+  if (typeof file.salt !== 'string' || !/^[0-9a-f]{32}$/.test(file.salt)) throw damaged('has no valid salt');
+  if (!Number.isSafeInteger(file.generation) || (file.generation as number) < 1) throw damaged('has no valid generation');
+  if (file.scope !== null && !isScope(file.scope)) throw damaged('has no valid scope');
+  const records = parseRecords(file.records, damaged);
+  const snapshot = file as SnapshotFile;
+
+  const journal = await readJournal(journalPath(path), snapshot.generation, damaged);
+  for (const line of journal.lines) {
+    for (const key of line.remove) records.delete(key);
+    for (const record of line.set) records.set(record.key, record);
   }
-  return file as LedgerFile;
+  if (scope && !sameScope(snapshot.scope, scope)) {
+    // Another boot or namespace: these records prove nothing here (see the module comment).
+    return { snapshot: { ...snapshot, scope }, records: new Map(), setAside: records.size, rewrite: true, journalBytes: 0, journalLines: 0 };
+  }
+  return { snapshot, records, setAside: 0, rewrite: journal.stale, journalBytes: journal.bytes, journalLines: journal.lines.length };
+}
+
+async function readJournal(
+  path: string,
+  generation: number,
+  damaged: (why: string) => Error,
+): Promise<{ lines: { set: OwnershipRecord[]; remove: string[] }[]; bytes: number; stale: boolean }> {
+  const text = await readText(path);
+  if (text === undefined) return { lines: [], bytes: 0, stale: true };
+  const newline = text.indexOf('\n');
+  let header: { generation?: unknown };
+  try {
+    header = JSON.parse(newline < 0 ? text : text.slice(0, newline)) as { generation?: unknown };
+  } catch {
+    // The journal is replaced atomically whole, so its header is never torn.
+    throw damaged('has a journal without a valid header');
+  }
+  if (header.generation === generation - 1) return { lines: [], bytes: 0, stale: true }; // already folded in
+  if (header.generation !== generation) throw damaged(`has a journal of generation ${String(header.generation).slice(0, 20)} beside snapshot generation ${generation}`);
+  const lines: { set: OwnershipRecord[]; remove: string[] }[] = [];
+  let offset = newline + 1;
+  let position = 0;
+  while (offset < text.length) {
+    const end = text.indexOf('\n', offset);
+    const raw = end < 0 ? text.slice(offset) : text.slice(offset, end);
+    const tab = raw.lastIndexOf('\t');
+    const body = tab < 0 ? '' : raw.slice(0, tab);
+    const intact = end >= 0 && tab >= 0 && checksum(body) === raw.slice(tab + 1);
+    if (!intact) {
+      // Only the last line can be torn (a failed append is cut off at once): it was never acknowledged.
+      if (end < 0 || end === text.length - 1) break;
+      throw damaged(`has a damaged journal line ${position + 1}`);
+    }
+    let line: { set?: unknown; remove?: unknown };
+    try {
+      line = JSON.parse(body) as { set?: unknown; remove?: unknown };
+    } catch {
+      throw damaged(`has a journal line ${position + 1} that is not JSON`);
+    }
+    const remove = line.remove ?? [];
+    if (!Array.isArray(remove) || !remove.every((key) => typeof key === 'string')) throw damaged(`has a journal line ${position + 1} with invalid removals`);
+    lines.push({ set: [...parseRecords(line.set ?? [], damaged).values()], remove });
+    offset = end + 1;
+    position += 1;
+  }
+  return { lines, bytes: Buffer.byteLength(text.slice(0, offset)), stale: false };
+}
+
+function parseRecords(value: unknown, damaged: (why: string) => Error): Map<string, OwnershipRecord> {
+  if (!Array.isArray(value)) throw damaged('has no list of records');
+  const records = new Map<string, OwnershipRecord>();
+  value.forEach((raw, position) => {
+    let record: OwnershipRecord;
+    try {
+      record = parseRecord(raw, position);
+    } catch (error) {
+      if (error instanceof RecordFormatError) throw damaged(`has an invalid ${error.message}`);
+      throw error;
+    }
+    if (records.has(record.key)) throw damaged(`has two records for one entry (record ${position})`);
+    records.set(record.key, record);
+  });
+  return records;
+}
+
+/**
+ * Format 1 held `{key, target, resource, phase, fingerprint}` with the whole-content
+ * fingerprint of the entry as it was added. Those cannot name an incarnation, so each becomes
+ * an intent on that content (time 0): the first dump claims the entry if it still has exactly
+ * that content and settles it to an incarnation; anything else under that identity is foreign.
+ */
+function migrateVersion1(path: string, file: { salt?: unknown; records?: unknown }, scope: LedgerScope | undefined, damaged: (why: string) => Error): Loaded {
+  if (typeof file.salt !== 'string' || !Array.isArray(file.records)) throw damaged('lacks its salt or records');
+  const records = new Map<string, OwnershipRecord>();
+  for (const [position, raw] of file.records.entries()) {
+    const old = raw as { key?: unknown; target?: unknown; resource?: unknown; fingerprint?: unknown };
+    const candidate = { key: old.key, target: old.target, resource: old.resource, phase: 'creating', intents: [{ fingerprint: old.fingerprint, notBefore: 0, content: true }] };
+    try {
+      const record = parseRecord(candidate, position);
+      records.set(record.key, record);
+    } catch (error) {
+      if (error instanceof RecordFormatError) throw damaged(`has an invalid format-1 ${error.message}`);
+      throw error;
+    }
+  }
+  void path;
+  const snapshot: SnapshotFile = { formatVersion: LEDGER_FORMAT_VERSION, salt: file.salt, scope: scope ?? null, generation: 0, records: [] };
+  return { snapshot, records, setAside: 0, rewrite: true, journalBytes: 0, journalLines: 0 };
+}
+
+async function readText(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw fileSystemError(error, dirname(path), `reading ${basename(path)}`);
+  }
+}
+
+function isScope(value: unknown): value is LedgerScope {
+  const scope = value as Partial<LedgerScope> | undefined;
+  return typeof scope === 'object' && scope !== null && typeof scope.bootId === 'string' && typeof scope.netns === 'string';
+}
+
+function sameScope(a: LedgerScope | null, b: LedgerScope): boolean {
+  return a !== null && a.bootId === b.bootId && a.netns === b.netns;
 }

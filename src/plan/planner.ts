@@ -4,9 +4,16 @@
  * this one function, so what a user sees in `diff` is exactly what would be done.
  *
  * Rules it enforces:
- * - Only owned entries are ever changed or deleted (ownership is the ledger's word; see
- *   ../ownership/ledger.ts). A desired entry whose identity is held by a foreign entry is a
- *   conflict, reported and left alone.
+ * - Only owned entries are ever changed or deleted. Ownership is settled first from the ledger
+ *   and this very dump (../ownership/settle.ts): a record proves an entry only while the kernel
+ *   still holds the incarnation it names, or the entry an intent describes. A desired entry
+ *   whose identity is held by a foreign entry is a conflict, reported and left alone.
+ * - The kernel finds an SA for DELSA/UPDSA by (family, destination, SPI, protocol) and its mark
+ *   *under mask* (`(mark & sa.mask) == sa.value`), newest first; so a delete or update of ours
+ *   that the kernel could apply to a foreign SA instead is refused as a conflict, and so is an
+ *   add that the kernel would refuse (EEXIST) because a foreign SA answers the same lookup.
+ *   Policies are found exactly (direction, type, selector bytes, mark value and mask, if_id,
+ *   no security context), which ./identity.ts keys follow.
  * - SA differences the kernel cannot apply in place become a replacement (delete, then add),
  *   flagged as disruptive; everything else goes through UPDSA/UPDPOLICY.
  * - Make before break: creations and updates run inbound SAs, then inbound and forward
@@ -17,7 +24,8 @@
 import type { PolicyTemplate, SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
 import { compareStates, comparePolicies } from './compare.js';
 import { policyKey, stateKey } from './identity.js';
-import type { OwnershipRecord } from '../ownership/records.js';
+import { settle, type LedgerChanges, type OwnershipView } from '../ownership/settle.js';
+import { stateLookupHits } from './lookup.js';
 
 export interface DesiredEntry<T> {
   /** The resource that asks for the entry (`SecurityAssociation/name` or `IpsecPolicy/name`). */
@@ -72,6 +80,8 @@ export interface Conflict {
   readonly resource: string;
   readonly target: 'state' | 'policy';
   readonly reason: string;
+  /** The other resource of the input that asks for the same identity, when that is the conflict. */
+  readonly otherResource?: string;
 }
 
 export interface Plan {
@@ -79,52 +89,57 @@ export interface Plan {
   readonly steps: readonly Step[];
   /** Desired entries that cannot be applied without touching something that is not ours. */
   readonly conflicts: readonly Conflict[];
-  /** Ledger records with no kernel entry and no desire left: forget them (no kernel change). */
-  readonly forget: readonly string[];
+  /**
+   * Record changes the dump already settles (no kernel change): intents that took effect become
+   * `present`, records that prove nothing any more are removed. Committed before any step.
+   */
+  readonly ledger: LedgerChanges;
 }
 
 export interface PlanInput {
   readonly desired: DesiredTables;
   readonly observed: ObservedTables;
-  /** The ledger's records, by key. */
-  readonly owned: ReadonlyMap<string, OwnershipRecord>;
-  /** Fingerprint of an observed entry, to settle records left in the `creating` phase. */
-  readonly fingerprint: (entry: SecurityAssociation | SecurityPolicy) => string;
+  /** The ledger: its records and how to recognise the entries they name. */
+  readonly ownership: OwnershipView;
 }
 
 export function plan(input: PlanInput): Plan {
   const steps: Step[] = [];
   const conflicts: Conflict[] = [];
-  const forget: string[] = [];
   const inbound = inboundStateKeys(input);
 
-  const isOwned = (key: string, observed: SecurityAssociation | SecurityPolicy | undefined): boolean => {
-    const record = input.owned.get(key);
-    if (!record) return false;
-    // A crash between writing `creating` and the kernel's answer leaves it open whether the
-    // entry that now exists is ours: it is only if it is exactly what we were adding.
-    if (record.phase === 'creating') return observed !== undefined && input.fingerprint(observed) === record.fingerprint;
-    return true;
-  };
+  const observedStates = new Map(input.observed.states.map((sa) => [stateKey(sa.id), sa]));
+  const observedPolicies = new Map(input.observed.policies.map((policy) => [policyKey(policy.id), policy]));
+  const settlement = settle(input.ownership, (record) => (record.target === 'state' ? observedStates.get(record.key) : observedPolicies.get(record.key)));
+  const owned = settlement.owned;
+  const foreignStates = input.observed.states.filter((sa) => !owned.has(stateKey(sa.id)));
+
+  /** A foreign SA that the kernel's lookup for `sa` could find instead of (or besides) it. */
+  const foreignHit = (sa: SecurityAssociation): SecurityAssociation | undefined => foreignStates.find((other) => other !== observedStates.get(stateKey(sa.id)) && stateLookupHits(sa.id, other.id));
 
   // SAs
-  const observedStates = new Map(input.observed.states.map((sa) => [stateKey(sa.id), sa]));
-  const desiredStateKeys = new Set<string>();
+  const desiredStateKeys = new Map<string, string>();
   for (const { resource, entry } of input.desired.states) {
     const key = stateKey(entry.id);
-    if (desiredStateKeys.has(key)) {
-      conflicts.push({ key, resource, target: 'state', reason: 'another resource asks for an SA with the same destination, SPI, protocol and mark' });
+    const other = desiredStateKeys.get(key);
+    if (other !== undefined) {
+      conflicts.push({ key, resource, otherResource: other, target: 'state', reason: `${other} asks for an SA with the same destination, SPI, protocol and mark` });
       continue;
     }
-    desiredStateKeys.add(key);
+    desiredStateKeys.set(key, resource);
     const stage = inbound.has(key) ? Stage.InboundStates : Stage.OutboundStates;
     const observed = observedStates.get(key);
-    if (!observed) {
-      steps.push({ op: 'create', target: 'state', key, resource, stage, entry });
+    if (observed && !owned.has(key)) {
+      conflicts.push({ key, resource, target: 'state', reason: 'an SA with this identity exists in the kernel and was not created by ipsec-operator' });
       continue;
     }
-    if (!isOwned(key, observed)) {
-      conflicts.push({ key, resource, target: 'state', reason: 'an SA with this identity exists in the kernel and was not created by ipsec-operator' });
+    const shadow = foreignHit(entry);
+    if (shadow) {
+      conflicts.push({ key, resource, target: 'state', reason: `the kernel finds SAs by destination, SPI, protocol and mark under mask, and would match a foreign SA (mark ${markText(shadow.id.mark)}) for this one` });
+      continue;
+    }
+    if (!observed) {
+      steps.push({ op: 'create', target: 'state', key, resource, stage, entry });
       continue;
     }
     const differences = compareStates(entry, observed);
@@ -135,28 +150,34 @@ export function plan(input: PlanInput): Plan {
     }
   }
   for (const [key, observed] of observedStates) {
-    if (desiredStateKeys.has(key) || !isOwned(key, observed)) continue;
+    if (desiredStateKeys.has(key) || !owned.has(key)) continue;
+    const resource = owned.get(key)!;
+    const shadow = foreignHit(observed);
+    if (shadow) {
+      conflicts.push({ key, resource, target: 'state', reason: `not deleted: the kernel's lookup for this SA (mark under mask) could remove a foreign SA (mark ${markText(shadow.id.mark)}) instead` });
+      continue;
+    }
     const stage = inbound.has(key) ? Stage.DeleteInboundStates : Stage.DeleteOutboundStates;
-    steps.push({ op: 'delete', target: 'state', key, resource: input.owned.get(key)!.resource, stage, previous: observed });
+    steps.push({ op: 'delete', target: 'state', key, resource, stage, previous: observed });
   }
 
   // Policies
-  const observedPolicies = new Map(input.observed.policies.map((policy) => [policyKey(policy.id), policy]));
-  const desiredPolicyKeys = new Set<string>();
+  const desiredPolicyKeys = new Map<string, string>();
   for (const { resource, entry } of input.desired.policies) {
     const key = policyKey(entry.id);
-    if (desiredPolicyKeys.has(key)) {
-      conflicts.push({ key, resource, target: 'policy', reason: 'another resource asks for a policy with the same direction, selector, type, mark and if_id' });
+    const other = desiredPolicyKeys.get(key);
+    if (other !== undefined) {
+      conflicts.push({ key, resource, otherResource: other, target: 'policy', reason: `${other} asks for a policy with the same direction, selector, type, mark and if_id` });
       continue;
     }
-    desiredPolicyKeys.add(key);
+    desiredPolicyKeys.set(key, resource);
     const stage = entry.id.direction === 'out' ? Stage.OutboundPolicies : Stage.InboundPolicies;
     const observed = observedPolicies.get(key);
     if (!observed) {
       steps.push({ op: 'create', target: 'policy', key, resource, stage, entry });
       continue;
     }
-    if (!isOwned(key, observed)) {
+    if (!owned.has(key)) {
       conflicts.push({ key, resource, target: 'policy', reason: 'a policy with this identity exists in the kernel and was not created by ipsec-operator' });
       continue;
     }
@@ -168,21 +189,18 @@ export function plan(input: PlanInput): Plan {
     }
   }
   for (const [key, observed] of observedPolicies) {
-    if (desiredPolicyKeys.has(key) || !isOwned(key, observed)) continue;
+    if (desiredPolicyKeys.has(key) || !owned.has(key)) continue;
     const stage = observed.id.direction === 'out' ? Stage.DeleteOutboundPolicies : Stage.DeleteInboundPolicies;
-    steps.push({ op: 'delete', target: 'policy', key, resource: input.owned.get(key)!.resource, stage, previous: observed });
-  }
-
-  // Records whose entry is gone and no longer wanted, or whose `creating` never happened.
-  for (const [key, record] of input.owned) {
-    const observed = record.target === 'state' ? observedStates.get(key) : observedPolicies.get(key);
-    const desired = record.target === 'state' ? desiredStateKeys.has(key) : desiredPolicyKeys.has(key);
-    if ((!observed && !desired) || (observed && !isOwned(key, observed) && !desired)) forget.push(key);
+    steps.push({ op: 'delete', target: 'policy', key, resource: owned.get(key)!, stage, previous: observed });
   }
 
   // Stable order: by stage, then as listed (desired order, then kernel dump order).
   const ordered = steps.map((step, position) => ({ step, position })).sort((a, b) => a.step.stage - b.step.stage || a.position - b.position);
-  return { steps: ordered.map(({ step }) => step), conflicts, forget };
+  return { steps: ordered.map(({ step }) => step), conflicts, ledger: settlement.changes };
+}
+
+function markText(mark: { value: number; mask: number } | undefined): string {
+  return mark ? `0x${mark.value.toString(16)}/0x${mark.mask.toString(16)}` : 'none';
 }
 
 /**

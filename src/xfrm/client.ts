@@ -86,10 +86,12 @@ const BYTES_PER_ACK = 2048;
 
 export class XfrmClient {
   readonly #connection: NetlinkConnection;
+  readonly #netnsCookie: bigint | undefined;
 
   /** Wraps an open transport (tests pass a fake; `open` passes a NetlinkSocket). */
   constructor(transport: NetlinkTransport, options: Omit<XfrmClientOptions, 'netns' | 'receiveBufferBytes'> & { readonly receiveBufferBytes?: number } = {}) {
     const granted = options.receiveBufferBytes ?? 212_992;
+    this.#netnsCookie = (transport as { readonly netnsCookie?: bigint }).netnsCookie;
     this.#connection = new NetlinkConnection(transport, {
       ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
       maxInFlight: options.maxInFlight ?? Math.max(16, Math.min(1024, Math.floor(granted / BYTES_PER_ACK))),
@@ -104,6 +106,11 @@ export class XfrmClient {
       receiveBufferBytes: options.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER,
     });
     return new XfrmClient(socket, { ...options, receiveBufferBytes: socket.receiveBufferBytes });
+  }
+
+  /** The kernel's cookie of the socket's network namespace (see NetlinkSocket.netnsCookie). */
+  get netnsCookie(): bigint | undefined {
+    return this.#netnsCookie;
   }
 
   /** The socket's port id: notifications caused by this client carry it (see isOwnEvent). */

@@ -17,9 +17,8 @@ import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { formatManifestError, parseManifests, type ManifestSet } from '../../src/model/manifests.js';
 import { desiredTables } from '../../src/model/desired.js';
+import { MemoryOwnership, observe, presentRecords } from '../support/ownership.js';
 import { plan, Stage, type DesiredTables } from '../../src/plan/planner.js';
-import { policyKey, stateKey } from '../../src/plan/identity.js';
-import type { OwnershipRecord } from '../../src/ownership/records.js';
 
 const ROOT = fileURLToPath(new URL('../../examples/', import.meta.url));
 const NODES = {
@@ -56,20 +55,19 @@ function tablesFor(set: ManifestSet, node: NodeName): { tables: DesiredTables; e
 
 /** The plan for `node` against an empty kernel and an empty ledger. */
 function planOnEmptyNode(set: ManifestSet, node: NodeName) {
-  return plan({ desired: tablesFor(set, node).tables, observed: { states: [], policies: [] }, owned: new Map(), fingerprint: () => '' });
+  return plan({ desired: tablesFor(set, node).tables, observed: { states: [], policies: [] }, ownership: new MemoryOwnership() });
 }
 
 /** The plan for `node` when its kernel already holds (and the ledger owns) what `before` asks for. */
 function planAfter(before: ManifestSet, after: ManifestSet, node: NodeName, prune = true) {
   const held = tablesFor(before, node).tables;
-  const owned = new Map<string, OwnershipRecord>();
-  for (const { resource, entry } of held.states) owned.set(stateKey(entry.id), { key: stateKey(entry.id), target: 'state', resource, fingerprint: 'f', phase: 'present' });
-  for (const { resource, entry } of held.policies) owned.set(policyKey(entry.id), { key: policyKey(entry.id), target: 'policy', resource, fingerprint: 'f', phase: 'present' });
+  const states = held.states.map(({ resource, entry }) => ({ resource, entry: observe(entry) }));
+  const policies = held.policies.map(({ resource, entry }, position) => ({ resource, entry: observe(entry, { index: 8 * (position + 1) + 1 }) }));
+  const records = [...states, ...policies].flatMap(({ resource, entry }) => presentRecords([entry], resource));
   const result = plan({
     desired: tablesFor(after, node).tables,
-    observed: { states: held.states.map((desired) => desired.entry), policies: held.policies.map((desired) => desired.entry) },
-    owned,
-    fingerprint: () => 'f',
+    observed: { states: states.map((desired) => desired.entry), policies: policies.map((desired) => desired.entry) },
+    ownership: new MemoryOwnership(records),
   });
   return prune ? result : { ...result, steps: result.steps.filter((step) => step.op !== 'delete') };
 }

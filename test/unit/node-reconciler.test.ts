@@ -6,6 +6,7 @@ import { reconcileNode, type NodeInputs } from '../../src/agent/node-reconciler.
 import type { IpsecPolicySpec, SecurityAssociationSpec, IpsecResource } from '../../src/crd/types.js';
 import { Ledger } from '../../src/ownership/ledger.js';
 import { FakeKernel } from '../support/fake-kernel.js';
+import { stateKey } from '../../src/plan/identity.js';
 import { policySpec, saSpec, TEST_KEYS } from '../support/entries.js';
 
 let directory: string;
@@ -57,7 +58,7 @@ describe('reconcileNode', () => {
     expect(byName['refused']).toMatchObject({ state: 'Failed', reason: 'KernelRejected' });
     expect(byName['refused']!.message).toMatch(/Requested AEAD algorithm not found \(EINVAL\)/);
     expect(byName['elsewhere']).toBeUndefined();
-    expect(kernel.states.size).toBe(2);
+    expect(kernel.states.length).toBe(2);
     expect(result.converged).toBe(true);
   });
 
@@ -66,11 +67,11 @@ describe('reconcileNode', () => {
     const a = saResource('a', { spi: 0x100 });
     const b = saResource('b', { spi: 0x101 });
     await reconcileNode(inputs([a, b]), kernel, ledger);
-    expect(kernel.states.size).toBe(2);
+    expect(kernel.states.length).toBe(2);
     const aWithoutKey = { ...a, spec: { ...a.spec, aead: { ...a.spec.aead!, keyRef: { name: 'gone', key: 'k' } } } };
     const bDeleting = { ...b, metadata: { ...b.metadata, deletionTimestamp: '2026-01-02T00:00:00Z' } };
     const result = await reconcileNode(inputs([aWithoutKey, bDeleting]), kernel, ledger);
-    expect(kernel.states.size).toBe(1);
+    expect(kernel.states.length).toBe(1);
     expect(result.reports.find((report) => report.name === 'a')).toMatchObject({ state: 'Failed', reason: 'MissingSecret', entries: 1 });
     expect(result.reports.find((report) => report.name === 'b')).toMatchObject({ state: 'Removed', entries: 0 });
   });
@@ -79,9 +80,9 @@ describe('reconcileNode', () => {
     const kernel = new FakeKernel();
     const a = saResource('a', { spi: 0x100, nodeSelector: { matchLabels: { role: 'a' } } });
     await reconcileNode(inputs([a]), kernel, ledger);
-    expect(kernel.states.size).toBe(1);
+    expect(kernel.states.length).toBe(1);
     const result = await reconcileNode(inputs([a], { role: 'other' }), kernel, ledger);
-    expect(kernel.states.size).toBe(0);
+    expect(kernel.states.length).toBe(0);
     expect(result.reports).toEqual([]);
   });
 });
@@ -91,10 +92,11 @@ describe('restoring an owned SA that vanished', () => {
     const kernel = new FakeKernel();
     const a = saResource('resume', { spi: 0x100, replayWindow: 32 });
     await reconcileNode(inputs([a]), kernel, ledger);
-    const [key] = [...kernel.states.keys()];
-    kernel.states.clear(); // a hand flush
-    const result = await reconcileNode({ ...inputs([a]), lastSequence: new Map([[key!, 40n]]) }, kernel, ledger);
+    const [held] = kernel.states;
+    const key = stateKey(held!.id);
+    expect(kernel.foreign({ op: 'delete-state', id: held!.id })).toEqual({ ok: true }); // a hand flush
+    const result = await reconcileNode({ ...inputs([a]), lastSequence: new Map([[key, 40n]]) }, kernel, ledger);
     expect(result.applied.map((step) => step.op)).toEqual(['create']);
-    expect(kernel.states.get(key!)?.resumeSequence).toBe(40n + (1n << 20n));
+    expect(kernel.states[0]?.observed?.replayState?.outboundSequence).toBe(Number(40n + (1n << 20n)));
   });
 });

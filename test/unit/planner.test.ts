@@ -1,30 +1,26 @@
 import { describe, expect, it } from 'vitest';
 import { plan, Stage, type DesiredTables, type ObservedTables, type Plan } from '../../src/plan/planner.js';
 import { policyKey, stateKey } from '../../src/plan/identity.js';
-import { fingerprintEntry } from '../../src/ownership/fingerprint.js';
-import type { OwnershipRecord, OwnershipPhase } from '../../src/ownership/records.js';
+import type { OwnershipRecord } from '../../src/ownership/records.js';
 import type { SecurityAssociation, SecurityPolicy } from '../../src/xfrm/types.js';
 import { policy, sa } from '../support/entries.js';
+import { MemoryOwnership, keyOf, observe, presentRecords } from '../support/ownership.js';
 
-const SALT = 'test-salt';
-const fingerprint = (entry: SecurityAssociation | SecurityPolicy) => fingerprintEntry(SALT, entry);
+const stamp = <T extends SecurityAssociation | SecurityPolicy>(entry: T): T => (entry.observed ? entry : observe(entry));
 
-function owned(entries: (SecurityAssociation | SecurityPolicy)[], phase: OwnershipPhase = 'present'): Map<string, OwnershipRecord> {
-  return new Map(
-    entries.map((entry) => {
-      const isPolicy = 'templates' in entry;
-      const key = isPolicy ? policyKey(entry.id) : stateKey((entry as SecurityAssociation).id);
-      return [key, { key, target: isPolicy ? 'policy' : 'state', resource: 'Test/owned', fingerprint: fingerprint(entry), phase }];
-    }),
-  );
+/** Records that own these entries as the kernel shows them; `creating`: intents to add exactly them. */
+function owned(entries: (SecurityAssociation | SecurityPolicy)[], phase: 'present' | 'creating' = 'present'): OwnershipRecord[] {
+  const stamped = entries.map(stamp);
+  if (phase === 'present') return presentRecords(stamped);
+  const view = new MemoryOwnership();
+  return stamped.map((entry) => ({ key: keyOf(entry), target: 'templates' in entry ? 'policy' : 'state', resource: 'Test/owned', phase: 'creating', intents: [{ fingerprint: view.intentFingerprint(entry), notBefore: 0 }] }));
 }
 
-function run(desired: Partial<DesiredTables>, observed: Partial<ObservedTables> = {}, records = new Map<string, OwnershipRecord>()): Plan {
+function run(desired: Partial<DesiredTables>, observed: Partial<ObservedTables> = {}, records: OwnershipRecord[] = []): Plan {
   return plan({
     desired: { states: desired.states ?? [], policies: desired.policies ?? [] },
-    observed: { states: observed.states ?? [], policies: observed.policies ?? [] },
-    owned: records,
-    fingerprint,
+    observed: { states: (observed.states ?? []).map(stamp), policies: (observed.policies ?? []).map(stamp) },
+    ownership: new MemoryOwnership(records),
   });
 }
 
@@ -36,10 +32,71 @@ describe('planner', () => {
     const result = run(
       { states: [{ resource: 'SecurityAssociation/a', entry: entries[0] as SecurityAssociation }], policies: [{ resource: 'IpsecPolicy/p', entry: entries[1] as SecurityPolicy }] },
       { states: [entries[0] as SecurityAssociation], policies: [{ ...(entries[1] as SecurityPolicy), index: 1234 }] },
-      owned(entries),
+      owned([entries[0]!, { ...(entries[1] as SecurityPolicy), index: 1234 }]),
     );
     expect(result.steps).toEqual([]);
     expect(result.conflicts).toEqual([]);
+  });
+
+  it('owns an entry only in the incarnation its record names: a policy re-created by someone else (new index) is foreign', () => {
+    const ours = observe(policy(), { index: 1025 });
+    const theirs = observe(policy({ templates: [{ protocol: 'esp', reqid: 9 }] }), { index: 2049 });
+    const desired = { policies: [{ resource: 'IpsecPolicy/p', entry: policy() }] };
+    const result = run(desired, { policies: [theirs] }, owned([ours]));
+    expect(result.steps).toEqual([]);
+    expect(result.conflicts).toMatchObject([{ resource: 'IpsecPolicy/p', reason: expect.stringMatching(/not created by ipsec-operator/) }]);
+    expect(result.ledger.remove).toEqual([keyOf(ours)]);
+    // Pruned: the foreign policy is not deleted either.
+    expect(run({}, { policies: [theirs] }, owned([ours])).steps).toEqual([]);
+  });
+
+  it('owns an SA only with the add time and the unchangeable content its record names', () => {
+    const ours = observe(sa(), { addTime: 1_700_000_000 });
+    const sameSecond = observe(sa({ aead: { algorithm: 'rfc4106(gcm(aes))', icvLength: 128, keyRef: { name: 'keys', key: 'gcm128b' } } }), { addTime: 1_700_000_000 });
+    const later = observe(sa(), { addTime: 1_700_000_005 });
+    expect(run({}, { states: [ours] }, owned([ours])).steps.map((step) => step.op)).toEqual(['delete']);
+    expect(run({}, { states: [sameSecond] }, owned([ours])).steps).toEqual([]);
+    expect(run({}, { states: [later] }, owned([ours])).steps).toEqual([]);
+    // A hand UPDSA of what UPDSA may change (lifetime) keeps it ours: drift, repaired in place.
+    const updated = { ...ours, lifetime: { ...ours.lifetime, hardAddExpiresSeconds: 60n } };
+    expect(run({ states: [{ resource: 'SecurityAssociation/a', entry: sa() }] }, { states: [updated] }, owned([ours])).steps.map((step) => step.op)).toEqual(['update']);
+  });
+
+  it('an intent claims only an entry added no earlier than it was written', () => {
+    const entry = observe(sa(), { addTime: 1_700_000_000 });
+    const view = new MemoryOwnership();
+    const intent = (notBefore: number): OwnershipRecord[] => [{ key: keyOf(entry), target: 'state', resource: 'Test/owned', phase: 'creating', intents: [{ fingerprint: view.intentFingerprint(entry), notBefore }] }];
+    expect(run({}, { states: [entry] }, intent(1_700_000_000)).ledger.set).toMatchObject([{ phase: 'present', incarnation: { target: 'state', addTime: 1_700_000_000 } }]);
+    expect(run({}, { states: [entry] }, intent(1_700_000_001)).ledger.remove).toEqual([keyOf(entry)]);
+  });
+
+  it("refuses to delete or update an SA of ours when the kernel's masked-mark lookup could hit a foreign SA", () => {
+    const ours = observe(sa({ mark: { value: 1, mask: 0xff } }));
+    // Mark 0/0 answers every lookup; 1/0x1 answers a request for 1/0xff.
+    for (const mark of [undefined, { value: 0, mask: 0 }, { value: 1, mask: 0x1 }]) {
+      const foreign = observe(sa({ ...(mark ? { mark } : {}), reqid: 7 }));
+      const pruned = run({}, { states: [ours, foreign] }, owned([ours]));
+      expect(pruned.steps).toEqual([]);
+      expect(pruned.conflicts).toMatchObject([{ reason: expect.stringMatching(/could remove a foreign SA/) }]);
+      const updated = run({ states: [{ resource: 'SecurityAssociation/a', entry: sa({ mark: { value: 1, mask: 0xff }, lifetime: { hard: { addExpiresSeconds: 60 } } }) }] }, { states: [ours, foreign] }, owned([ours]));
+      expect(updated.steps).toEqual([]);
+      expect(updated.conflicts).toHaveLength(1);
+    }
+    // A foreign SA whose mark the request cannot match (2/0xff) is no obstacle.
+    const apart = observe(sa({ mark: { value: 2, mask: 0xff }, reqid: 7 }));
+    expect(run({}, { states: [ours, apart] }, owned([ours])).steps.map((step) => step.op)).toEqual(['delete']);
+  });
+
+  it('does not plan an SA whose add the kernel would refuse because a foreign SA answers its lookup', () => {
+    const foreign = observe(sa({ mark: { value: 0, mask: 0 }, reqid: 7 }));
+    const result = run({ states: [{ resource: 'SecurityAssociation/a', entry: sa({ mark: { value: 1, mask: 0xff } }) }] }, { states: [foreign] });
+    expect(result.steps).toEqual([]);
+    expect(result.conflicts).toMatchObject([{ resource: 'SecurityAssociation/a', reason: expect.stringMatching(/mark under mask/) }]);
+  });
+
+  it('names both resources when two of the input ask for one identity', () => {
+    const result = run({ policies: [{ resource: 'IpsecPolicy/first', entry: policy() }, { resource: 'IpsecPolicy/second', entry: policy({ priority: 5 }) }] });
+    expect(result.conflicts).toMatchObject([{ resource: 'IpsecPolicy/second', otherResource: 'IpsecPolicy/first' }]);
   });
 
   it('creates make-before-break: inbound SAs, in/fwd policies, outbound SAs, outbound policies', () => {
@@ -152,7 +209,7 @@ describe('planner', () => {
     const unwanted = sa({ spi: 0x555 });
     const result = run({ states: [{ resource: 'SecurityAssociation/a', entry: gone }] }, {}, owned([gone, unwanted]));
     expect(summary(result)).toEqual(['create state SecurityAssociation/a']);
-    expect(result.forget).toEqual([stateKey(unwanted.id)]);
+    expect(result.ledger.remove).toEqual([stateKey(gone.id), stateKey(unwanted.id)]);
   });
 
   it('after a crash, a `creating` record owns the entry only if the kernel holds exactly what was being added', () => {
@@ -163,7 +220,7 @@ describe('planner', () => {
     expect(summary(adopted)).toEqual(['delete state Test/owned']);
     const notOurs = run({}, { states: [theirs] }, records);
     expect(notOurs.steps).toEqual([]);
-    expect(notOurs.forget).toEqual([stateKey(ours.id)]);
+    expect(notOurs.ledger.remove).toEqual([stateKey(ours.id)]);
   });
 
   it('reports two resources asking for the same SA identity as a conflict', () => {
