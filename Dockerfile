@@ -4,8 +4,13 @@
 # test/unit/chart-image.test.ts checks that what the chart runs exists in this image: the
 # entrypoint, the files it imports, and the subcommands and flags in the CLI's usage text.
 
+# The base images, as build arguments: the public node images by default; `make image`
+# (scripts/build-image.sh) passes local bases made from Debian packages where no registry is reachable.
+ARG BUILD_BASE=node:20-bookworm
+ARG RUNTIME_BASE=node:20-bookworm-slim
+
 # ---- build: TypeScript, the NETLINK_XFRM addon, production node_modules ----
-FROM node:20-bookworm AS build
+FROM ${BUILD_BASE} AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
@@ -19,11 +24,13 @@ RUN npm ci --no-audit --no-fund \
 COPY tsconfig.json tsconfig.build.json ./
 COPY src/ src/
 COPY bin/ bin/
+# npm run build ends with scripts/bundle.mjs (the single-file CLI).
+COPY scripts/bundle.mjs scripts/
 RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund
 
 # ---- runtime ----
-FROM node:20-bookworm-slim
+FROM ${RUNTIME_BASE}
 # iproute2: the agent reads the node's interfaces with `ip -j link`.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends iproute2 \

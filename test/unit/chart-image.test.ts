@@ -22,11 +22,16 @@ interface Stage {
 function parseDockerfile(text: string): Stage[] {
   const lines = text.replace(/\\\n/g, ' ').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
   const stages: Stage[] = [];
+  const globalArgs = new Map<string, string>();
   for (const line of lines) {
     const [, op, args] = /^(\w+)\s+(.*)$/.exec(line)!;
     if (op!.toUpperCase() === 'FROM') {
       const [, from, name] = /^(\S+)(?:\s+AS\s+(\S+))?$/i.exec(args!)!;
-      stages.push({ from: from!, name, instructions: [] });
+      // A FROM may name a global ARG (the base images): its default is what a plain build uses.
+      stages.push({ from: from!.replace(/\$\{(\w+)\}/g, (_, arg: string) => globalArgs.get(arg) ?? ''), name, instructions: [] });
+    } else if (stages.length === 0) {
+      const [, arg, value] = /^ARG\s+(\w+)=(\S+)$/i.exec(line) ?? [];
+      if (arg) globalArgs.set(arg, value!);
     } else {
       stages.at(-1)!.instructions.push({ op: op!.toUpperCase(), args: args! });
     }
