@@ -24,6 +24,7 @@ import { sa, saSpec, TEST_KEYS } from '../support/entries.js';
 import { XfrmClient } from '../../src/xfrm/client.js';
 import { stateDirectionProbeRequest } from '../../src/xfrm/messages.js';
 import { ScriptedTransport, ackPayload } from './fixtures/scripted-transport.js';
+import { findConflicts, judge, type ClusterView } from '../../src/controller/analysis.js';
 
 const DEBIAN_61 = '6.1.0-57-amd64';
 const DEBIAN_612 = '6.12.117+deb12-amd64';
@@ -329,5 +330,25 @@ describe('the SA-direction probe', () => {
     } finally {
       client.close();
     }
+  });
+});
+
+describe('the controller passes the node reasons through to the resource', () => {
+  const resource = { apiVersion: 'ipsec.xfrm.io/v1alpha1' as const, kind: 'SecurityAssociation' as const, metadata: { name: 'out', generation: 1 }, spec: saSpec({ direction: 'out' }) };
+  const viewWith = (reason: string, message: string): ClusterView => ({
+    resources: [resource],
+    nodes: new Map([['a', {}]]),
+    secrets: new Map([['keys', new Map(Object.entries(TEST_KEYS))]]),
+    reports: new Map([['a', { node: 'a', resources: [{ kind: 'SecurityAssociation', name: 'out', generation: 1, state: 'Failed', reason, message, entries: 0 }] }]]),
+  });
+  it.each([
+    ['KernelUnsupported', 'spec.direction: kernel 6.1.0-57-amd64 does not keep spec.direction', 'KernelUnsupported'],
+    ['KernelDidNotKeep', 'SecurityAssociation/out: the kernel did not keep direction of sa esp spi 0x00000100', 'KernelDidNotKeep'],
+    ['Conflict', 'taken', 'Conflict'],
+    ['KernelRejected', 'Requested AEAD algorithm not found (EINVAL)', 'KernelRejected'],
+    ['SomethingElse', 'any other failure', 'KernelRejected'],
+  ])('%s on a node', (reported, message, expected) => {
+    const view = viewWith(reported, message);
+    expect(judge(resource, view, findConflicts(view))).toMatchObject({ ready: false, reason: expected, message: `a: ${message}` });
   });
 });
