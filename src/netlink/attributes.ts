@@ -31,7 +31,9 @@ export class AttributeEncoder {
     private readonly names: AttributeNamer = numbered,
     initialCapacity = 512,
   ) {
-    this.#buffer = Buffer.alloc(initialCapacity);
+    // Not zero-filled (pooled, cheap): every byte up to #length is written by the methods
+    // below, padding included, and finish() copies out only those.
+    this.#buffer = Buffer.allocUnsafe(initialCapacity);
   }
 
   get error(): NetlinkCodecError | undefined {
@@ -77,11 +79,19 @@ export class AttributeEncoder {
     return this;
   }
 
-  /** Encodes `value` with `layout` as the fixed header of the message. */
+  /** Encodes `value` with `layout` as the fixed header of the message, in place. */
   headerStruct<T extends object>(layout: StructLayout<T>, value: T): this {
     if (this.#error) return this;
-    const encoded = this.attempt(`${layout.name} header`, () => layout.encode(value));
-    return encoded ? this.header(encoded) : this;
+    const space = nlaAlign(layout.size);
+    this.#reserve(space);
+    const start = this.#length;
+    const written = this.attempt(`${layout.name} header`, () => {
+      layout.encodeInto(this.#buffer, start, value);
+      this.#buffer.fill(0, start + layout.size, start + space);
+      return true;
+    });
+    if (written) this.#length += space;
+    return this;
   }
 
   bytes(type: number, data: Uint8Array): this {
@@ -135,8 +145,23 @@ export class AttributeEncoder {
   /** A struct payload encoded by its layout (padding zeroed). */
   struct<T extends object>(type: number, layout: StructLayout<T>, value: T): this {
     if (this.#error) return this;
-    const encoded = this.attempt(this.names(type), () => layout.encode(value));
-    return encoded ? this.bytes(type, encoded) : this;
+    if (!this.#checkType(type)) return this;
+    const length = NLA_HDRLEN + layout.size;
+    if (length > MAX_ATTRIBUTE_LENGTH) return this.fail(`${this.names(type)}: payload of ${layout.size} bytes exceeds the nla_len limit (${MAX_ATTRIBUTE_LENGTH - NLA_HDRLEN})`);
+    const space = nlaAlign(length);
+    this.#reserve(space);
+    const start = this.#length;
+    // Written in place; the attribute counts only once the struct encoded.
+    const written = this.attempt(this.names(type), () => {
+      layout.encodeInto(this.#buffer, start + NLA_HDRLEN, value);
+      return true;
+    });
+    if (!written) return this;
+    this.#buffer.writeUInt16LE(length, start);
+    this.#buffer.writeUInt16LE(type, start + 2);
+    this.#buffer.fill(0, start + length, start + space);
+    this.#length += space;
+    return this;
   }
 
   /**
@@ -187,7 +212,7 @@ export class AttributeEncoder {
     if (needed <= this.#buffer.length) return;
     let capacity = this.#buffer.length * 2;
     while (capacity < needed) capacity *= 2;
-    const grown = Buffer.alloc(capacity);
+    const grown = Buffer.allocUnsafe(capacity);
     this.#buffer.copy(grown, 0, 0, this.#length);
     this.#buffer = grown;
   }

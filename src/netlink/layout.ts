@@ -280,15 +280,24 @@ export class StructLayout<T extends object> implements FieldType<T> {
   /** A zero-filled buffer of sizeof(struct) with `value` written into it. */
   encode(value: T): Buffer {
     const buffer = Buffer.alloc(this.size);
+    this.encodeInto(buffer, 0, value);
+    return buffer;
+  }
+
+  /**
+   * Zeroes sizeof(struct) bytes at `offset` of `buffer` and writes `value` there (what `encode`
+   * does, without a buffer of its own: encoders write structs in place). Same errors as `encode`.
+   */
+  encodeInto(buffer: Buffer, offset: number, value: T): void {
+    buffer.fill(0, offset, offset + this.size);
     try {
-      this.write(buffer, 0, value);
+      this.write(buffer, offset, value);
     } catch (error) {
       if (error instanceof FieldWriteError) {
         throw new NetlinkCodecError(`encoding ${this.name}`, `${this.name}.${error.path.join('.')}: ${error.reason}`);
       }
       throw error;
     }
-    return buffer;
   }
 
   /** Reads the struct at the start of `buffer`, which must hold at least sizeof(struct) bytes. */

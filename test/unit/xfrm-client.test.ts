@@ -111,7 +111,7 @@ describe('applyBatch', () => {
     // 212,992 bytes of receive buffer at 2,048 per ack: at most 104 unanswered.
     expect(kernel.transport.maxUnanswered).toBeLessThanOrEqual(104);
     expect(Math.max(...kernel.transport.sent.map((d) => d.length))).toBeLessThanOrEqual(65_536);
-  });
+  }, 60_000); // 10,000 encodes: seconds on a machine shared by parallel builds; nothing here is timed
 
   it('mixed changes: each failure names its entry, the rest apply', async () => {
     const { kernel, client } = setup();
