@@ -17,11 +17,21 @@ export class KeyMaterial {
   readonly #bytes: Buffer;
 
   private constructor(bytes: Buffer) {
-    this.#bytes = Buffer.from(bytes); // own copy: callers may reuse their buffer
+    this.#bytes = bytes;
   }
 
+  /** A key with its own copy of `bytes` (callers may reuse their buffer). */
   static fromBytes(bytes: Uint8Array): KeyMaterial {
     return new KeyMaterial(Buffer.from(bytes));
+  }
+
+  /**
+   * A key over `bytes` without copying them, for bytes nobody writes again: the payload of a
+   * received datagram (each arrives in a buffer of its own). A dump then copies no key at all,
+   * neither ours nor other software's; `reveal()` still hands out a copy.
+   */
+  static borrow(bytes: Buffer): KeyMaterial {
+    return new KeyMaterial(bytes);
   }
 
   /** Length of the key in bits, as the kernel's alg_key_len counts it. */

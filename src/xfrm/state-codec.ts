@@ -264,7 +264,8 @@ function readKeyed<T extends { alg_key_len: number }>(
       `${name} announces a ${head.alg_key_len}-bit key (${keyBytes} bytes) but its payload has ${attribute.payload.length - layout.size} bytes after ${layout.name}`,
     );
   }
-  return { head, key: KeyMaterial.fromBytes(attribute.payload.subarray(layout.size, layout.size + keyBytes)) };
+  // Decoded payloads come from received datagrams: the key is borrowed, not copied.
+  return { head, key: KeyMaterial.borrow(attribute.payload.subarray(layout.size, layout.size + keyBytes)) };
 }
 
 function decodeAlgorithms(attributes: Map<number, RawAttribute>, where: string): StateAlgorithms {
