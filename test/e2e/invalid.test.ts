@@ -8,6 +8,7 @@ import { kubectl } from '../infra/controlplane/tools.js';
 import { startCluster, type Cluster } from '../infra/cluster/cluster.js';
 import { warmCrypto } from '../support/vm-cli.js';
 import { resourceStates, waitFor } from './support.js';
+import { CORPUS, SECRET as CORPUS_SECRET, keyFingerprints, type MalformedCase } from '../unit/fixtures/malformed/corpus.js';
 
 const vm = vmFromInject();
 const KEY20 = '0102030405060708090a0b0c0d0e0f1011121314';
@@ -98,6 +99,41 @@ describe('invalid input', () => {
     }
     const nodeState = JSON.parse(await cluster.kubectl(['get', 'ipsecnodestate', 'a', '-o', 'json'])) as { status: { resources: { name: string; reason: string; message: string }[] } };
     expect(nodeState.status.resources.find((report) => report.name === 'st-kernel')?.message).toMatch(/lzs|not found|ENOENT|ENOSYS|EINVAL/i);
+  });
+
+  // The malformed corpus's cases that the API server accepts (test/controlplane/invalid-input
+  // proves it refuses the rest): each reported with its reason by the running controller and
+  // agents, applied on no node, and no byte of the corpus's keys in any status, Event, log or
+  // metric. (Collisions are left to the Conflict test below: their older resource is applied.)
+  const corpusReported = CORPUS.filter(
+    (entry): entry is MalformedCase & { cluster: { reason: string } } => typeof entry.cluster === 'object' && entry.cluster.reason !== 'Conflict',
+  );
+  it(`reports the ${corpusReported.length} corpus cases the API server accepts with their reasons, applies none, leaks no key`, async () => {
+    const policiesBefore = (await cluster.topology.node('a').sh('ip xfrm policy')).stdout;
+    await cluster.kubectl(['apply', '-f', '-'], [CORPUS_SECRET, ...corpusReported.map((entry) => entry.sent!)].join('---\n'));
+    const names = corpusReported.map((entry) => /metadata: \{name: ([a-z0-9.-]+)\}/.exec(entry.sent!)![1]!);
+    for (const [index, entry] of corpusReported.entries()) {
+      await waitFor(`${entry.name}: Ready=False with reason ${entry.cluster.reason}`, async () => {
+        const found = (await resourceStates(cluster)).find((candidate) => candidate.name === names[index]);
+        return found && found.ready === 'False' && found.reason === entry.cluster.reason ? found : undefined;
+      });
+    }
+    for (const node of ['a', 'b']) {
+      const { stdout } = await cluster.topology.node(node).sh('ip xfrm state');
+      expect(stdout).not.toContain('spi 0x00004001');
+      expect(stdout).not.toContain('spi 0x00004101');
+    }
+    expect((await cluster.topology.node('a').sh('ip xfrm policy')).stdout).toBe(policiesBefore);
+    const metrics = await fetch(`http://127.0.0.1:${cluster.controllerMetricsPort}/metrics`).then((response) => response.text());
+    const seen = [
+      await cluster.kubectl(['get', 'securityassociations,ipsecpolicies,ipsecnodestates', '-o', 'json']),
+      await cluster.kubectl(['get', 'events', '--all-namespaces', '-o', 'json']),
+      cluster.controllerLogs(),
+      await cluster.agentLogs('a'),
+      await cluster.agentLogs('b'),
+      metrics,
+    ].join('\n');
+    for (const fingerprint of keyFingerprints()) expect(seen.includes(fingerprint), `key bytes ${fingerprint} seen`).toBe(false);
   });
 
   it('reports two resources asking for the same SA as Conflict on the younger one, and applies the older', async () => {
