@@ -19,6 +19,7 @@ import {
 } from '../../src/agent/encap-sockets.js';
 import { EXEMPTION_PRIORITY, withEncapExemptions } from '../../src/agent/encap-exemptions.js';
 import { policyKey } from '../../src/plan/identity.js';
+import { encapSocketWarnings } from '../../src/cli/encap-check.js';
 import type { SecurityAssociationSpec } from '../../src/crd/types.js';
 import { policy, sa } from '../support/entries.js';
 
@@ -255,6 +256,39 @@ describe('withEncapExemptions', () => {
     });
     expect(result.policies.map((p) => [p.entry.id.selector.source, p.entry.id.selector.destination, p.entry.id.selector.protocol, p.entry.id.selector.destinationPort])).toEqual([
       [{ address: '2001:db8::2', prefixLength: 128 }, { address: '2001:db8::1', prefixLength: 128 }, 17, 4500],
+    ]);
+  });
+});
+
+describe('encapSocketWarnings (apply)', () => {
+  const states = [
+    { resource: 'SecurityAssociation/b-to-a', entry: sa({ source: '10.0.0.2', destination: '10.0.0.1', spi: 0x61, ...udp() }) },
+    { resource: 'SecurityAssociation/c-to-a', entry: sa({ source: '10.0.0.3', destination: '10.0.0.1', spi: 0x62, ...udp() }) },
+    { resource: 'SecurityAssociation/a-to-b', entry: sa({ source: '10.0.0.1', destination: '10.0.0.2', spi: 0x63, ...udp() }) },
+    { resource: 'SecurityAssociation/held', entry: sa({ source: '10.0.0.2', destination: '10.0.0.1', spi: 0x64, ...udp(4500, 4600) }) },
+    { resource: 'SecurityAssociation/tcp', entry: sa({ source: '10.0.0.2', destination: '10.0.0.1', spi: 0x65, ...udp(4500, 4700, 'espintcp') }) },
+    { resource: 'SecurityAssociation/plain', entry: sa({ source: '10.0.0.2', destination: '10.0.0.1', spi: 0x66 }) },
+  ];
+
+  it('warns for each SA that receives on a local port nobody holds, once per probe, and for espintcp', () => {
+    const probed: string[] = [];
+    const lines = encapSocketWarnings({ states }, undefined, ({ address, port }) => {
+      probed.push(`${address}:${port}`);
+      if (address !== '10.0.0.1') return 'not-local';
+      return port === 4600 ? 'held' : 'free';
+    });
+    expect(probed).toEqual(['10.0.0.1:4500', '10.0.0.2:4500', '10.0.0.1:4600']);
+    expect(lines).toEqual([
+      expect.stringContaining('SecurityAssociation/b-to-a receives ESP in UDP on 10.0.0.1:4500, and no socket holds that port'),
+      expect.stringContaining('SecurityAssociation/c-to-a receives ESP in UDP on 10.0.0.1:4500'),
+      `warning: SecurityAssociation/tcp: ${ESPINTCP_REFUSAL}`,
+    ]);
+    expect(lines[0]).toContain('ipsec-operator hold-encap');
+  });
+
+  it('passes on what else the probe met', () => {
+    expect(encapSocketWarnings({ states: states.slice(0, 1) }, undefined, () => 'setting UDP_ENCAP: Protocol not available (ENOPROTOOPT)')).toEqual([
+      'warning: SecurityAssociation/b-to-a: could not check the UDP encapsulation socket on 10.0.0.1:4500: setting UDP_ENCAP: Protocol not available (ENOPROTOOPT)',
     ]);
   });
 });
