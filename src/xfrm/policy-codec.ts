@@ -219,6 +219,11 @@ function policyIdFrom(selector: RawSelector, dir: number, attributes: Map<number
 
 /** The policy described by a decoded xfrm_userpolicy_info and the message's attributes. */
 export function decodePolicyFrom(info: RawUserpolicyInfo, attributes: Map<number, RawAttribute>, where: string): SecurityPolicy {
+  // A labelled policy (XFRMA_SEC_CTX, SELinux/Smack) is a different kernel identity from any
+  // policy this model can express: the kernel matches the context exactly, and our requests
+  // carry none, so they can never touch it. Kept out of the model (counted as skipped, i.e.
+  // foreign) rather than decoded into a key it would share with an unlabelled policy.
+  if (attributes.has(K.XFRMA_SEC_CTX)) throw new UnsupportedEntryError(where, 'policy with a security context (labelled IPsec), not part of the SPD model');
   const id = policyIdFrom(info.sel, info.dir, attributes, where);
   return {
     id,

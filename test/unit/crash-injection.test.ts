@@ -1,0 +1,240 @@
+/**
+ * Crash injection: the engine is stopped at every await point of a state-changing run in turn
+ * (every ledger write step, every dump, every kernel batch, and inside every batch after each
+ * change), then restarted from what is on disk and in the kernel, and run to the end. After
+ * each restart the invariants of ownership must hold:
+ *   - no foreign entry was changed (near-identical ones included: same selector with another
+ *     mark, mask, if_id or type; an SA with the same SPI under a mark our lookups cannot hit);
+ *   - no own entry leaked (in the kernel, ours, without a record) or was disowned;
+ *   - the desired state is reached, and a further `diff --prune` plans nothing;
+ *   - the ledger is consistent with the kernel: every record is settled and proves an entry.
+ *
+ * A "stop" is a promise that never settles: nothing after it runs, exactly as when the process
+ * is killed there (no catch block, no rollback, no cleanup runs). The restarted engine is a new
+ * Ledger on the same files and the same kernel.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { KernelChange, KernelOutcome } from '../../src/apply/applier.js';
+import { converge, planFor, type KernelTables } from '../../src/engine/converge.js';
+import { Ledger } from '../../src/ownership/ledger.js';
+import { provesOwnership } from '../../src/ownership/settle.js';
+import { policyKey, stateKey } from '../../src/plan/identity.js';
+import type { DesiredTables, ObservedTables } from '../../src/plan/planner.js';
+import type { SecurityAssociation, SecurityPolicy } from '../../src/xfrm/types.js';
+import { FakeKernel } from '../support/fake-kernel.js';
+import { policy, sa } from '../support/entries.js';
+
+const directories: string[] = [];
+afterAll(async () => {
+  for (const directory of directories) await rm(directory, { recursive: true, force: true });
+});
+
+/** Counts await points; at point `stopAt` it never returns (and nothing else runs after it). */
+class Stopper {
+  count = 0;
+  stoppedAt: string | undefined;
+  #reached: () => void = () => undefined;
+  /** Settles when the run reaches the stop. */
+  readonly reached = new Promise<void>((resolve) => (this.#reached = resolve));
+  constructor(readonly stopAt: number) {}
+  async point(label: string): Promise<void> {
+    if (this.stoppedAt !== undefined) return new Promise(() => undefined);
+    this.count += 1;
+    if (this.count === this.stopAt) {
+      this.stoppedAt = label;
+      this.#reached();
+      return new Promise(() => undefined);
+    }
+  }
+}
+
+/** The fake kernel behind await points: before each dump and batch, and after each change of a batch. */
+function stoppable(kernel: FakeKernel, stopper: Stopper): KernelTables {
+  return {
+    features: kernel.features,
+    async dump(): Promise<ObservedTables> {
+      await stopper.point('kernel:dump');
+      return kernel.dump();
+    },
+    async apply(changes: readonly KernelChange[]): Promise<readonly KernelOutcome[]> {
+      await stopper.point(`kernel:batch(${changes.length})`);
+      const outcomes: KernelOutcome[] = [];
+      for (const [position, change] of changes.entries()) {
+        outcomes.push((await kernel.apply([change]))[0]!);
+        if (position < changes.length - 1) await stopper.point(`kernel:after ${change.op}`);
+      }
+      return outcomes;
+    },
+  };
+}
+
+const keyOf = (entry: SecurityAssociation | SecurityPolicy) => ('templates' in entry ? policyKey(entry.id) : stateKey(entry.id));
+const withoutCounters = (entry: SecurityAssociation | SecurityPolicy) => JSON.stringify(entry, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value));
+
+// ---- the scenario: state A applied, then a run to state B is stopped somewhere ----
+
+const MARK = { value: 1, mask: 0xff };
+const ours = {
+  inSa: sa({ source: '10.0.0.2', destination: '10.0.0.1', spi: 0x200, reqid: 2 }),
+  outSa: sa({ spi: 0x100, mark: MARK }),
+  doomedSa: sa({ spi: 0x300, destination: '10.0.0.3' }),
+  inPolicy: policy({ direction: 'in', selector: { source: '10.0.0.2/32', destination: '10.0.0.1/32' }, templates: [{ protocol: 'esp', reqid: 2 }] }),
+  outPolicy: policy({ mark: MARK }),
+  doomedPolicy: policy({ selector: { source: '10.0.0.1/32', destination: '10.0.0.3/32' } }),
+};
+const stateA: DesiredTables = {
+  states: [
+    { resource: 'SecurityAssociation/in', entry: ours.inSa },
+    { resource: 'SecurityAssociation/out', entry: ours.outSa },
+    { resource: 'SecurityAssociation/doomed', entry: ours.doomedSa },
+  ],
+  policies: [
+    { resource: 'IpsecPolicy/in', entry: ours.inPolicy },
+    { resource: 'IpsecPolicy/out', entry: ours.outPolicy },
+    { resource: 'IpsecPolicy/doomed', entry: ours.doomedPolicy },
+  ],
+};
+/** Creates, in-place updates (SA lifetime, policy priority), a replacement (new key), deletions. */
+const stateB: DesiredTables = {
+  states: [
+    { resource: 'SecurityAssociation/in', entry: sa({ source: '10.0.0.2', destination: '10.0.0.1', spi: 0x200, reqid: 2, aead: { algorithm: 'rfc4106(gcm(aes))', icvLength: 128, keyRef: { name: 'keys', key: 'gcm128b' } } }) },
+    { resource: 'SecurityAssociation/out', entry: sa({ spi: 0x100, mark: MARK, lifetime: { hard: { addExpiresSeconds: 3600 } } }) },
+    { resource: 'SecurityAssociation/new', entry: sa({ spi: 0x400, destination: '10.0.0.4' }) },
+  ],
+  policies: [
+    { resource: 'IpsecPolicy/in', entry: ours.inPolicy },
+    { resource: 'IpsecPolicy/out', entry: policy({ mark: MARK, priority: 50 }) },
+    { resource: 'IpsecPolicy/new', entry: policy({ selector: { source: '10.0.0.1/32', destination: '10.0.0.4/32' } }) },
+  ],
+};
+/** Someone else's entries, several of them one field away from ours. */
+const foreign: ObservedTables = {
+  states: [
+    sa({ spi: 0x100, mark: { value: 2, mask: 0xff }, reqid: 9 }), // same SPI/destination, a mark our lookups cannot hit
+    sa({ spi: 0x100, destination: '10.0.0.9', reqid: 9 }),
+    sa({ spi: 0x999, destination: '192.0.2.1', source: '192.0.2.2', reqid: 9 }),
+  ],
+  policies: [
+    policy({ mark: { value: 1, mask: 0x0f } }), // same selector, another mask
+    policy({ mark: { value: 3, mask: 0xff } }), // same selector, another mark
+    policy({ ifId: 7 }), // same selector, an if_id
+    policy({ type: 'sub' }), // same selector, the other policy type
+    policy({ selector: { source: '10.0.0.1/32', destination: '10.0.0.2/32', protocol: 'tcp' }, priority: 7 }),
+  ],
+};
+
+interface Trial {
+  readonly stopAt: number;
+  readonly stoppedAt: string | undefined;
+  readonly points: number;
+}
+
+async function trial(stopAt: number, options: { readonly refuse?: (entry: SecurityAssociation | SecurityPolicy) => boolean } = {}): Promise<Trial> {
+  const directory = await mkdtemp(join(tmpdir(), 'ipsecop-crash-'));
+  directories.push(directory);
+  const path = join(directory, 'ledger.json');
+  const kernel = new FakeKernel(foreign);
+  const foreignBefore = (await kernel.dump());
+  const foreignSnapshot = [...foreignBefore.states, ...foreignBefore.policies].map(withoutCounters).sort();
+
+  // State A, cleanly.
+  const setup = await Ledger.open(path);
+  const applied = await converge(kernel, setup, { desired: stateA, prune: true, dryRun: false });
+  expect(applied.outcome).toBe('applied');
+  await setup.close();
+
+  // The run to B, stopped at point `stopAt`.
+  const stopper = new Stopper(stopAt);
+  const crashing = await Ledger.open(path, { checkpoint: (label) => stopper.point(`ledger:${label}`), compactAfterLines: 3 });
+  if (options.refuse) kernel.refuse = options.refuse;
+  const run = converge(stoppable(kernel, stopper), crashing, { desired: stateB, prune: true, dryRun: false });
+  const finished = await Promise.race([run.then(() => true), stopper.reached.then(() => false)]);
+  expect(finished).toBe(stopper.stoppedAt === undefined);
+  await crashing.close(); // the kernel drops a dead process's lock
+
+  // Restart, and run to the end.
+  const restarted = await Ledger.open(path);
+  try {
+    const result = await converge(kernel, restarted, { desired: stateB, prune: true, dryRun: false });
+    const observed = await kernel.dump();
+    const all = [...observed.states, ...observed.policies];
+
+    // No foreign entry changed.
+    const foreignKeys = new Set([...foreignBefore.states, ...foreignBefore.policies].map(withoutCounters));
+    const foreignNow = all.map(withoutCounters).filter((entry) => foreignKeys.has(entry)).sort();
+    expect(foreignNow, `stopped at ${stopper.stoppedAt}`).toEqual(foreignSnapshot);
+
+    // A refused run rolls back to where *it* started: after a stop mid-way through the first
+    // run, that is some mix of A and B (an SA the stop had deleted cannot be brought back:
+    // nothing but the kernel held its key). So: entries of ours are of A or B, never others.
+    const desired = options.refuse ? { states: [...stateA.states, ...stateB.states], policies: [...stateA.policies, ...stateB.policies] } : stateB;
+    const desiredKeys = new Set([...desired.states, ...desired.policies].map(({ entry }) => keyOf(entry)));
+    const records = restarted.records();
+    // Every kernel entry is foreign or ours with a record that proves it; nothing ours is missing.
+    for (const entry of all) {
+      if (foreignKeys.has(withoutCounters(entry))) continue;
+      const record = records.get(keyOf(entry));
+      expect(record, `leaked after a stop at ${stopper.stoppedAt}: ${keyOf(entry)}`).toBeDefined();
+      expect(provesOwnership(record!, entry, restarted), `disowned after a stop at ${stopper.stoppedAt}: ${keyOf(entry)}`).toBeDefined();
+      expect(desiredKeys.has(keyOf(entry)), `left behind after a stop at ${stopper.stoppedAt}: ${keyOf(entry)}`).toBe(true);
+    }
+    // The ledger holds settled records only, one per entry of ours.
+    expect([...records.values()].every((record) => record.phase === 'present'), `unsettled records after a stop at ${stopper.stoppedAt}`).toBe(true);
+    expect(records.size, `stopped at ${stopper.stoppedAt}`).toBe(all.length - foreignSnapshot.length);
+    if (!options.refuse) expect(all.length, `stopped at ${stopper.stoppedAt}`).toBe(foreignSnapshot.length + desiredKeys.size);
+
+    if (options.refuse) {
+      expect(result.outcome).toBe('failed');
+    } else {
+      expect(result.outcome, `stopped at ${stopper.stoppedAt}`).toBe('applied');
+      // diff --prune: nothing to do.
+      const again = await planFor(kernel, restarted, { desired: stateB, prune: true });
+      expect(again.steps, `stopped at ${stopper.stoppedAt}`).toEqual([]);
+      expect(again.conflicts).toEqual([]);
+      // The contents are B's (keys included): compare what the planner compares.
+      for (const { entry } of [...stateB.states, ...stateB.policies]) expect(all.some((held) => keyOf(held) === keyOf(entry))).toBe(true);
+    }
+  } finally {
+    await restarted.close();
+  }
+  return { stopAt, stoppedAt: stopper.stoppedAt, points: stopper.count };
+}
+
+async function everyPoint(options: Parameters<typeof trial>[1] = {}): Promise<Trial[]> {
+  const trials: Trial[] = [];
+  for (let stopAt = 1; ; stopAt++) {
+    const result = await trial(stopAt, options);
+    trials.push(result);
+    if (result.stoppedAt === undefined) break; // the run finished before reaching the point: every point was tried
+    if (stopAt > 500) throw new Error('more than 500 await points: runaway');
+  }
+  return trials;
+}
+
+function table(title: string, trials: readonly Trial[]): void {
+  const lines = trials.map((t) => `  ${String(t.stopAt).padStart(3)}  ${t.stoppedAt ?? '(ran to the end)'}`);
+  console.log(`${title}: ${trials.length - 1} await points, every invariant held after each stop\n${lines.join('\n')}`);
+}
+
+describe('crash injection at every await point of the applier and the ledger', () => {
+  it('a run with creates, in-place updates, a replacement and deletes, foreign look-alikes present', async () => {
+    const trials = await everyPoint();
+    expect(trials.length).toBeGreaterThan(12);
+    const labels = new Set(trials.map((t) => t.stoppedAt?.replace(/\(.*\)/, '')));
+    for (const label of ['kernel:dump', 'kernel:batch', 'ledger:journal:append', 'ledger:journal:written', 'ledger:journal:synced', 'ledger:snapshot:write', 'ledger:snapshot:written', 'ledger:journal:reset']) {
+      expect(labels.has(label), `no stop at ${label}`).toBe(true);
+    }
+    expect([...labels].some((label) => label?.startsWith('kernel:after'))).toBe(true);
+    table('run A → B', trials);
+  }, 120_000);
+
+  it('a run the kernel refuses half-way, stopped at every point of its rollback too', async () => {
+    const refused = stateB.policies[2]!.entry;
+    const trials = await everyPoint({ refuse: (entry) => entry === refused });
+    expect(trials.length).toBeGreaterThan(10);
+    table('run A → B refused at its last stage, rolled back', trials);
+  }, 120_000);
+});
