@@ -12,7 +12,7 @@
 //   node dist/bench/xfrm-run.mjs --count N [--states] [--rounds R] --cli "node bin/ipsec-operator.js"
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -54,9 +54,11 @@ export interface RunResult {
   /** Manifests → validated resources, and resources → desired tables, in this process. */
   input: { parse: number; build: number; documents: number };
   engine: { initial: PhaseTimes; noop: PhaseTimes; change: PhaseTimes; prune: PhaseTimes };
-  cli: { apply: ProcessRun; diff: ProcessRun; noopApply: ProcessRun; change: ProcessRun; prune: ProcessRun; help: ProcessRun };
+  cli: { apply: ProcessRun; diff: ProcessRun; noopApply: ProcessRun; change: ProcessRun; prune: ProcessRun; help: ProcessRun; nodeStart?: ProcessRun };
   /** Peak RSS of this process (the engine phases with 10,000 entries held three times over). */
   runnerMaxRssMiB: number;
+  /** /proc/loadavg's 1-minute figure when the run started and ended: the machine is shared. */
+  load?: { start: number; end: number };
 }
 
 const { values } = parseArgs({
@@ -226,7 +228,7 @@ function process1(command: readonly string[], args: readonly string[], expectExi
 }
 
 function cliRuns(netns: string, work: Workload, command: readonly string[], files: { full: string; changed: string; empty: string }) {
-  const runs: Record<string, ProcessRun[]> = { apply: [], diff: [], noopApply: [], change: [], prune: [], help: [] };
+  const runs: Record<string, ProcessRun[]> = { apply: [], diff: [], noopApply: [], change: [], prune: [], help: [], nodeStart: [] };
   for (let round = 0; round < rounds; round++) {
     const state = mkdtempSync(join(tmpdir(), 'bench-xfrm-cli-'));
     const common = ['--netns', netns, '--state-dir', state];
@@ -239,6 +241,8 @@ function cliRuns(netns: string, work: Workload, command: readonly string[], file
       runs.prune!.push(process1(command, ['apply', '-f', files.empty, '--prune-all', ...common], 0, 'cli prune'));
       expectEntries(netns, work, false, 'cli prune');
       runs.help!.push(process1(command, ['--help'], 0, 'cli --help'));
+      // What node alone takes to start and exit here: the floor under every CLI figure.
+      runs.nodeStart!.push(process1([command[0]!], ['-e', '0'], 0, 'node -e 0'));
     } finally {
       rmSync(state, { recursive: true, force: true });
     }
@@ -248,7 +252,11 @@ function cliRuns(netns: string, work: Workload, command: readonly string[], file
     const seconds = median(list.map((run) => run.seconds));
     return { seconds, maxRssMiB: Math.max(...list.map((run) => run.maxRssMiB)), exitCode: list[0]!.exitCode };
   };
-  return { apply: pick('apply'), diff: pick('diff'), noopApply: pick('noopApply'), change: pick('change'), prune: pick('prune'), help: pick('help') };
+  return { apply: pick('apply'), diff: pick('diff'), noopApply: pick('noopApply'), change: pick('change'), prune: pick('prune'), help: pick('help'), nodeStart: pick('nodeStart') };
+}
+
+function loadAverage(): number {
+  return Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
 }
 
 const work = workload(count, values.states);
@@ -257,6 +265,7 @@ const files = mkdtempSync(join(tmpdir(), 'bench-xfrm-manifests-'));
 execFileSync('ip', ['netns', 'add', netns]);
 try {
   const kernel = execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim();
+  const loadStart = loadAverage();
   log(`kernel ${kernel}, namespace ${netns}`);
   const texts = { full: manifestText(work), changed: manifestText(work, { changed: Math.floor(count / 2) }), empty: '' };
   const paths = { full: join(files, 'full.yaml'), changed: join(files, 'changed.yaml'), empty: join(files, 'empty.yaml') };
@@ -296,6 +305,7 @@ try {
     engine: engineTimes,
     ...(cliTimes ? { cli: cliTimes } : {}),
     runnerMaxRssMiB: process.resourceUsage().maxRSS / 1024,
+    load: { start: loadStart, end: loadAverage() },
   };
   process.stdout.write(`${JSON.stringify(result)}\n`);
 } finally {
