@@ -7,6 +7,7 @@
  * server would refuse (test/controlplane proves the agreement against a real apiserver).
  */
 import { API_GROUP, API_VERSION } from './types.js';
+import { renderMeshCrd } from './mesh-schema.js';
 
 export type Schema = Record<string, unknown>;
 
@@ -481,5 +482,6 @@ export function renderCrds(): Schema[] {
       ipsecNodeStateStatus,
       false,
     ),
+    renderMeshCrd(),
   ];
 }

@@ -29,7 +29,7 @@ describe('deploy/ipsec-operator.yaml', () => {
     const kinds = objects.map((o) => o.kind).sort();
     expect(kinds).toEqual([
       'ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding',
-      'CustomResourceDefinition', 'CustomResourceDefinition', 'CustomResourceDefinition',
+      'CustomResourceDefinition', 'CustomResourceDefinition', 'CustomResourceDefinition', 'CustomResourceDefinition',
       'DaemonSet', 'Deployment', 'Namespace', 'PodDisruptionBudget',
       'Role', 'Role', 'RoleBinding', 'RoleBinding', 'Service', 'Service', 'ServiceAccount', 'ServiceAccount',
     ]);
@@ -153,8 +153,8 @@ describe('RBAC (least privilege)', () => {
       permissionTable({
         cluster: {
           'ipsec.xfrm.io/securityassociations,ipsecpolicies': 'get,list,watch,update,patch',
-          'ipsec.xfrm.io/ipsecnodestates': 'get,list,watch',
-          'ipsec.xfrm.io/securityassociations,ipsecpolicies/status': 'update,patch',
+          'ipsec.xfrm.io/ipsecnodestates,ipsecmeshes': 'get,list,watch',
+          'ipsec.xfrm.io/securityassociations,ipsecpolicies,ipsecmeshes/status': 'update,patch',
           'core/nodes': 'get,list,watch',
           'core/events': 'create,patch',
         },
@@ -170,7 +170,7 @@ describe('RBAC (least privilege)', () => {
     expect(permissionsOf(objects, NS, 'ipsec-operator-agent')).toEqual(
       permissionTable({
         cluster: {
-          'ipsec.xfrm.io/securityassociations,ipsecpolicies': 'get,list,watch',
+          'ipsec.xfrm.io/securityassociations,ipsecpolicies,ipsecmeshes': 'get,list,watch',
           'ipsec.xfrm.io/ipsecnodestates': 'get,create,update,patch',
           'ipsec.xfrm.io/ipsecnodestates/status': 'get,create,update,patch',
           'core/nodes': 'get,list,watch',

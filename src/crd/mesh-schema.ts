@@ -1,0 +1,218 @@
+/**
+ * The IpsecMesh CustomResourceDefinition: encrypted node-to-node traffic from one resource.
+ *
+ * Its own module (beside ./schema.ts, which renders it with the others) because the mesh is a
+ * different kind of resource: it names no keys, no SPIs and no addresses. Agents derive every
+ * SA from key pairs they make themselves (src/mesh), so the cluster API never holds key
+ * material. Descriptions are written for `kubectl explain ipsecmesh.spec...`.
+ */
+import { MESH_AEADS } from '../mesh/aead.js';
+import { API_GROUP, API_VERSION } from './types.js';
+
+type Schema = Record<string, unknown>;
+
+const DURATION_PATTERN = '^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$';
+
+const str = (description: string, extra: Schema = {}): Schema => ({ type: 'string', description, ...extra });
+const int = (description: string, minimum: number, maximum: number, extra: Schema = {}): Schema => ({ type: 'integer', description, minimum, maximum, ...extra });
+const bool = (description: string, extra: Schema = {}): Schema => ({ type: 'boolean', description, ...extra });
+const oneOf = (description: string, values: readonly string[], extra: Schema = {}): Schema => ({ type: 'string', description, enum: [...values], ...extra });
+const obj = (description: string, properties: Record<string, Schema>, extra: Schema = {}): Schema => ({ type: 'object', description, properties, ...extra });
+const list = (description: string, items: Schema, extra: Schema = {}): Schema => ({ type: 'array', description, items, ...extra });
+const duration = (description: string, defaultValue: string): Schema => str(description, { pattern: DURATION_PATTERN, maxLength: 32, default: defaultValue });
+const rule = (expression: string, message: string, extra: Schema = {}) => ({ rule: expression, message, ...extra });
+
+export const MESH_NAMES = { kind: 'IpsecMesh', plural: 'ipsecmeshes', singular: 'ipsecmesh', shortNames: ['xmesh'] } as const;
+
+/** `kubectl annotate ipsecmesh NAME ipsec.xfrm.io/rotate=now`: rotate every node's keys once. */
+export const MESH_ROTATE_ANNOTATION = `${API_GROUP}/rotate`;
+
+export const MESH_EXEMPT_PROTOCOLS = ['tcp', 'udp', 'sctp', 'icmp', 'ipv6-icmp'] as const;
+
+const nodeSelector: Schema = obj(
+  'Which nodes are members (a label selector over Node labels). Absent: every node. A node that stops matching leaves the mesh: its SAs are removed on every peer once unused.',
+  {
+    matchLabels: { type: 'object', additionalProperties: { type: 'string' }, description: 'Labels a node must have.' },
+    matchExpressions: list(
+      'Label requirements, all of which must hold.',
+      obj(
+        'A label requirement.',
+        {
+          key: str('Label key.', { maxLength: 317 }),
+          operator: oneOf('How the key relates to the values.', ['In', 'NotIn', 'Exists', 'DoesNotExist']),
+          values: list('Values for In and NotIn.', str('A label value.', { maxLength: 63 }), { maxItems: 64 }),
+        },
+        { required: ['key', 'operator'] },
+      ),
+      { maxItems: 16 },
+    ),
+  },
+  { 'x-kubernetes-map-type': 'atomic' },
+);
+
+const exemption: Schema = obj(
+  'Traffic left in clear text between members (for example a routing protocol that has its own protection). It is matched before the encrypting policies, in both directions.',
+  {
+    protocol: oneOf('IP protocol.', MESH_EXEMPT_PROTOCOLS),
+    port: int('For tcp, udp and sctp: the port, exempt as destination and as source (requests and replies). Absent: the whole protocol.', 1, 65535),
+  },
+  {
+    required: ['protocol'],
+    'x-kubernetes-validations': [rule("!has(self.port) || self.protocol in ['tcp', 'udp', 'sctp']", 'port applies to tcp, udp and sctp only', { fieldPath: '.port' })],
+  },
+);
+
+const rotation: Schema = obj(
+  'When keys change. Every node makes a new X25519 key pair; every SA it is part of is replaced by one derived from the new pair, switched only after the receiver has published that it installed it, and removed only after both ends published the switch and it carried no packet for gracePeriod.',
+  {
+    interval: duration('Rotate every node this often (Go duration, e.g. 24h). Each node is jittered by up to 10% of the interval.', '24h'),
+    softPacketLimit: int('Rotate an SA pair early when its outbound SA has sent this many packets (the kernel soft limit).', 1000, Number.MAX_SAFE_INTEGER),
+    softByteLimit: int('Rotate early when an outbound SA has sent this many bytes (the kernel soft limit).', 1_048_576, Number.MAX_SAFE_INTEGER),
+    gracePeriod: duration('How long an SA that was switched away from must have carried no packet before it is removed (packets still in flight or queued).', '30s'),
+    backstop: duration('A rotation step waits for acknowledgements; after this long an old generation is removed even without them (a peer that never answers). A backstop only: it should never fire.', '1h'),
+    maxConcurrent: int('At most this many nodes rotate at once (the controller schedules them).', 1, 1000, { default: 1 }),
+  },
+  {
+    default: {},
+    'x-kubernetes-validations': [
+      rule("duration(self.interval) >= duration('10m')", 'interval must be at least 10m', { fieldPath: '.interval' }),
+      rule("duration(self.gracePeriod) >= duration('1s')", 'gracePeriod must be at least 1s', { fieldPath: '.gracePeriod' }),
+      rule('duration(self.backstop) > duration(self.gracePeriod)', 'backstop must be longer than gracePeriod', { fieldPath: '.backstop' }),
+      rule('duration(self.backstop) < duration(self.interval)', 'backstop must be shorter than interval', { fieldPath: '.backstop' }),
+    ],
+  },
+);
+
+export const ipsecMeshSpec: Schema = obj(
+  'Encrypt all traffic between the selected nodes with ESP. No keys are configured or stored in the cluster: each agent makes its own key pairs, keeps the private keys in its state directory and publishes only public keys in its IpsecNodeState; the key of the SA from node i to node j is HKDF-SHA256 over their X25519 shared secret, bound to the mesh, both key generations, both addresses and both boot ids.',
+  {
+    nodeSelector,
+    addressFamilies: list(
+      'Which node addresses to protect, one set of SAs per family. Each node address is its first Node status address of addressType in that family; a node without one is not a peer in that family.',
+      oneOf('An address family.', ['IPv4', 'IPv6']),
+      { minItems: 1, maxItems: 2, 'x-kubernetes-list-type': 'set', default: ['IPv4'] },
+    ),
+    addressType: oneOf('Which Node status address is the node address.', ['InternalIP', 'ExternalIP'], { default: 'InternalIP' }),
+    mode: oneOf(
+      'transport: ESP between the node addresses (host-to-host traffic). tunnel: ESP tunnels between the node addresses carrying traffic between the nodes\' pod CIDRs (Node spec.podCIDRs).',
+      ['transport', 'tunnel'],
+      { default: 'transport' },
+    ),
+    aead: oneOf(
+      'The AEAD: rfc4106-gcm-aes128 / rfc4106-gcm-aes256 are rfc4106(gcm(aes)) with a 128/256-bit key and a 32-bit salt; rfc7539esp-chacha20-poly1305 is rfc7539esp(chacha20,poly1305) (faster without AES instructions). ICV 128 bits.',
+      MESH_AEADS,
+      { default: 'rfc4106-gcm-aes256' },
+    ),
+    esn: bool('64-bit extended sequence numbers (RFC 4304): an SA never runs out of sequence numbers between rotations. Needs replayWindow above 0.', { default: true }),
+    replayWindow: int('Anti-replay window in packets (0 disables replay protection; above 32 uses the kernel ESN replay state).', 0, 4096, { default: 128 }),
+    natTraversal: obj(
+      'Carry ESP in UDP (RFC 3948), for networks that drop IP protocol 50. Absent: plain ESP.',
+      {
+        sourcePort: int('UDP source port of the encapsulated packets.', 1, 65535, { default: 4500 }),
+        destinationPort: int('UDP destination port (each agent listens on it).', 1, 65535, { default: 4500 }),
+      },
+    ),
+    failClosed: bool(
+      'Add block policies (at a worse priority than the encrypting ones) for member-to-member traffic, and require ESP inbound from the start: nothing is ever sent or accepted in clear text, at the price of no connectivity to a member until its SAs exist.',
+      { default: false },
+    ),
+    exemptions: list('Traffic between members that stays in clear text.', exemption, { maxItems: 32, 'x-kubernetes-list-type': 'atomic' }),
+    rotation,
+  },
+  {
+    'x-kubernetes-validations': [
+      rule('!self.esn || self.replayWindow > 0', 'esn needs a replayWindow above 0', { fieldPath: '.replayWindow' }),
+      rule("!has(self.exemptions) || self.exemptions.all(e, e.protocol != 'ipv6-icmp' || 'IPv6' in self.addressFamilies)", 'an ipv6-icmp exemption needs the IPv6 family', { fieldPath: '.exemptions' }),
+    ],
+  },
+);
+
+const condition: Schema = {
+  type: 'object',
+  description: 'A metav1.Condition.',
+  required: ['type', 'status', 'lastTransitionTime', 'reason', 'message'],
+  properties: {
+    type: str('Ready: every member pair has its SAs in both directions. Rotating: a key rotation is under way.', { maxLength: 316 }),
+    status: oneOf('Status.', ['True', 'False', 'Unknown']),
+    observedGeneration: int('Generation the condition was set for.', 0, Number.MAX_SAFE_INTEGER),
+    lastTransitionTime: str('When the status last changed.', { format: 'date-time' }),
+    reason: str('CamelCase reason.', { maxLength: 1024, minLength: 1 }),
+    message: str('Human-readable detail. Never key material.', { maxLength: 32768 }),
+  },
+};
+
+const nodeSummary: Schema = obj('How one member stands.', {
+  name: str('Node name.'),
+  generation: int('The key generation the node currently publishes.', 0, Number.MAX_SAFE_INTEGER),
+  peers: int('Peers this node sends to and receives from over the current generations.', 0, 1_000_000),
+  expectedPeers: int('Members it should have SAs with.', 0, 1_000_000),
+  rotating: bool('Whether the node has a rotation under way.'),
+  lastRotationTime: str('When its last rotation completed.', { format: 'date-time' }),
+});
+
+export const ipsecMeshStatus: Schema = obj('What the controller reports for the mesh, from the members\' IpsecNodeStates.', {
+  observedGeneration: int('Generation last processed.', 0, Number.MAX_SAFE_INTEGER),
+  conditions: list('Ready and Rotating.', condition, { 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'] }),
+  keyGeneration: int('How many mesh-wide rotations the controller has scheduled (each node counts its own key generations).', 0, Number.MAX_SAFE_INTEGER),
+  lastRotationTime: str('When the last mesh-wide rotation completed.', { format: 'date-time' }),
+  members: obj('Counts.', {
+    selected: int('Nodes selected.', 0, 1_000_000),
+    ready: int('Nodes with SAs to and from every other member.', 0, 1_000_000),
+    rotating: int('Nodes rotating now.', 0, 1_000_000),
+  }),
+  nodes: list('Per member.', nodeSummary, { 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'], maxItems: 5000 }),
+});
+
+/** The CRD object, as renderCrds() lists it. */
+export function renderMeshCrd(): Schema {
+  return {
+    apiVersion: 'apiextensions.k8s.io/v1',
+    kind: 'CustomResourceDefinition',
+    metadata: { name: `${MESH_NAMES.plural}.${API_GROUP}` },
+    spec: {
+      group: API_GROUP,
+      scope: 'Cluster',
+      names: {
+        kind: MESH_NAMES.kind,
+        listKind: `${MESH_NAMES.kind}List`,
+        plural: MESH_NAMES.plural,
+        singular: MESH_NAMES.singular,
+        shortNames: [...MESH_NAMES.shortNames],
+        categories: ['ipsec'],
+      },
+      versions: [
+        {
+          name: API_VERSION,
+          served: true,
+          storage: true,
+          subresources: { status: {} },
+          additionalPrinterColumns: [
+            { name: 'Mode', type: 'string', jsonPath: '.spec.mode' },
+            { name: 'AEAD', type: 'string', jsonPath: '.spec.aead', priority: 1 },
+            { name: 'Members', type: 'integer', jsonPath: '.status.members.selected' },
+            { name: 'Ready-Members', type: 'integer', jsonPath: '.status.members.ready' },
+            { name: 'Key-Generation', type: 'integer', jsonPath: '.status.keyGeneration', priority: 1 },
+            { name: 'Ready', type: 'string', jsonPath: ".status.conditions[?(@.type=='Ready')].status" },
+            { name: 'Rotating', type: 'string', jsonPath: ".status.conditions[?(@.type=='Rotating')].status" },
+            { name: 'Last-Rotation', type: 'date', jsonPath: '.status.lastRotationTime', priority: 1 },
+            { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
+          ],
+          schema: {
+            openAPIV3Schema: {
+              type: 'object',
+              description: 'IpsecMesh: ESP between every pair of selected nodes, with keys the agents derive and rotate themselves.',
+              required: ['spec'],
+              properties: {
+                apiVersion: { type: 'string', description: 'APIVersion of this object.' },
+                kind: { type: 'string', description: 'Kind of this object.' },
+                metadata: { type: 'object' },
+                spec: ipsecMeshSpec,
+                status: ipsecMeshStatus,
+              },
+            },
+          },
+        },
+      ],
+    },
+  };
+}
