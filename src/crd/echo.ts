@@ -73,6 +73,21 @@ export function quotedName(text: string): string {
   return withheld(text);
 }
 
+/**
+ * One step of a field path below `base` for a mapping key the user wrote: `.name` for a plain
+ * field name, otherwise `["…"]` through quoted(), so a key pasted as a field name (or a 1 KB one)
+ * is never spelled out in a path.
+ */
+export function childPath(base: string, key: string): string {
+  if (isPlainFieldName(key)) return base === '' ? key : `${base}.${key}`;
+  return `${base}[${quoted(key)}]`;
+}
+
+/** A key that may be written bare in a path: a short identifier that cannot be key material. */
+export function isPlainFieldName(key: string): boolean {
+  return /^[A-Za-z_$][A-Za-z0-9_$-]{0,63}$/.test(key) && !mayBeKeyMaterial(key);
+}
+
 /** Cuts a whole message (the last line of defence for status, Events and logs). */
 export function capMessage(message: string, limit = 1024): string {
   return message.length > limit ? `${message.slice(0, limit)}…` : message;

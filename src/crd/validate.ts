@@ -10,7 +10,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { parse as parseCel, type ParseResult } from '@marcbachmann/cel-js';
 import { ipsecPolicySpec, securityAssociationSpec, type Schema } from './schema.js';
 import { listProblems } from './lists.js';
-import { quoted } from './echo.js';
+import { isPlainFieldName, quoted } from './echo.js';
 
 export interface FieldError {
   /** Dotted path from the document root, e.g. `spec.templates[0].mode`. */
@@ -79,7 +79,8 @@ function pointerToPath(pointer: string): string {
     .slice(1)
     .split('/')
     .map((part) => part.replace(/~1/g, '/').replace(/~0/g, '~'))
-    .map((part) => (/^\d+$/.test(part) ? `[${part}]` : part))
+    // Keys the user wrote (matchLabels keys, for one) are quoted and capped, never spelled out.
+    .map((part) => (/^\d+$/.test(part) ? `[${part}]` : isPlainFieldName(part) ? part : `[${quoted(part)}]`))
     .reduce((path, part) => (part.startsWith('[') ? `${path}${part}` : path === '' ? part : `${path}.${part}`), '');
 }
 

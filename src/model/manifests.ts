@@ -11,7 +11,7 @@ import { GROUP_VERSION, type IpsecPolicyResource, type IpsecResource, type Secur
 import type { FieldError } from '../crd/validate.js';
 import { isMapping, resourceProblems } from '../crd/object.js';
 import { dnsSubdomainProblems } from '../crd/names.js';
-import { quoted } from '../crd/echo.js';
+import { capMessage, quoted } from '../crd/echo.js';
 import { readYamlDocuments } from './yaml-documents.js';
 import { readSimpleYaml } from './yaml-fast.js';
 import { readSecretDocument } from './secret-document.js';
@@ -55,7 +55,8 @@ export interface ManifestSet {
 export function formatManifestError(error: ManifestError): string {
   const document = error.source ? `${error.source.file}: document ${error.source.index}` : undefined;
   const where = [document, error.object && (document ? `(${error.object})` : error.object)].filter(Boolean).join(' ');
-  return `${where}: ${error.path}: ${error.message}`;
+  // Every part is built from capped, redacted pieces; the cap on the whole line is a backstop.
+  return capMessage(`${where}: ${error.path}: ${error.message}`, 2048);
 }
 
 /**

@@ -14,6 +14,7 @@
  * Errors are rebuilt from position and kind: the parser's own messages may quote the source
  * line, and a source line may hold a key.
  */
+import { childPath } from '../crd/echo.js';
 import { LineCounter, parseAllDocuments, isAlias, isMap, isPair, isScalar, isSeq, type Node, type YAMLError } from 'yaml';
 
 export interface YamlProblem {
@@ -175,7 +176,7 @@ class Converter {
         const keyNode = pair.key as Node | null;
         const key = this.#key(keyNode, path);
         if (key === undefined) continue;
-        const child = path === '' ? key : `${path}.${key}`;
+        const child = childPath(path, key);
         const built = this.#build(pair.value as Node | null, child, depth + 1);
         // Own data property even for `__proto__`: never the object's prototype.
         Object.defineProperty(object, key, { value: built.value, enumerable: true, writable: true, configurable: true });
