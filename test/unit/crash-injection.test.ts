@@ -54,7 +54,6 @@ class Stopper {
 /** The fake kernel behind await points: before each dump and batch, and after each change of a batch. */
 function stoppable(kernel: FakeKernel, stopper: Stopper): KernelTables {
   return {
-    features: kernel.features,
     async dump(): Promise<ObservedTables> {
       await stopper.point('kernel:dump');
       return kernel.dump();
@@ -120,7 +119,7 @@ const foreign: ObservedTables = {
   policies: [
     policy({ mark: { value: 1, mask: 0x0f } }), // same selector, another mask
     policy({ mark: { value: 3, mask: 0xff } }), // same selector, another mark
-    policy({ ifId: 7 }), // same selector, an if_id
+    policy({ interfaceId: 7 }), // same selector, an if_id
     policy({ type: 'sub' }), // same selector, the other policy type
     policy({ selector: { source: '10.0.0.1/32', destination: '10.0.0.2/32', protocol: 'tcp' }, priority: 7 }),
   ],
