@@ -111,6 +111,13 @@ export function buildSecurityAssociation(spec: SecurityAssociationSpec, context:
   const window = spec.replayWindow ?? 0;
   const flags: StateFlag[] = [...(spec.flags ?? []), ...(esn ? (['esn'] as const) : [])];
   if (esn && window === 0) problems.add('spec.replayWindow', 'esn needs a replayWindow above 0');
+  // What the codec would refuse, said here with the field's path (see validateState).
+  if (mode === 'beet' && spec.protocol !== 'esp') problems.add('spec.mode', `beet mode is only for esp, not ${spec.protocol}`);
+  if (spec.protocol === 'ipcomp' && (esn || window > LEGACY_REPLAY_WINDOW_MAX)) {
+    problems.add('spec.replayWindow', `ipcomp takes no ESN and no replay window above ${LEGACY_REPLAY_WINDOW_MAX}`);
+  }
+  // Linux 6.10+: "Replay window should not be set for OUT SA".
+  if (spec.direction === 'out' && window !== 0) problems.add('spec.replayWindow', `an outbound SA (direction out) takes no replay window, got ${window}`);
 
   let encapsulation: SecurityAssociation['encapsulation'];
   if (spec.encapsulation) {
