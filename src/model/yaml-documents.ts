@@ -255,11 +255,14 @@ export function resolvePlain(text: string): unknown {
     // Go's ParseFloat fails on overflow; go-yaml then keeps the text as a string.
     return Number.isFinite(float) ? float : text;
   }
-  const binary = /^(-?)0b([-+]?[01]+)$/.exec(plain);
+  // go-yaml's own binary branches: ParseInt(s[2:], 2) after `0b` (a sign may follow it), and
+  // ParseInt("-" + s[3:], 2) after `-0b` (where a second sign fails).
+  const binary = /^0b([-+]?)([01]+)$/.exec(plain) ?? /^-0b()([01]+)$/.exec(plain);
   if (binary) {
-    const [, outer = '', inner = ''] = binary;
-    const value = (outer === '-' ? -1n : 1n) * (inner.startsWith('-') ? -1n : 1n) * BigInt(`0b${inner.replace(/^[-+]/, '')}`);
-    if (value >= INT64_MIN && value <= (outer === '-' ? INT64_MAX : UINT64_MAX)) return Number(value);
+    const [, sign = '', digits = ''] = binary;
+    const negative = plain.startsWith('-') || sign === '-';
+    const value = (negative ? -1n : 1n) * BigInt(`0b${digits}`);
+    if (value >= INT64_MIN && value <= (negative ? INT64_MAX : UINT64_MAX)) return Number(value);
   }
   return text;
 }
