@@ -238,10 +238,11 @@ export class XfrmClient {
    */
   async applyBatch(requests: readonly XfrmBatchRequest[]): Promise<XfrmBatchResult[]> {
     const built: Array<{ request: XfrmRequest } | { error: XfrmError; operation: string }> = requests.map((entry, index) => {
-      const operation = describeBatchRequest(entry);
       try {
         return { request: toRequest(entry) };
       } catch (error) {
+        // Described only when it failed: a request already carries its operation text.
+        const operation = describeBatchRequest(entry);
         return { error: XfrmError.from(error, operation, index, error instanceof NetlinkCodecError), operation };
       }
     });
