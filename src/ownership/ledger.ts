@@ -26,7 +26,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
-import { assertWritable, ensureDirectory, removeLeftoverTemporaries, replaceFile } from './durable-file.js';
+import { assertWritable, ensureDirectory, removeLeftoverTemporaries, replaceFile, writeFully } from './durable-file.js';
 import { LedgerError, fileSystemError } from './errors.js';
 import { fingerprintEntry, incarnationOf, intentFingerprint } from './fingerprint.js';
 import { LedgerLock } from './lock.js';
@@ -199,7 +199,7 @@ export class Ledger implements OwnershipView {
     const before = this.#journalBytes;
     await this.#checkpoint('journal:append');
     try {
-      await journal.write(text, before);
+      await writeFully(journal, text, before); // a full disk writes short without an error: loop until it says ENOSPC
       await this.#checkpoint('journal:written');
       await journal.datasync();
     } catch (error) {
