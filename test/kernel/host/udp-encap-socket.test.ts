@@ -76,7 +76,8 @@ describe('UdpEncapSocket on the host kernel', () => {
     try {
       socket = UdpEncapSocket.open({ netns: netns.name, address: '127.0.0.1', port: 4501, encapsulation: 'espinudp-nonike' });
     } catch (error) {
-      // Measured: the 6.18 host kernel refuses the type.
+      // Measured: the 6.18 host kernel refuses the type; 6.1 in the test VM accepts it
+      // (test/kernel/vm/nat-traversal.test.ts).
       expect(error).toBeInstanceOf(UdpEncapSocketError);
       expect((error as UdpEncapSocketError).code).toBe('ENOPROTOOPT');
       expect((error as UdpEncapSocketError).message).toContain('use espinudp');

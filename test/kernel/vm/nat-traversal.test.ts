@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { vmFromInject } from '../../infra/vm/inject.js';
 import type { VmExecResult } from '../../infra/vm/client.js';
-import { CLI, cli, formatResult, stateDir, warmCrypto } from '../../support/vm-cli.js';
+import { CLI, REPO, cli, formatResult, stateDir, warmCrypto } from '../../support/vm-cli.js';
 
 const vm = vmFromInject();
 const prefix = `nt${randomBytes(3).toString('hex')}`;
@@ -240,5 +240,30 @@ describe('NAT traversal through a masquerading router', () => {
     }
     expect(taken, (await vm.logs(holders.b!.id)).stdout).toBe(true);
     expect(received(await ping(NS.a, B))).toBe(3);
+  });
+});
+
+describe('UDP encapsulation sockets in the VM kernel', () => {
+  it('decapsulation sockets for IPv6, and what the kernel says to espinudp-nonike', async () => {
+    const ns = `${prefix}-s`;
+    await vm.sh(`ip netns add ${ns} && ip -n ${ns} link set lo up && ip -n ${ns} addr add 2001:db8:4500::1/128 dev lo nodad`);
+    try {
+      const probe = `const { UdpEncapSocket } = require(${JSON.stringify(`${REPO}native/build/Release/xfrm_netlink.node`)});
+for (const [address, encapsulation] of [['2001:db8:4500::1', 'espinudp'], ['127.0.0.1', 'espinudp-nonike']]) {
+  try {
+    const s = new UdpEncapSocket({ netnsPath: '/run/netns/${ns}', address, port: 4500, encapsulation });
+    console.log(address, encapsulation, 'held', s.encapsulation);
+    s.close();
+  } catch (e) { console.log(address, encapsulation, 'errno', e.errno); }
+}`;
+      const result = await vm.exec({ argv: ['node', '-e', probe] }, { timeoutMs: 120_000 });
+      const kernel = (await vm.health()).kernel;
+      console.log(`[nat-traversal] kernel ${kernel}:\n${result.stdout}`);
+      expect(result.stdout, formatResult(result)).toContain('2001:db8:4500::1 espinudp held espinudp');
+      // Either the kernel still has the type, or it refuses it with ENOPROTOOPT (92); nothing else.
+      expect(result.stdout).toMatch(/127\.0\.0\.1 espinudp-nonike (held espinudp-nonike|errno 92)/);
+    } finally {
+      await vm.trySh(`ip netns del ${ns}`);
+    }
   });
 });
