@@ -85,6 +85,9 @@ export async function runApply(options: ApplyOptions, io: ApplyIo = processIo): 
     }
 
     const ledger = await Ledger.open(path, { scope: kernel.scope });
+    if (ledger.setAside > 0) {
+      err(`note: ${path} described another boot or network namespace; its ${ledger.setAside} record(s) prove nothing here and were set aside (entries they named are treated as foreign)`);
+    }
     try {
       const result = await converge(kernel, ledger, { desired: desired.tables, prune, dryRun: false });
       for (const line of describePlan(result.plan)) out(line);
