@@ -119,6 +119,28 @@ describe('policy decoding', () => {
     expect(() => decodePolicy(body)).toThrow(/per-socket policy \(dir 4\)/);
   });
 
+  it('labelled policies (XFRMA_SEC_CTX) are outside the model: no request of ours can reach them', () => {
+    // struct xfrm_user_sec_ctx { u16 len, exttype; u8 ctx_alg, ctx_doi; u16 ctx_len } + context,
+    // as an attribute of type 8 (written by hand here, independent of the codec's attribute writer).
+    const context = Buffer.from('system_u:object_r:ipsec_spd_t:s0', 'latin1');
+    const secCtx = Buffer.alloc(8 + context.length);
+    secCtx.writeUInt16LE(secCtx.length, 0);
+    secCtx.writeUInt16LE(8, 2);
+    secCtx.writeUInt8(1, 4);
+    secCtx.writeUInt8(1, 5);
+    secCtx.writeUInt16LE(context.length, 6);
+    context.copy(secCtx, 8);
+    const attribute = Buffer.alloc(4 + Math.ceil(secCtx.length / 4) * 4);
+    attribute.writeUInt16LE(4 + secCtx.length, 0);
+    attribute.writeUInt16LE(8, 2);
+    secCtx.copy(attribute, 4);
+    const body = Buffer.concat([Buffer.from(encodePolicy(SUB_MARK_TUNNEL)), attribute]);
+    expect(() => decodePolicy(body)).toThrow(UnsupportedEntryError);
+    expect(() => decodePolicy(body)).toThrow(/security context/);
+    // Without it, the same bytes decode.
+    expect(decodePolicy(Buffer.from(encodePolicy(SUB_MARK_TUNNEL))).id).toEqual(SUB_MARK_TUNNEL.id);
+  });
+
   it('an XFRMA_TMPL that is not a whole number of templates is an error with the lengths', () => {
     const full = encodePolicy(SUB_MARK_TUNNEL);
     const at = full.indexOf(Buffer.from([0x44, 0x00, 0x05, 0x00]));
