@@ -121,7 +121,7 @@ function hint(code: string, encapsulation: UdpEncapsulation): string {
     case 'EADDRNOTAVAIL':
       return ' The address is not one of this network namespace.';
     case 'ENOPROTOOPT':
-      if (encapsulation === 'espinudp-nonike') return ' This kernel does not offer espinudp-nonike (measured: the 6.18 kernel of the build machines refuses it, Debian's 6.1 accepts it): use espinudp.';
+      if (encapsulation === 'espinudp-nonike') return ' This kernel does not offer espinudp-nonike (measured: the 6.18 kernel of the build machines refuses it, the 6.1 of Debian 12 accepts it): use espinudp.';
       return ' This kernel cannot decapsulate ESP in UDP for this address family (CONFIG_XFRM; IPv6 needs Linux 5.8+ with IPv6 ESP).';
     case 'EACCES':
       return ' Ports below 1024 need CAP_NET_BIND_SERVICE.';
