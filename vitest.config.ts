@@ -55,6 +55,17 @@ export default defineConfig({
       },
       {
         test: {
+          // The chart's pods on a real kubelet + containerd in the test VM (test/infra/node).
+          name: 'node',
+          include: ['test/node/**/*.test.ts'],
+          globalSetup: ['test/infra/build-dist.ts'],
+          fileParallelism: false,
+          testTimeout: 600_000,
+          hookTimeout: 1_800_000,
+        },
+      },
+      {
+        test: {
           name: 'e2e',
           include: ['test/e2e/**/*.test.ts'],
           globalSetup: ['test/infra/build-dist.ts', 'test/infra/controlplane/global-setup.ts', 'test/infra/vm/global-setup.ts'],

@@ -22,7 +22,6 @@ Commands:
   monitor            Print kernel XFRM events, one line each (like \`ip xfrm monitor\`).
   crds               Print the CustomResourceDefinitions.
   hold-encap -f PATH...  Hold the UDP encapsulation sockets the manifests' ESP-in-UDP SAs receive on, until stopped.
-  hold-encap -f PATH...  Hold the UDP encapsulation sockets the manifests' ESP-in-UDP SAs receive on, until stopped.
   controller         Run the cluster controller (status, Events, finalizers; leader-elected).
   agent              Run the node agent (reconciles this node's XFRM tables).
 
@@ -36,7 +35,6 @@ Options:
   --node-labels K=V,... Only resources whose nodeSelector matches these labels.
   --state-dir DIR       Where ownership records live (default /var/lib/ipsec-operator).
   --json                (monitor) One JSON object per line.
-  --retry-seconds N     (hold-encap) Try ports held by other processes again this often. Default 10.
   --retry-seconds N     (hold-encap) Try ports held by other processes again this often. Default 10.
 
 Controller and agent options:
@@ -80,7 +78,6 @@ export async function main(argv: readonly string[]): Promise<number> {
         'resync-seconds': { type: 'string' },
         'per-sa-metrics': { type: 'boolean', default: false },
         'retry-seconds': { type: 'string' },
-        'retry-seconds': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -106,8 +103,6 @@ export async function main(argv: readonly string[]): Promise<number> {
         return await (await import('./monitor.js')).runMonitor({ netns: values.netns, json: values.json });
       case 'crds':
         return (await import('./crds.js')).runCrds();
-      case 'hold-encap':
-        return await (await import('./hold-encap.js')).runHoldEncap({ files: requireFiles(values.filename), netns: values.netns, nodeLabels: parseLabels(values['node-labels']), retrySeconds: values['retry-seconds'] });
       case 'hold-encap':
         return await (await import('./hold-encap.js')).runHoldEncap({ files: requireFiles(values.filename), netns: values.netns, nodeLabels: parseLabels(values['node-labels']), retrySeconds: values['retry-seconds'] });
       case 'controller':
