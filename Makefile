@@ -1,5 +1,5 @@
 # The two front-door commands (see README.md). Both install what they need first.
-.PHONY: test demo bootstrap
+.PHONY: test demo bootstrap image
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -11,3 +11,8 @@ test: bootstrap
 # The main job on a local default: control plane, VM nodes, examples, encrypted traffic.
 demo: bootstrap
 	node --import ./scripts/ts-register.mjs scripts/demo.ts
+
+# The image from the Dockerfile, as an OCI archive (buildah; bases from Debian packages, see
+# scripts/build-image.sh). Prints where it is.
+image:
+	scripts/build-image.sh

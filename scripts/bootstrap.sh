@@ -13,8 +13,9 @@ started=$SECONDS
 # Debian packages: the VM (qemu, Debian's stock 6.1 kernel with ESP/AH/IPComp modules and the
 # 6.12 kernel of the test matrix, busybox for its initramfs, xz for 6.12's compressed
 # modules), iproute2 for namespaces and conformance checks, tcpdump for captures, prometheus
-# for the metrics tests.
-PACKAGES=(qemu-system-x86 qemu-system-data linux-image-amd64 linux-image-6.12-amd64 busybox-static xz-utils iproute2 kmod cpio gzip util-linux tcpdump nftables procps python3 make g++ prometheus)
+# for the metrics tests; buildah, mmdebstrap, runc and the CNI plugins for the image and the
+# test node.
+PACKAGES=(qemu-system-x86 qemu-system-data linux-image-amd64 linux-image-6.12-amd64 busybox-static xz-utils iproute2 kmod cpio gzip util-linux tcpdump nftables procps python3 make g++ prometheus buildah mmdebstrap runc containernetworking-plugins)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
@@ -46,6 +47,9 @@ npm run --silent build
 
 step "control plane (kube-apiserver + etcd, kubectl, helm)"
 scripts/build-controlplane.sh
+
+step "test node (kubelet, kube-controller-manager, kube-scheduler, containerd 2, pause image)"
+scripts/build-node.sh
 
 step "test VM initramfs (kernels 6.1 and 6.12)"
 IPSEC_OPERATOR_VM_KERNEL=6.1 scripts/build-vm.sh

@@ -1,0 +1,253 @@
+// The chart on a real node: the image built from the Dockerfile (`make image`), run by a kubelet
+// with containerd 2 and runc in the test VM (test/infra/node/cluster.ts says why there), against
+// the real apiserver with kube-controller-manager and kube-scheduler. The node is "a" of
+// examples/host-to-host; its peer "b" is a network namespace in the same VM, configured by the
+// CLI, joined to the node's host network by a veth pair.
+//
+// The tests run in order and build on each other (install → reconcile → restart → upgrade →
+// uninstall), as an operator's life on a node does. They assert outcomes; the times are printed.
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REPO_ROOT } from '../infra/controlplane/binaries.js';
+import { startNodeCluster, type NodeCluster } from '../infra/node/cluster.js';
+import { ctr } from '../infra/node/guest-config.js';
+import { waitFor } from '../e2e/support.js';
+
+const NS = 'ipsec-operator';
+const RELEASE = 'ipsec-operator';
+const CHART = join(REPO_ROOT, 'charts', 'ipsec-operator');
+const EXAMPLE = join(REPO_ROOT, 'examples', 'host-to-host');
+const CLI = join(REPO_ROOT, 'dist', 'bundle', 'ipsec-operator.mjs');
+const A = '198.51.100.1';
+const B = '198.51.100.2';
+const PEER_NS = `ipsn-b-${process.pid}`;
+const PEER_STATE = `/run/ipsn-b-${process.pid}`;
+
+interface Pod {
+  metadata: { name: string; labels?: Record<string, string>; deletionTimestamp?: string };
+  spec: { nodeName?: string; containers: { image: string }[] };
+  status: {
+    phase?: string;
+    podIP?: string;
+    conditions?: { type: string; status: string }[];
+    containerStatuses?: { name: string; ready: boolean; restartCount: number; containerID?: string; image: string; state?: Record<string, unknown> }[];
+  };
+}
+
+let cluster: NodeCluster;
+
+async function pods(component?: 'agent' | 'controller'): Promise<Pod[]> {
+  const selector = component ? ['-l', `app.kubernetes.io/component=${component}`] : [];
+  const list = JSON.parse(await cluster.kubectl(['get', 'pods', '-n', NS, ...selector, '-o', 'json'])) as { items: Pod[] };
+  return list.items.filter((pod) => !pod.metadata.deletionTimestamp);
+}
+
+const isReady = (pod: Pod) => pod.status.phase === 'Running' && pod.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
+
+/** What to show when pods do not come up: their states, the namespace's Events, the kubelet's tail. */
+async function diagnostics(): Promise<string> {
+  const [podList, events, kubelet] = await Promise.all([
+    cluster.kubectl(['get', 'pods', '-n', NS, '-o', 'wide']).catch((e: Error) => e.message),
+    cluster.kubectl(['get', 'events', '-n', NS, '--sort-by=.lastTimestamp']).catch((e: Error) => e.message),
+    cluster.daemonLog('kubelet', 40),
+  ]);
+  return `\n--- pods ---\n${podList}\n--- events ---\n${events}\n--- kubelet ---\n${kubelet}`;
+}
+
+async function waitPodsReady(what: string, check: (agents: Pod[], controllers: Pod[]) => boolean, timeoutMs = 480_000): Promise<void> {
+  try {
+    await waitFor(what, async () => check(await pods('agent'), await pods('controller')), timeoutMs, 2000);
+  } catch (error) {
+    throw new Error(`${(error as Error).message}${await diagnostics()}`, { cause: error });
+  }
+}
+
+/** The node's XFRM tables as `ip xfrm` prints them, without the counters and clocks that move. */
+async function kernelTables(): Promise<string> {
+  const r = await cluster.nodeSh('ip xfrm state; ip xfrm policy');
+  expect(r.exitCode, r.stderr).toBe(0);
+  // The replay state (sequence numbers, bitmap) moves with traffic; the entries do not.
+  return r.stdout.split('\n').filter((line) => !/anti-replay|seq 0x|bitmap/.test(line)).join('\n');
+}
+
+async function resourceConditions(): Promise<{ name: string; ready?: string; reason?: string }[]> {
+  const list = JSON.parse(await cluster.kubectl(['get', 'securityassociations,ipsecpolicies', '-o', 'json'])) as {
+    items: { metadata: { name: string }; status?: { conditions?: { type: string; status: string; reason: string }[] } }[];
+  };
+  return list.items.map((item) => {
+    const ready = item.status?.conditions?.find((c) => c.type === 'Ready');
+    return { name: item.metadata.name, ready: ready?.status, reason: ready?.reason };
+  });
+}
+
+async function metricsOf(url: string): Promise<string> {
+  const r = await cluster.nodeSh(`wget -q -T 10 -O - ${url}`);
+  expect(r.exitCode, `GET ${url}: ${r.stderr}`).toBe(0);
+  return r.stdout;
+}
+
+function timed<T>(label: string, work: () => Promise<T>): Promise<T> {
+  const started = Date.now();
+  return work().finally(() => console.log(`[node] ${label}: ${((Date.now() - started) / 1000).toFixed(1)} s`));
+}
+
+describe('the chart on a real node (kubelet + containerd 2 in the test VM)', () => {
+  beforeAll(async () => {
+    cluster = await timed('cluster up (control plane, controller manager, scheduler, VM, containerd, images, kubelet)', () =>
+      startNodeCluster({ nodeLabels: { 'ipsec.xfrm.io/node': 'a' } }),
+    );
+    // The peer "b": a network namespace joined to the node's host network by a veth pair.
+    await cluster.vm.sh(
+      `ip netns add ${PEER_NS}
+       ip link add ipsn-b type veth peer name eth0 netns ${PEER_NS}
+       ip addr add ${A}/24 dev ipsn-b && ip link set ipsn-b up
+       ip -n ${PEER_NS} addr add ${B}/24 dev eth0 && ip -n ${PEER_NS} link set eth0 up && ip -n ${PEER_NS} link set lo up
+       mkdir -p ${PEER_STATE}`,
+    );
+  }, 1_500_000);
+
+  afterAll(async () => {
+    await cluster?.stop();
+  }, 120_000);
+
+  it('helm install with the built image: controller and agent pods Running and Ready (probes pass)', async () => {
+    await timed('helm install → pods Ready', async () => {
+      await cluster.helm([
+        'install', RELEASE, CHART, '--namespace', NS, '--create-namespace',
+        '--set', `image.repository=${cluster.image.repository}`, '--set', `image.tag=${cluster.image.tag}`,
+        // Nothing can be pulled here: the kubelet must use the imported image or fail loudly.
+        '--set', 'image.pullPolicy=Never',
+      ]);
+      await waitPodsReady('1 agent and 2 controller pods Ready', (agents, controllers) =>
+        agents.length === 1 && agents.every(isReady) && controllers.length === 2 && controllers.every(isReady),
+      );
+    });
+    const all = await pods();
+    for (const pod of all) {
+      expect(pod.spec.nodeName).toBe(cluster.nodeName);
+      expect(pod.spec.containers[0]!.image).toBe(cluster.image.reference);
+      expect(pod.status.containerStatuses?.[0]?.restartCount, `${pod.metadata.name} restarted`).toBe(0);
+    }
+  });
+
+  it('the agent reconciles examples/host-to-host on the node kernel; the resources go Ready; ESP carries the traffic', async () => {
+    // Node b's half, by the CLI in the peer namespace (same resources, selected by label b).
+    const peer = await cluster.vm.trySh(`node ${CLI} apply -f ${EXAMPLE} --netns ${PEER_NS} --node-labels ipsec.xfrm.io/node=b --state-dir ${PEER_STATE}`, { timeoutMs: 180_000 });
+    expect(peer.exitCode, `${peer.stdout}${peer.stderr}`).toBe(0);
+
+    await cluster.kubectl(['apply', '-f', EXAMPLE]);
+    await timed('host-to-host applied by the agent → resources Ready', () =>
+      waitFor('every resource that selects node a Ready', async () => {
+        const conditions = await resourceConditions();
+        const forA = conditions.filter((c) => c.name.startsWith('a-') || c.name.startsWith('b-to-a'));
+        return conditions.length === 8 && forA.every((c) => c.ready === 'True') ? conditions : undefined;
+      }, 300_000, 2000),
+    );
+    const tables = await kernelTables();
+    expect(tables).toContain(`src ${A} dst ${B}`);
+    expect(tables).toContain(`src ${B} dst ${A}`);
+
+    const ping = await cluster.nodeSh(`ping -c 3 -W 5 ${B}`, 60_000);
+    expect(ping.stdout).toMatch(/3 packets received/);
+    // Counted by the kernel on node a's outbound SA: the pings were encrypted.
+    const counters = await cluster.nodeSh(`ip -s xfrm state get src ${A} dst ${B} proto esp spi 0x1000 || ip -s xfrm state`);
+    expect(counters.stdout).toMatch(/(\d+)\(bytes\), ([1-9]\d*)\(packets\)/);
+  });
+
+  it('serves metrics from the pods and logs through kubectl logs', async () => {
+    const agentMetrics = await metricsOf('http://127.0.0.1:9090/metrics');
+    expect(agentMetrics).toMatch(/^ipsec_operator_owned_policies\{direction="out"\} [1-9]/m);
+    expect(agentMetrics).toMatch(/^ipsec_operator_owned_states\{/m);
+    for (const pod of await pods('controller')) {
+      expect(pod.status.podIP).toBeTruthy();
+      const text = await metricsOf(`http://${pod.status.podIP}:8080/metrics`);
+      expect(text).toMatch(/^ipsec_operator_leader [01]$/m);
+    }
+    for (const pod of await pods()) {
+      const logs = await cluster.kubectl(['logs', '-n', NS, pod.metadata.name]);
+      expect(logs.trim().length, `kubectl logs ${pod.metadata.name}`).toBeGreaterThan(0);
+    }
+  });
+
+  it('two controller replicas: exactly one leads', async () => {
+    const controllers = await pods('controller');
+    expect(controllers).toHaveLength(2);
+    const leaders = await waitFor('one leading replica', async () => {
+      const values = await Promise.all(
+        controllers.map(async (pod) => Number(/^ipsec_operator_leader (\d)$/m.exec(await metricsOf(`http://${pod.status.podIP}:8080/metrics`))?.[1])),
+      );
+      return values.filter((v) => v === 1).length === 1 ? values : undefined;
+    }, 120_000, 2000);
+    const leaseList = JSON.parse(await cluster.kubectl(['get', 'leases', '-n', NS, '-o', 'json'])) as { items: { spec: { holderIdentity?: string } }[] };
+    const holders = leaseList.items.map((lease) => lease.spec.holderIdentity ?? '');
+    const leader = controllers[leaders.indexOf(1)]!.metadata.name;
+    expect(holders.some((holder) => holder.includes(leader)), `lease holders ${holders.join(', ')}; leader ${leader}`).toBe(true);
+  });
+
+  it('the agent container SIGKILLed: the kubelet restarts it and it converges without a kernel change', async () => {
+    const before = await kernelTables();
+    const [agent] = await pods('agent');
+    const status = agent!.status.containerStatuses![0]!;
+    const containerId = status.containerID!.replace(/^containerd:\/\//, '');
+    // Every XFRM event on the node while the agent dies, restarts and reconciles.
+    const monitor = await cluster.vm.spawn(['ip', 'xfrm', 'monitor']);
+    try {
+      const task = await cluster.vm.run([...ctr('task', 'ls')]);
+      const pid = new RegExp(`^${containerId}\\s+(\\d+)`, 'm').exec(task.stdout)?.[1];
+      expect(pid, task.stdout).toBeTruthy();
+      await cluster.vm.run(['kill', '-KILL', pid!]);
+      await timed('agent SIGKILLed → restarted and Ready', () =>
+        waitPodsReady('the agent restarted by the kubelet and Ready again', (agents) => {
+          const s = agents[0]?.status.containerStatuses?.[0];
+          return agents.length === 1 && agents[0]!.metadata.name === agent!.metadata.name && (s?.restartCount ?? 0) > status.restartCount && isReady(agents[0]!);
+        }, 300_000),
+      );
+      // One full reconcile more than readiness needed (the resync), then nothing may have changed.
+      const metrics = await metricsOf('http://127.0.0.1:9090/metrics');
+      expect(metrics).not.toMatch(/^ipsec_operator_kernel_changes_total\{[^}]*\} [1-9]/m);
+    } finally {
+      const events = await cluster.vm.kill(monitor.id, 'SIGTERM');
+      expect(events.stdout.trim(), 'XFRM events while the agent restarted').toBe('');
+    }
+    expect(await kernelTables()).toBe(before);
+  });
+
+  it('helm upgrade to a new image tag rolls the DaemonSet while traffic flows: no packet lost', async () => {
+    const [oldAgent] = await pods('agent');
+    const newTag = `${cluster.image.tag}-upgrade`;
+    await cluster.tagImage(newTag);
+    // b → a every 200 ms through the SAs while the agent pod is replaced.
+    const ping = await cluster.vm.spawn(['ip', 'netns', 'exec', PEER_NS, 'ping', '-i', '0.2', A]);
+    let output = '';
+    try {
+      await timed('helm upgrade → DaemonSet rolled', async () => {
+        await cluster.helm(['upgrade', RELEASE, CHART, '--namespace', NS, '--reuse-values', '--set', `image.tag=${newTag}`]);
+        await waitPodsReady('the new agent and controllers Ready', (agents, controllers) =>
+          agents.length === 1 && agents[0]!.metadata.name !== oldAgent!.metadata.name && agents[0]!.spec.containers[0]!.image.endsWith(`:${newTag}`) && isReady(agents[0]!) &&
+          controllers.length === 2 && controllers.every((c) => c.spec.containers[0]!.image.endsWith(`:${newTag}`) && isReady(c)),
+        );
+      });
+      // A few more seconds of traffic after the new agent's first reconcile.
+      await new Promise((r) => setTimeout(r, 5000));
+    } finally {
+      output = (await cluster.vm.kill(ping.id, 'SIGINT')).stdout;
+    }
+    const seqs = [...output.matchAll(/seq=(\d+)/g)].map((m) => Number(m[1]));
+    const sent = Number(/(\d+) packets transmitted/.exec(output)?.[1] ?? Math.max(...seqs) + 1);
+    console.log(`[node] upgrade: ${sent} pings sent, ${seqs.length} answered`);
+    expect(seqs.length, output.slice(-2000)).toBeGreaterThan(20);
+    // Every echo answered, in order; only the one in flight when ping was stopped may be missing.
+    expect(seqs, output.slice(-2000)).toEqual([...Array(seqs.length).keys()]);
+    expect(sent - seqs.length).toBeLessThanOrEqual(1);
+  });
+
+  it('helm uninstall removes the pods and leaves the kernel entries and the resources, as documented', async () => {
+    const before = await kernelTables();
+    await cluster.helm(['uninstall', RELEASE, '--namespace', NS, '--wait']);
+    await waitFor('every operator pod gone', async () => (await pods()).length === 0, 300_000, 2000);
+    expect(await kernelTables()).toBe(before);
+    const names = (await resourceConditions()).map((c) => c.name).sort();
+    expect(names).toHaveLength(8);
+    expect((JSON.parse(await cluster.kubectl(['get', 'crd', '-o', 'json'])) as { items: unknown[] }).items.length).toBeGreaterThanOrEqual(3);
+  });
+});
