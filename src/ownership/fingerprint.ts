@@ -17,7 +17,7 @@ export function fingerprintEntry(salt: string, entry: SecurityAssociation | Secu
 /**
  * What XFRM_MSG_UPDSA cannot change on a live SA (so neither we nor anyone else can have
  * changed it without deleting the SA): identity, addresses, keys, algorithms, mode, reqid,
- * selector, replay, flags, TFC padding, direction. Lifetimes, the encapsulation's ports and
+ * selector, replay, flags, TFC padding. Lifetimes, the encapsulation's ports and
  * original address, the care-of address, the output mark and if_id are left out: UPDSA may
  * change them, and a hand change of those is drift on our own SA, not a new SA.
  */
@@ -29,6 +29,10 @@ export function stableStateFingerprint(salt: string, sa: SecurityAssociation): s
     careOfAddress: _careOf,
     outputMark: _outputMark,
     ifId: _ifId,
+    // An attribute older kernels drop without a word (XFRMA_SA_DIR before 6.10): the SA we added
+    // must still be recognised as ours when the kernel did not keep it, so that the verifying
+    // pass reports "not kept" instead of losing track of it.
+    direction: _direction,
     encapsulation,
     ...stable
   } = sa;

@@ -6,6 +6,7 @@
  * drops (direction before 6.10; a care-of address UPDSA does not copy), so the engine meets
  * exactly the silent loss the real 6.1 kernel shows in test/kernel/vm/kernel-features.test.ts.
  */
+import { observe } from '../support/ownership.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -54,7 +55,7 @@ class DroppingKernel implements KernelTables {
       this.log.push(change.op);
       switch (change.op) {
         case 'add-state':
-          this.states.set(stateKey(change.state.id), this.keep(change.state));
+          this.states.set(stateKey(change.state.id), observe(this.keep(change.state), { addTime: Math.floor(Date.now() / 1000) }));
           return { ok: true };
         case 'update-state': {
           const current = this.states.get(stateKey(change.state.id))!;
@@ -67,7 +68,7 @@ class DroppingKernel implements KernelTables {
           return { ok: true };
         case 'add-policy':
         case 'update-policy':
-          this.policies.set(policyKey(change.policy.id), { ...change.policy, index: change.policy.index || 8 });
+          this.policies.set(policyKey(change.policy.id), observe({ ...change.policy, index: change.policy.index || 8 }, { addTime: Math.floor(Date.now() / 1000) }));
           return { ok: true };
         case 'delete-policy':
           this.policies.delete(policyKey(change.id));
