@@ -73,7 +73,9 @@ const rotation: Schema = obj(
     maxConcurrent: int('At most this many nodes rotate at once (the controller schedules them).', 1, 1000, { default: 1 }),
   },
   {
-    default: {},
+    // The whole default, not {}: the API server checks the rules against the default itself,
+    // before the members' own defaults apply.
+    default: { interval: '24h', gracePeriod: '30s', backstop: '1h', maxConcurrent: 1 },
     'x-kubernetes-validations': [
       rule("duration(self.interval) >= duration('10m')", 'interval must be at least 10m', { fieldPath: '.interval' }),
       rule("duration(self.gracePeriod) >= duration('1s')", 'gracePeriod must be at least 1s', { fieldPath: '.gracePeriod' }),
@@ -148,7 +150,7 @@ const nodeSummary: Schema = obj('How one member stands.', {
   expectedPeers: int('Members it should have SAs with.', 0, 1_000_000),
   rotating: bool('Whether the node has a rotation under way.'),
   lastRotationTime: str('When its last rotation completed.', { format: 'date-time' }),
-});
+}, { required: ['name'] });
 
 export const ipsecMeshStatus: Schema = obj('What the controller reports for the mesh, from the members\' IpsecNodeStates.', {
   observedGeneration: int('Generation last processed.', 0, Number.MAX_SAFE_INTEGER),
