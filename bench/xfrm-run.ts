@@ -169,6 +169,12 @@ function timedLedger<T extends object>(ledger: T, times: () => PhaseTimes): T {
 }
 
 function settled(result: ConvergeResult, expectSteps: number, what: string): void {
+  if (result.outcome === 'failed') {
+    // What the kernel refused (identity keys and the kernel's reason: never key material).
+    const report = result.report as { failures: readonly { step: { key: string }; code: string; message: string }[]; stopped?: string };
+    const refused = report.failures.slice(0, 3).map((failure) => `${failure.step.key}: ${failure.message} (${failure.code})`);
+    throw new Error(`${what}: converge ended failed: ${[...refused, ...(report.stopped ? [`stopped: ${report.stopped}`] : [])].join('; ')}`);
+  }
   if (result.outcome !== 'applied') throw new Error(`${what}: converge ended ${result.outcome}`);
   if (result.remaining.steps.length > 0 || result.remaining.conflicts.length > 0) throw new Error(`${what}: the kernel does not match after apply`);
   if (result.plan.steps.length !== expectSteps) throw new Error(`${what}: ${result.plan.steps.length} steps, expected ${expectSteps}`);
