@@ -27,7 +27,7 @@ export default defineConfig({
           include: ['test/kernel/vm/**/*.test.ts'],
           globalSetup: ['test/infra/build-dist.ts', 'test/infra/vm/global-setup.ts'],
           fileParallelism: false,
-          testTimeout: 120_000,
+          testTimeout: 300_000, // a bound for TCG on a loaded 2-core machine, not a measure
           hookTimeout: 300_000,
         },
       },
@@ -40,7 +40,7 @@ export default defineConfig({
           env: { IPSEC_OPERATOR_VM_KERNEL: '6.12' },
           globalSetup: ['test/infra/build-dist.ts', 'test/infra/vm/global-setup.ts'],
           fileParallelism: false,
-          testTimeout: 120_000,
+          testTimeout: 300_000, // a bound for TCG on a loaded 2-core machine, not a measure
           hookTimeout: 300_000,
         },
       },

@@ -164,7 +164,10 @@ describe('encrypted traffic between two nodes configured by apply', () => {
 
   it('puts ESP on the wire, never the plaintext ICMP', async () => {
     const capture = await b.trySh(
-      `tcpdump -l -n -i eth0 -c 4 'host 198.51.100.1 and (esp or icmp)' > /tmp/esp-capture.txt 2>/dev/null & sleep 2; ` +
+      // Ping only once tcpdump says it is listening: under TCG on a loaded machine it can take
+      // longer than any fixed pause to start, and would then wait for packets already gone.
+      `tcpdump -l -n -i eth0 -c 4 'host 198.51.100.1 and (esp or icmp)' > /tmp/esp-capture.txt 2>/tmp/esp-capture.err & ` +
+        `for i in $(seq 200); do grep -q 'listening on' /tmp/esp-capture.err 2>/dev/null && break; sleep 0.2; done; ` +
         `ip netns exec ${a.netns} ping -c 2 -W 5 198.51.100.2 >/dev/null; wait; cat /tmp/esp-capture.txt`,
       { timeoutMs: 60_000 },
     );
