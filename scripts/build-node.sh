@@ -6,9 +6,9 @@
 # plugins are Debian packages (runc, containernetworking-plugins).
 #
 # Binaries land in ${IPSEC_OPERATOR_CACHE:-$HOME/.cache/ipsec-operator}/node/<key>/, where <key>
-# hashes every build input (go.mod, go.sum, *.go under test/infra/node and this script), and
-# node/current points at the newest; the node layer (test/infra/node/builds.ts) runs this script
-# and uses what it points at. With nothing changed, a rerun only hashes and exits. Go's build cache defaults to the same cache root
+# hashes every build input (go.mod, go.sum, *.go under test/infra/node and this script);
+# test/infra/node/binaries.ts computes the same key and refuses anything else. With nothing
+# changed, a rerun only hashes and exits. Go's build cache defaults to the same cache root
 # (GOCACHE, if set, wins), so CI that keeps the cache directory rebuilds incrementally.
 set -euo pipefail
 
@@ -27,7 +27,8 @@ for tool in /usr/sbin/runc /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/
 done
 command -v buildah >/dev/null || die "buildah is not installed (it makes the pause image): apt-get install buildah"
 
-# The cache key: sha256 over the lines "<sha256 of file>  <path relative to the repo>\n" of the inputs, sorted by path
+# The cache key. Keep in sync with nodeBuildKey() in test/infra/node/binaries.ts: sha256 over
+# the lines "<sha256 of file>  <path relative to the repo>\n" of the inputs, sorted by path
 # (bytewise), truncated to 16 hex digits.
 build_key() {
   cd "$repo"
