@@ -48,6 +48,10 @@ export interface MeshAdvertisement {
   readonly generations: readonly PublishedGeneration[];
   readonly inbound: readonly InboundAck[];
   readonly outbound: readonly OutboundUse[];
+  /** The peers (and their boot ids) this node keeps SAs with: a leaving peer learns here that we let it go. */
+  readonly peers: readonly { readonly node: string; readonly bootId: string }[];
+  /** The node is leaving the mesh: it installs nothing new, keeps what peers still use, then withdraws. */
+  readonly leaving: boolean;
 }
 
 /** One of this node's key generations (the private key lives in the key store beside it). */
@@ -65,6 +69,8 @@ export interface LocalGeneration {
 export interface InboundAllocation {
   readonly from: string;
   readonly family: AddressFamily;
+  /** The sender's address in `family` when it was allocated (the SA outlives the sender's advertisement). */
+  readonly fromAddress: string;
   readonly fromGeneration: number;
   readonly fromBootId: string;
   /** Base64 public key of the sender's generation, so the key can be derived while the SA is kept after the sender stopped publishing it. */

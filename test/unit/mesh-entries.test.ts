@@ -1,0 +1,141 @@
+import { describe, expect, it } from 'vitest';
+
+import { buildMeshEntries, ENCRYPTING_PRIORITY, EXEMPTION_PRIORITY, GUARD_PRIORITY, meshReqid, type MeshEntriesSpec, type MeshKeys } from '../../src/mesh/entries.js';
+import { advertise, decide, startRotation, type MeshSelf, type RotationInput } from '../../src/mesh/rotation.js';
+import { EMPTY_LOCAL_STATE, type MeshAdvertisement, type MeshLocalState } from '../../src/mesh/types.js';
+import { generateX25519KeyPair, type X25519KeyPair } from '../../src/mesh/x25519.js';
+import type { SecurityAssociation } from '../../src/xfrm/types.js';
+
+const mesh = { name: 'cluster', uid: '2f6c1e9a-aaaa-4bbb-8ccc-dddddddddddd' };
+const spec: MeshEntriesSpec = { mesh, aead: 'rfc4106-gcm-aes256', mode: 'transport', esn: true, replayWindow: 128, failClosed: false, exemptions: [] };
+
+interface Member {
+  self: MeshSelf;
+  pair: X25519KeyPair;
+  local: MeshLocalState;
+  installed: { inbound: Set<number>; outbound: Map<string, number> };
+  ad?: MeshAdvertisement;
+}
+
+function member(node: string, address: string, podCIDRs: string[] = []): Member {
+  const started = startRotation(EMPTY_LOCAL_STATE, 0);
+  if (!started.ok) throw new Error(started.reason);
+  return { self: { node, bootId: `boot-${node}`, addresses: { inet: address }, podCIDRs }, pair: generateX25519KeyPair(), local: started.local, installed: { inbound: new Set(), outbound: new Map() } };
+}
+
+const keysOf = (m: Member): MeshKeys => ({ privateKey: () => m.pair.privateKey, publicKey: () => m.pair.publicKey });
+
+function input(m: Member, all: Member[]): RotationInput {
+  const peers = new Map(all.filter((o) => o !== m && o.ad).map((o) => [o.self.node, o.ad!]));
+  return {
+    meshUid: mesh.uid,
+    self: m.self,
+    local: m.local,
+    peers,
+    previous: m.ad,
+    installed: m.installed,
+    idle: () => true,
+    publicKeyOf: () => m.pair.publicKey.toString('base64'),
+    now: 0,
+    backstopMs: 3_600_000,
+  };
+}
+
+/** Runs agent passes (decide, "apply" = mark as installed, publish) until the two converge. */
+function converge(members: Member[], entrySpec = spec) {
+  let tables = new Map<string, ReturnType<typeof buildMeshEntries>>();
+  for (let round = 0; round < 6; round++) {
+    tables = new Map();
+    for (const m of members) {
+      const decision = decide(input(m, members));
+      m.local = decision.local;
+      m.installed = {
+        inbound: new Set(decision.inbound.map((a) => a.spi)),
+        outbound: new Map(decision.outbound.map((o) => [`${o.to}|${o.family}`, o.spi])),
+      };
+      const peers = new Map(members.filter((o) => o !== m && o.ad).map((o) => [o.self.node, o.ad!]));
+      tables.set(m.self.node, buildMeshEntries(entrySpec, m.self, peers, decision, keysOf(m)));
+      const published = advertise(input(m, members));
+      m.local = published.local;
+      m.ad = published.advertisement;
+    }
+  }
+  return tables;
+}
+
+const saTo = (states: readonly { readonly entry: SecurityAssociation }[], destination: string) => states.map((s) => s.entry).filter((sa) => sa.id.destination === destination);
+
+describe('mesh kernel entries', () => {
+  it('gives both ends of every direction the same key and SPI, and each direction its own', () => {
+    const [a, b] = [member('a', '10.0.0.1'), member('b', '10.0.0.2')];
+    const tables = converge([a, b]);
+    const ta = tables.get('a')!;
+    const tb = tables.get('b')!;
+    const aToB = saTo(ta.states, '10.0.0.2')[0]!;
+    const bFromA = saTo(tb.states, '10.0.0.2')[0]!;
+    expect(aToB.id.spi).toBe(bFromA.id.spi);
+    expect(aToB.algorithms.kind === 'aead' && bFromA.algorithms.kind === 'aead' && aToB.algorithms.aead.key.equals(bFromA.algorithms.aead.key)).toBe(true);
+    const bToA = saTo(tb.states, '10.0.0.1')[0]!;
+    expect(aToB.algorithms.kind === 'aead' && bToA.algorithms.kind === 'aead' && aToB.algorithms.aead.key.equals(bToA.algorithms.aead.key)).toBe(false);
+    expect(aToB).toMatchObject({
+      source: '10.0.0.1',
+      mode: 'transport',
+      reqid: meshReqid(mesh.uid),
+      flags: ['esn'],
+      replay: { window: 128, useEsnAttribute: true },
+      algorithms: { kind: 'aead', aead: { name: 'rfc4106(gcm(aes))', icvBits: 128 } },
+    });
+    expect(aToB.algorithms.kind === 'aead' && aToB.algorithms.aead.key.byteLength).toBe(36);
+    expect(JSON.stringify(ta, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))).not.toContain(aToB.algorithms.kind === 'aead' ? aToB.algorithms.aead.key.reveal().toString('hex') : 'x');
+  });
+
+  it('pins the outbound SPI in the out policy and accepts any mesh SPI inbound, required once the peer encrypts', () => {
+    const [a, b] = [member('a', '10.0.0.1'), member('b', '10.0.0.2')];
+    const ta = converge([a, b]).get('a')!;
+    const out = ta.policies.find((p) => p.entry.id.direction === 'out')!.entry;
+    const spi = saTo(ta.states, '10.0.0.2')[0]!.id.spi;
+    expect(out.priority).toBe(ENCRYPTING_PRIORITY);
+    expect(out.id.selector).toMatchObject({ source: { address: '10.0.0.1', prefixLength: 32 }, destination: { address: '10.0.0.2', prefixLength: 32 } });
+    expect(out.templates).toMatchObject([{ protocol: 'esp', spi, reqid: meshReqid(mesh.uid), mode: 'transport', level: 'required' }]);
+    const inbound = ta.policies.find((p) => p.entry.id.direction === 'in')!.entry;
+    expect(inbound.templates).toMatchObject([{ protocol: 'esp', spi: 0, reqid: meshReqid(mesh.uid), level: 'required' }]);
+    expect(ta.policies.filter((p) => p.entry.action === 'block')).toEqual([]);
+  });
+
+  it('before the peer encrypts, the inbound policy still lets clear text in (unless failClosed)', () => {
+    const [a, b] = [member('a', '10.0.0.1'), member('b', '10.0.0.2')];
+    // One pass of a alone: b's advertisement is known, nothing is acked yet.
+    b.ad = { node: 'b', bootId: 'boot-b', addresses: { inet: '10.0.0.2' }, podCIDRs: [], generations: [{ generation: 1, publicKey: b.pair.publicKey.toString('base64') }], inbound: [], outbound: [], peers: [], leaving: false };
+    const decision = decide(input(a, [a, b]));
+    const open = buildMeshEntries(spec, a.self, new Map([['b', b.ad]]), decision, keysOf(a));
+    expect(open.policies.map((p) => p.entry.id.direction)).toEqual(['in']);
+    expect(open.policies[0]!.entry.templates[0]!.level).toBe('use');
+    const closed = buildMeshEntries({ ...spec, failClosed: true }, a.self, new Map([['b', b.ad]]), decision, keysOf(a));
+    expect(closed.policies.find((p) => p.entry.id.direction === 'in' && p.entry.action === 'allow')!.entry.templates[0]!.level).toBe('required');
+    expect(closed.policies.filter((p) => p.entry.action === 'block').map((p) => [p.entry.id.direction, p.entry.priority])).toEqual([
+      ['out', GUARD_PRIORITY],
+      ['in', GUARD_PRIORITY],
+    ]);
+  });
+
+  it('exempts protocols and ports in both directions at a better priority', () => {
+    const [a, b] = [member('a', '10.0.0.1'), member('b', '10.0.0.2')];
+    const ta = converge([a, b], { ...spec, exemptions: [{ protocol: 6, port: 179 }, { protocol: 1 }] }).get('a')!;
+    const exempt = ta.policies.filter((p) => p.entry.priority === EXEMPTION_PRIORITY).map((p) => p.entry);
+    expect(exempt.every((p) => p.templates.length === 0 && p.action === 'allow')).toBe(true);
+    expect(exempt.map((p) => `${p.id.direction} ${p.id.selector.protocol} ${p.id.selector.sourcePort}->${p.id.selector.destinationPort}`).sort()).toEqual(
+      ['in 1 0->0', 'in 6 0->179', 'in 6 179->0', 'out 1 0->0', 'out 6 0->179', 'out 6 179->0'].sort(),
+    );
+  });
+
+  it('in tunnel mode protects pod CIDR to pod CIDR with in and fwd policies and tunnel templates', () => {
+    const [a, b] = [member('a', '10.0.0.1', ['10.244.1.0/24']), member('b', '10.0.0.2', ['10.244.2.0/24'])];
+    const ta = converge([a, b], { ...spec, mode: 'tunnel' }).get('a')!;
+    const byDirection = Object.fromEntries(ta.policies.map((p) => [p.entry.id.direction, p.entry]));
+    expect(byDirection['out']!.id.selector).toMatchObject({ source: { address: '10.244.1.0', prefixLength: 24 }, destination: { address: '10.244.2.0', prefixLength: 24 } });
+    expect(byDirection['out']!.templates[0]).toMatchObject({ mode: 'tunnel', source: '10.0.0.1', destination: '10.0.0.2' });
+    expect(byDirection['fwd']!.id.selector).toMatchObject({ source: { address: '10.244.2.0' }, destination: { address: '10.244.1.0' } });
+    expect(byDirection['in']!.templates[0]).toMatchObject({ mode: 'tunnel', source: '10.0.0.2', destination: '10.0.0.1' });
+    expect(ta.states.every((s) => s.entry.mode === 'tunnel')).toBe(true);
+  });
+});
