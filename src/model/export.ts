@@ -24,6 +24,9 @@ import { ICMP_PROTOCOLS, protocolName } from './protocols.js';
 
 export const IMPORTED_KEYS_SECRET = 'ipsec-imported-keys';
 
+/** The opt-out of the carrier exemption (the agent's EXEMPTION_ANNOTATION; kept here so that model/ needs no agent import). */
+const ENCAP_EXEMPTION_ANNOTATION = 'ipsec.xfrm.io/udp-encap-exemption';
+
 export interface SecretDocument {
   apiVersion: 'v1';
   kind: 'Secret';
@@ -68,7 +71,11 @@ export function exportEntries(
       secret.data[secretKey] = key.reveal().toString('base64');
       return { name: IMPORTED_KEYS_SECRET, key: secretKey };
     };
-    resources.push({ apiVersion: GROUP_VERSION, kind: 'SecurityAssociation', metadata: { name }, spec: exportState(sa, keyRef, deviceName) });
+    // An import reproduces exactly what the kernel holds: the exemption policies an encapsulated
+    // SA's carrier datagrams need are already there (imported as policies), or deliberately not,
+    // so the SA opts out of the one the engine would otherwise add.
+    const metadata = sa.encapsulation ? { name, annotations: { [ENCAP_EXEMPTION_ANNOTATION]: 'false' } } : { name };
+    resources.push({ apiVersion: GROUP_VERSION, kind: 'SecurityAssociation', metadata, spec: exportState(sa, keyRef, deviceName) });
   }
   for (const policy of policies) {
     const name = unique(dnsName(`policy-${policy.id.direction}-${policy.index}`));

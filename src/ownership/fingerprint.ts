@@ -9,7 +9,7 @@ import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
 import { KeyMaterial } from '../xfrm/key-material.js';
 import type { Incarnation } from './records.js';
 
-/** The whole configuration of an entry: what an intent to add it records. */
+/** The whole configuration of an entry: what a format-1 ledger recorded (see ./ledger.ts). */
 export function fingerprintEntry(salt: string, entry: SecurityAssociation | SecurityPolicy): string {
   return hash(salt, withoutRuntime(entry));
 }
@@ -17,26 +17,40 @@ export function fingerprintEntry(salt: string, entry: SecurityAssociation | Secu
 /**
  * What XFRM_MSG_UPDSA cannot change on a live SA (so neither we nor anyone else can have
  * changed it without deleting the SA): identity, addresses, keys, algorithms, mode, reqid,
- * selector, replay, flags, TFC padding. Lifetimes, the encapsulation's ports and
- * original address, the care-of address, the output mark and if_id are left out: UPDSA may
- * change them, and a hand change of those is drift on our own SA, not a new SA.
+ * selector, replay, flags, TFC padding. Lifetimes, the encapsulation's ports and original
+ * address, the care-of address, the output mark and if_id are left out: UPDSA may change them,
+ * and a hand change of those is drift on our own SA, not a new SA. The fields are the ones the
+ * planner compares (../plan/compare.ts), normalised the same way (absent TFC padding is 0, flag
+ * lists are sets), so that an SA the kernel reports exactly as we asked hashes as we asked.
  */
 export function stableStateFingerprint(salt: string, sa: SecurityAssociation): string {
-  const {
-    observed: _observed,
-    resumeSequence: _resume,
-    lifetime: _lifetime,
-    careOfAddress: _careOf,
-    outputMark: _outputMark,
-    ifId: _ifId,
-    // An attribute older kernels drop without a word (XFRMA_SA_DIR before 6.10): the SA we added
-    // must still be recognised as ours when the kernel did not keep it, so that the verifying
-    // pass reports "not kept" instead of losing track of it.
-    direction: _direction,
-    encapsulation,
-    ...stable
-  } = sa;
-  return hash(salt, { ...stable, flags: sorted(stable.flags), extraFlags: sorted(stable.extraFlags), encapsulationType: encapsulation?.type });
+  return hash(salt, {
+    id: { ...sa.id, mark: sa.id.mark ?? null },
+    source: sa.source,
+    mode: sa.mode,
+    reqid: sa.reqid,
+    selector: sa.selector,
+    algorithms: sa.algorithms,
+    replay: { window: sa.replay.window, useEsnAttribute: sa.replay.useEsnAttribute },
+    flags: sorted(sa.flags),
+    extraFlags: sorted(sa.extraFlags),
+    tfcPad: sa.tfcPad ?? 0,
+    encapsulationType: sa.encapsulation?.type ?? null,
+    // Not the direction: older kernels drop XFRMA_SA_DIR without a word (before 6.10), and the
+    // SA we added must still be recognised as ours so that the verifying pass reports it not kept.
+  });
+}
+
+/** What a policy intent records: the policy as the planner compares it (../plan/compare.ts). */
+function policyFingerprint(salt: string, policy: SecurityPolicy): string {
+  return hash(salt, {
+    id: { ...policy.id, mark: policy.id.mark ?? null, ifId: policy.id.ifId ?? 0 },
+    action: policy.action,
+    priority: policy.priority,
+    flags: sorted(policy.flags),
+    lifetime: policy.lifetime,
+    templates: policy.templates,
+  });
 }
 
 /**
@@ -44,7 +58,7 @@ export function stableStateFingerprint(salt: string, sa: SecurityAssociation): s
  * dump gives back exactly as we sent it), for a policy its whole configuration.
  */
 export function intentFingerprint(salt: string, entry: SecurityAssociation | SecurityPolicy): string {
-  return 'templates' in entry ? fingerprintEntry(salt, entry) : stableStateFingerprint(salt, entry);
+  return 'templates' in entry ? policyFingerprint(salt, entry) : stableStateFingerprint(salt, entry);
 }
 
 /** The incarnation of an entry read from the kernel (see ./records.ts). */
