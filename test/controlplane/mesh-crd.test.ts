@@ -100,7 +100,9 @@ describe('IpsecMesh on the API server', () => {
     const name = `columns-${process.pid}`;
     await check(kubectl(['create', '-f', '-'], { kubeconfig, input: manifest(name, '{}') }), 'kubectl create');
     try {
-      const table = await check(kubectl(['get', 'xmesh', name], { kubeconfig }), 'kubectl get xmesh');
+      // By full name: the chart test installs copies of the CRDs under test groups with the same
+      // short names on the same API server, so `xmesh` may resolve to one of those.
+      const table = await check(kubectl(['get', 'ipsecmeshes.ipsec.xfrm.io', name], { kubeconfig }), 'kubectl get ipsecmeshes');
       expect(table.split('\n')[0]).toMatch(/^NAME\s+MODE\s+MEMBERS\s+READY-MEMBERS\s+READY\s+ROTATING\s+AGE/);
       expect(table).toMatch(new RegExp(`^${name}\\s+transport\\s+`, 'm'));
     } finally {
