@@ -16,8 +16,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bundleCli } from './cli-bundle.js';
 import { createNetns, type TestNetns } from './netns.js';
 import { freePort } from '../../infra/free-port.js';
 
@@ -118,16 +118,7 @@ describe('the agent as PID 1 of its own PID namespace (host kernel, API server u
       { mode: 0o600 },
     );
     port = await freePort();
-    await build({
-      entryPoints: [join(ROOT, 'src/cli/entry.ts')],
-      outfile: BUNDLE,
-      bundle: true,
-      platform: 'node',
-      target: 'node20',
-      format: 'esm',
-      logLevel: 'warning',
-      banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
-    });
+    await bundleCli('ipsecop-agent-pid1', BUNDLE);
   }, 120_000);
   afterAll(() => {
     rmSync(BUNDLE, { force: true });

@@ -3,16 +3,14 @@
 // exactly as before (a foreign policy is present; the host kernel has no ESP, so this layer
 // checks policies; SAs never get as far as the kernel either).
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNetns, type TestNetns } from './netns.js';
+import { bundleCli } from './cli-bundle.js';
 import { CORPUS, keyFingerprints, policy, type MalformedCase } from '../../unit/fixtures/malformed/corpus.js';
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const CHOSEN = [
   'unclosed double quote on a line with a key',
   'unresolved alias',
@@ -43,19 +41,7 @@ function cli(args: string[]): { status: number | null; output: string } {
 }
 
 beforeAll(async () => {
-  const cache = join(ROOT, 'node_modules', '.cache', 'ipsecop-input-invalid');
-  mkdirSync(cache, { recursive: true });
-  bundle = join(cache, `cli-${process.pid}.mjs`);
-  await build({
-    entryPoints: [join(ROOT, 'src/cli/entry.ts')],
-    outfile: bundle,
-    bundle: true,
-    platform: 'node',
-    target: 'node20',
-    format: 'esm',
-    logLevel: 'warning',
-    banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
-  });
+  bundle = await bundleCli('ipsecop-input-invalid');
   netns = createNetns();
   scratch = mkdtempSync(join(tmpdir(), 'ipsecop-invalid-'));
   netns.ip('xfrm', 'policy', 'add', 'src', '192.0.2.1/32', 'dst', '192.0.2.2/32', 'dir', 'out', 'priority', '77', 'tmpl', 'proto', 'esp', 'reqid', '9');

@@ -15,32 +15,16 @@ import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNetns, type TestNetns } from './netns.js';
+import { bundleCli } from './cli-bundle.js';
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 let bundle: string;
 let scratch: string;
 const namespaces: TestNetns[] = [];
 
 beforeAll(async () => {
-  const cache = join(ROOT, 'node_modules', '.cache', 'ipsecop-kill-loop');
-  mkdirSync(cache, { recursive: true });
-  bundle = join(cache, `cli-${process.pid}.mjs`);
-  // The CLI of this checkout in one file (as scripts/bundle.mjs builds it), inside the package so
-  // that the native addon is found from it.
-  await build({
-    entryPoints: [join(ROOT, 'src/cli/entry.ts')],
-    outfile: bundle,
-    bundle: true,
-    platform: 'node',
-    target: 'node20',
-    format: 'esm',
-    logLevel: 'warning',
-    banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
-  });
+  bundle = await bundleCli('ipsecop-kill-loop');
   scratch = mkdtempSync(join(tmpdir(), 'ipsecop-kill-'));
 }, 120_000);
 afterAll(() => {
