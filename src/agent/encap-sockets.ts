@@ -19,6 +19,7 @@
 import { Gauge, type Registry } from 'prom-client';
 
 import type { Logger } from '../kube/logger.js';
+import type { Runnable } from '../kube/runnables.js';
 import type { EncapType, SecurityAssociation } from '../xfrm/types.js';
 import { UdpEncapSocket, type UdpEncapsulation } from '../xfrm/udp-encap-socket.js';
 
@@ -288,4 +289,17 @@ export class AgentEncapSockets {
 
 function bareName(resource: string): string {
   return resource.startsWith('SecurityAssociation/') ? resource.slice('SecurityAssociation/'.length) : resource;
+}
+
+/**
+ * The sockets as a component of the agent: nothing to open at start (each reconcile decides
+ * which sockets the owned SAs need); every socket is closed on stop, after the workers have
+ * stopped syncing them.
+ */
+export function encapSocketsRunnable(sockets: Pick<AgentEncapSockets, 'closeAll'>): Runnable {
+  return {
+    name: 'encapsulation sockets',
+    start: () => undefined,
+    stop: () => sockets.closeAll(),
+  };
 }

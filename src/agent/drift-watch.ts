@@ -1,0 +1,68 @@
+/**
+ * Which kernel events mean drift, and the drift bookkeeping between two reconciles. Pure: the
+ * kernel monitor (./kernel-monitor.ts) feeds it events, the reconcile takes what it gathered.
+ *
+ * Events caused by our own request socket are the echo of our own changes and are ignored;
+ * any other change to the tables may be drift, and so is a lost event (an overrun: we no longer
+ * know what happened). A soft expiry is counted for an SA we own but changes nothing; a hard
+ * expiry removed an entry and may need a repair.
+ */
+import { isOwnEvent, type XfrmEvent } from '../xfrm/events.js';
+import { stateKey } from '../plan/identity.js';
+
+export interface DriftWatchOptions {
+  /** The netlink port id of our request socket (events it caused carry it). */
+  readonly ownPortId: () => number;
+  /** Whether the SA with this identity key is ours (in the ledger). */
+  readonly owns: (stateKey: string) => boolean;
+  /** Called once per event that may be drift: enqueue a reconcile. */
+  readonly trigger: () => void;
+  /** An owned SA reached a lifetime limit. */
+  readonly expired?: (hard: boolean) => void;
+  readonly now?: () => number;
+}
+
+/** What the watch gathered since the last `take()`. */
+export interface DriftSuspicion {
+  readonly suspected: boolean;
+  /** When the first unexplained event of this drift arrived (ms since the epoch). */
+  readonly since: number | undefined;
+}
+
+export class DriftWatch {
+  private suspected = false;
+  private since: number | undefined;
+  private repairs = 0;
+
+  constructor(private readonly options: DriftWatchOptions) {}
+
+  observe(event: XfrmEvent): void {
+    if (event.kind === 'state-expired') {
+      if (this.options.owns(stateKey(event.state.id))) this.options.expired?.(event.hard);
+      if (!event.hard) return;
+    }
+    if (event.kind === 'overrun' || !isOwnEvent(event, this.options.ownPortId())) {
+      this.suspected = true;
+      this.since ??= (this.options.now ?? Date.now)();
+      this.options.trigger();
+    }
+  }
+
+  /** Hands the suspicion to a reconcile that is about to read the kernel, and clears it. */
+  take(): DriftSuspicion {
+    const taken = { suspected: this.suspected, since: this.since };
+    this.suspected = false;
+    this.since = undefined;
+    return taken;
+  }
+
+  /** Counts kernel changes that repaired drift; returns the total since start. */
+  repaired(changes: number): number {
+    this.repairs += changes;
+    return this.repairs;
+  }
+
+  get totalRepairs(): number {
+    return this.repairs;
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * Writes this node's IpsecNodeState after each reconcile: creates the object when missing
+ * (spec.nodeName only) and server-side-applies the status computed by ./node-state-report.ts.
+ * It keeps the conditions last written, so that lastTransitionTime moves only on a change.
+ *
+ * As a runnable it starts before the workers and stops after them: a report is only ever
+ * written by a running agent, and a report asked for after stop is refused rather than sent
+ * to an API server the agent has stopped talking to.
+ */
+import { release } from 'node:os';
+import type { IpsecResources, IpsecStatusWriter } from '../kube/client.js';
+import type { Condition } from '../kube/conditions.js';
+import type { Runnable } from '../kube/runnables.js';
+import type { IpsecNodeState, IpsecNodeStateSpec } from '../crd/node-state.js';
+import { nodeStateStatus, type NodeStateInputs } from './node-state-report.js';
+import { supportedAlgorithms } from './kernel-info.js';
+import { VERSION } from '../version.js';
+
+export const AGENT_FIELD_MANAGER = 'ipsec-operator-agent';
+
+/** What a reconcile knows; the reporter adds the node's constants and the conditions. */
+export type NodeStateFacts = Omit<NodeStateInputs, 'conditions' | 'now' | 'agentVersion' | 'kernelRelease' | 'algorithms'>;
+
+export class NodeStateReporter {
+  readonly runnable: Runnable;
+  private conditions: Condition[] = [];
+  private stopped = false;
+  private readonly statusWriter: IpsecStatusWriter;
+
+  constructor(
+    private readonly resources: IpsecResources,
+    private readonly nodeName: string,
+  ) {
+    this.statusWriter = resources.statusWriter(AGENT_FIELD_MANAGER);
+    this.runnable = {
+      name: 'node-state reporter',
+      start: () => {
+        this.stopped = false;
+      },
+      stop: () => {
+        this.stopped = true;
+      },
+    };
+  }
+
+  async report(facts: NodeStateFacts): Promise<void> {
+    if (this.stopped) throw new Error('the node-state reporter has stopped');
+    const status = nodeStateStatus({
+      ...facts,
+      conditions: this.conditions,
+      now: new Date(),
+      agentVersion: VERSION,
+      kernelRelease: release(),
+      algorithms: await supportedAlgorithms(),
+    });
+    this.conditions = status.conditions;
+    const existing = await this.resources.get<IpsecNodeState>('ipsecnodestates', this.nodeName);
+    if (!existing) await this.resources.apply('ipsecnodestates', { metadata: { name: this.nodeName }, spec: { nodeName: this.nodeName } satisfies IpsecNodeStateSpec }, AGENT_FIELD_MANAGER);
+    await this.statusWriter.write('ipsecnodestates', this.nodeName, existing?.status, { ...status });
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * One reconcile pass of the agent, the work-queue workers' job: from the caches to the kernel,
+ * then the bookkeeping that one kernel dump after the pass serves (metrics, the last outbound
+ * sequence numbers, the encapsulation sockets, the node state).
+ *
+ * Level-based, one key: every trigger enqueues `node`, and a pass reconciles the whole node.
+ * A pass before every cache has synced does nothing and comes back later (fail static).
+ */
+import type { Logger } from '../kube/logger.js';
+import { readDevices } from '../engine/devices.js';
+import type { Ledger } from '../ownership/ledger.js';
+import { inboundStateKeys, type ObservedTables } from '../plan/planner.js';
+import { stateKey } from '../plan/identity.js';
+import { reconcileNode, type NodeInputs } from './node-reconciler.js';
+import type { AgentMetrics } from './agent-metrics.js';
+import type { AgentEncapSockets } from './encap-sockets.js';
+import type { NodeCaches } from './node-caches.js';
+import type { KernelAccess } from './kernel-access.js';
+import type { DriftWatch } from './drift-watch.js';
+import type { NodeStateReporter } from './node-state-reporter.js';
+
+/** The work queue's single key: the whole node is reconciled at once. */
+export const NODE_KEY = 'node';
+/** How soon a pass that found the caches unsynced or our Node missing comes back. */
+export const UNSYNCED_RETRY_MS = 1000;
+export const NODE_MISSING_RETRY_MS = 5000;
+
+export interface NodeWorkerParts {
+  readonly nodeName: string;
+  readonly netns: string | undefined;
+  readonly resyncSeconds: number;
+  readonly logger: Logger;
+  readonly caches: Pick<NodeCaches, 'snapshot'>;
+  readonly kernel: Pick<KernelAccess, 'handles'>;
+  readonly drift: DriftWatch;
+  readonly metrics: AgentMetrics;
+  readonly encapSockets: AgentEncapSockets;
+  readonly reporter: Pick<NodeStateReporter, 'report'>;
+}
+
+export class NodeWorker {
+  private readonly lastSequence = new Map<string, bigint>();
+  /** Resources set aside as KernelDidNotKeep until they change (see NodeInputs.notKept). */
+  private readonly notKept: NonNullable<NodeInputs['notKept']> = new Map();
+  private lastSyncAt: Date | undefined;
+
+  constructor(private readonly parts: NodeWorkerParts) {}
+
+  /** When the kernel last matched everything that could be applied (readiness, node state). */
+  get lastSync(): Date | undefined {
+    return this.lastSyncAt;
+  }
+
+  async reconcile(): Promise<{ requeueAfter: number }> {
+    const { caches, kernel, drift, metrics, encapSockets, logger, netns } = this.parts;
+    const view = caches.snapshot();
+    if (view === undefined) return { requeueAfter: UNSYNCED_RETRY_MS };
+    if (!view.node) {
+      // Without our Node we cannot evaluate nodeSelectors; acting would mean guessing.
+      logger.warn('node object not found; leaving the kernel as it is', { node: this.parts.nodeName });
+      return { requeueAfter: NODE_MISSING_RETRY_MS };
+    }
+    const { tables, ledger } = kernel.handles();
+    // Listing interfaces spawns `ip`; only pay for it when a selector names a device, so a
+    // drift repair is not slowed down by it.
+    const needsDevices = view.resources.some((resource) => resource.spec.selector?.device !== undefined);
+    const devices = needsDevices ? await readDevices(netns) : { indexByName: new Map<string, number>() };
+    const suspicion = drift.take();
+    const result = await reconcileNode(
+      {
+        resources: view.resources,
+        secrets: view.secrets,
+        nodeLabels: view.node.metadata?.labels ?? {},
+        resolveDevice: (name) => devices.indexByName.get(name),
+        lastSequence: this.lastSequence,
+        notKept: this.notKept,
+      },
+      tables,
+      ledger,
+    );
+    metrics.recordApply(result.applied, result.failures);
+    if (suspicion.suspected && result.changes > 0) {
+      drift.repaired(result.changes);
+      metrics.driftRepairs.inc(result.changes);
+      // elapsedMs: from the kernel event that revealed the drift to the repair being applied.
+      logger.warn('repaired drift: owned kernel entries had been changed or removed by someone else', {
+        changes: result.changes,
+        ...(suspicion.since === undefined ? {} : { elapsedMs: Date.now() - suspicion.since }),
+      });
+    }
+    if (result.converged) {
+      this.lastSyncAt = new Date();
+      metrics.lastSync.set(this.lastSyncAt.getTime() / 1000);
+    }
+    metrics.resourcesFailed.set(result.reports.filter((report) => report.state === 'Failed').length);
+    // One dump after the reconcile serves the metrics, the sequence bookkeeping and the node state.
+    const observed = await tables.dump();
+    this.recordTables(observed, ledger);
+    encapSockets.sync(observed.states, (sa) => ledger.records().get(stateKey(sa.id))?.resource);
+    await this.parts.reporter.report({
+      converged: result.converged,
+      reports: result.reports,
+      kernelStates: observed.states.length,
+      kernelPolicies: observed.policies.length,
+      owned: ledger.records().values(),
+      lastSync: this.lastSyncAt,
+      driftRepairs: drift.totalRepairs,
+      encapsulationSockets: encapSockets.reports(),
+    });
+    return { requeueAfter: this.parts.resyncSeconds * 1000 };
+  }
+
+  private recordTables(observed: ObservedTables, ledger: Ledger): void {
+    for (const sa of observed.states) {
+      const replay = sa.observed?.replayState;
+      const key = stateKey(sa.id);
+      if (!replay || !ledger.records().has(key)) continue;
+      const sequence = (BigInt(replay.outboundSequenceHigh) << 32n) | BigInt(replay.outboundSequence);
+      const before = this.lastSequence.get(key) ?? 0n;
+      this.lastSequence.set(key, sequence > before ? sequence : before);
+    }
+    this.parts.metrics.recordTables({
+      ...observed,
+      owned: ledger.records(),
+      inboundStates: inboundStateKeys({ desired: { states: [], policies: [] }, observed }),
+      nowSeconds: Math.floor(Date.now() / 1000),
+    });
+  }
+}
