@@ -17,6 +17,7 @@ import { policyKey, stateKey } from '../plan/identity.js';
 import { compareResourceAge, resourceName } from '../model/ordering.js';
 import { capMessage } from '../crd/echo.js';
 import type { ResourceReport } from '../crd/node-state.js';
+import { ClusterIndex, type ResourceFacts } from './cluster-index.js';
 
 export interface NodeReport {
   readonly node: string;
@@ -78,6 +79,19 @@ function identityOf(resource: IpsecResource, secrets: ClusterView['secrets']): s
   return built.ok ? policyKey(built.value.id) : undefined;
 }
 
+/**
+ * The facts of a whole view at once (tests, and callers that judge one snapshot): the same
+ * index the controller keeps change by change, fed with everything.
+ */
+export function viewFacts(view: ClusterView): ClusterIndex {
+  const index = new ClusterIndex();
+  for (const [name, labels] of view.nodes) index.setNode(name, labels);
+  for (const [name, data] of view.secrets) index.setSecret(name, data);
+  for (const [node, report] of view.reports) index.setNodeState(node, report.node, report.resources);
+  for (const resource of view.resources) index.upsertResource(resource);
+  return index;
+}
+
 export function selectedNodes(selector: LabelSelector | undefined, nodes: ClusterView['nodes']): string[] {
   return [...nodes].filter(([, labels]) => selectsNode(selector, labels)).map(([name]) => name).sort();
 }
@@ -85,11 +99,16 @@ export function selectedNodes(selector: LabelSelector | undefined, nodes: Cluste
 /**
  * For every resource that loses an identity to an older one: the winner and the nodes where
  * both are selected. Resources being deleted still hold their entries, so they still count.
+ *
+ * The definition, from scratch (O(resources × nodes) builds): the controller keeps the same
+ * answer change by change in ./cluster-index.ts, and test/unit/controller-index.test.ts checks
+ * that the two agree after every step of random histories.
  */
 export function findConflicts(view: ClusterView): Map<string, { winner: string; nodes: string[] }> {
   const losers = new Map<string, { winner: string; nodes: string[] }>();
   const ordered = [...view.resources].sort(compareResourceAge);
-  for (const [node, labels] of view.nodes) {
+  // Nodes by name, so the message lists them in a stable order.
+  for (const [node, labels] of [...view.nodes].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     const holders = new Map<string, string>();
     for (const resource of ordered) {
       if (!selectsNode(resource.spec.nodeSelector, labels)) continue;
@@ -109,19 +128,12 @@ export function findConflicts(view: ClusterView): Map<string, { winner: string; 
   return losers;
 }
 
-export function judge(resource: IpsecResource, view: ClusterView, conflicts: ReturnType<typeof findConflicts>): Verdict {
+export function judge(resource: IpsecResource & { metadata: { creationTimestamp?: string; resourceVersion?: string } }, facts: ResourceFacts): Verdict {
   const name = resourceName(resource);
-  const selected = selectedNodes(resource.spec.nodeSelector, view.nodes);
-  const reports = selected.map((node) => ({
-    node,
-    report: view.reports.get(node)?.resources.find((entry) => entry.kind === resource.kind && entry.name === resource.metadata.name),
-  }));
+  const selected = facts.selectedNodes(resource);
+  const reports = selected.map((node) => ({ node, report: facts.report(node, name) }));
   // Entries may remain on nodes no longer selected (labels changed) until their agents prune.
-  const entriesRemaining = [...view.reports.values()].reduce((sum, nodeReport) => {
-    if (!view.nodes.has(nodeReport.node)) return sum; // the node is gone, and its kernel with it
-    const entry = nodeReport.resources.find((candidate) => candidate.kind === resource.kind && candidate.name === resource.metadata.name);
-    return sum + (entry?.entries ?? 0);
-  }, 0);
+  const entriesRemaining = facts.entriesRemaining(name);
   const applied = reports.filter(({ report }) => report?.state === 'Applied' && report.generation === resource.metadata.generation);
   const failed = reports.filter(({ report }) => report?.state === 'Failed' && report.generation === resource.metadata.generation);
   const nodes = { selected: selected.length, applied: applied.length, failed: failed.length };
@@ -132,11 +144,11 @@ export function judge(resource: IpsecResource, view: ClusterView, conflicts: Ret
   if (resource.metadata.deletionTimestamp) {
     return verdict(false, 'Deleting', entriesRemaining === 0 ? 'entries removed from every node' : `waiting for agents to remove ${entriesRemaining} kernel entr${entriesRemaining === 1 ? 'y' : 'ies'}`);
   }
-  const errors = buildErrors(resource, view.secrets);
+  const errors = facts.buildErrors(resource);
   if (errors.length > 0) {
     return verdict(false, errors[0]!.reason, errors.map((error) => `${error.path}: ${error.message}`).join('; '));
   }
-  const conflict = conflicts.get(name);
+  const conflict = facts.conflict(name);
   if (conflict) {
     return verdict(false, 'Conflict', `${conflict.winner} (older) asks for the same kernel entry on node${conflict.nodes.length === 1 ? '' : 's'} ${conflict.nodes.join(', ')}`);
   }

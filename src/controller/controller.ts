@@ -6,8 +6,9 @@
  * resource — including nodes whose agent was down when the resource was deleted.
  *
  * One replica leads (Lease); the others wait. Reconcile is by key (`Kind/name`) from the
- * caches; any change to Secrets, Nodes or IpsecNodeStates re-checks every resource, since any
- * of them can change any verdict.
+ * caches; a change to a Secret, a Node or an IpsecNodeState re-checks only the resources whose
+ * verdict it can change (./cluster-index.ts works out which), and a status equal to the one
+ * stored is not written, so a quiet cluster costs the API server nothing.
  */
 import { Gauge, Registry } from 'prom-client';
 import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig, type V1Node, type V1Secret } from '@kubernetes/client-node';
@@ -26,7 +27,8 @@ import { isNotFound } from '../kube/api-errors.js';
 import type { Logger } from '../kube/logger.js';
 import { API_GROUP, API_VERSION, type IpsecResource } from '../crd/types.js';
 import { reportedNode, type IpsecNodeState } from '../crd/node-state.js';
-import { findConflicts, judge, type ClusterView, type Verdict } from './analysis.js';
+import { judge, type Verdict } from './analysis.js';
+import { ClusterIndex, type SecretData } from './cluster-index.js';
 import { VERSION } from '../version.js';
 
 export const FINALIZER = 'ipsec.xfrm.io/kernel-cleanup';
@@ -56,8 +58,33 @@ export async function runController(options: ControllerOptions): Promise<void> {
   const registry = new Registry();
   const operatorMetrics = createOperatorMetrics(registry);
   const leaderGauge = new Gauge({ name: 'ipsec_operator_leader', help: '1 on the controller replica that leads.', registers: [registry] });
-  const readyGauge = new Gauge({ name: 'ipsec_operator_resources', help: 'Resources by kind and readiness.', labelNames: ['kind', 'ready'], registers: [registry] });
-  const notReadyGauge = new Gauge({ name: 'ipsec_operator_resources_not_ready', help: 'Resources not Ready, by kind and reason.', labelNames: ['kind', 'reason'], registers: [registry] });
+  // The verdicts of the current (or last) term. The gauges count them when scraped, not after
+  // every reconcile: a count per reconcile would make a sweep of N resources cost N².
+  let termVerdicts: ReadonlyMap<string, Verdict & { kind: string }> = new Map();
+  new Gauge({
+    name: 'ipsec_operator_resources',
+    help: 'Resources by kind and readiness.',
+    labelNames: ['kind', 'ready'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const kind of ['SecurityAssociation', 'IpsecPolicy']) {
+        this.set({ kind, ready: 'true' }, 0);
+        this.set({ kind, ready: 'false' }, 0);
+      }
+      for (const verdict of termVerdicts.values()) this.inc({ kind: verdict.kind, ready: String(verdict.ready) });
+    },
+  });
+  new Gauge({
+    name: 'ipsec_operator_resources_not_ready',
+    help: 'Resources not Ready, by kind and reason.',
+    labelNames: ['kind', 'reason'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const verdict of termVerdicts.values()) if (!verdict.ready) this.inc({ kind: verdict.kind, reason: verdict.reason });
+    },
+  });
   new Gauge({ name: 'ipsec_operator_build_info', help: 'Build information.', labelNames: ['version'], registers: [registry] }).set({ version: VERSION }, 1);
   leaderGauge.set(0);
 
@@ -118,26 +145,36 @@ export async function runController(options: ControllerOptions): Promise<void> {
     const informers = [securityAssociations, policies, nodeStates, secrets, nodes];
     const queue = new WorkQueue({ name: 'controller', hooks: operatorMetrics.queueHooks('controller') });
     const verdicts = new Map<string, Verdict & { kind: string }>();
-
-    const enqueue = (object: Stored) => queue.add(`${object.kind}/${object.metadata.name}`);
-    const enqueueAll = () => {
-      for (const object of [...securityAssociations.list(), ...policies.list()]) enqueue(object);
+    termVerdicts = verdicts;
+    // The cluster as the verdicts need it, kept change by change (./cluster-index.ts): each
+    // event enqueues only the resources whose verdict it may change.
+    const index = new ClusterIndex();
+    const enqueueKeys = (keys: Iterable<string>) => {
+      for (const key of keys) queue.add(key);
     };
-    for (const informer of [securityAssociations, policies]) informer.addHandlers({ add: enqueue, update: (_old, object) => enqueue(object), delete: enqueue });
-    for (const informer of [nodeStates, secrets, nodes] as Informer<never>[]) informer.addHandlers({ add: enqueueAll, update: enqueueAll, delete: enqueueAll });
-    health.addReadinessCheck('caches-synced', () => informers.every((informer) => informer.hasSynced()) || 'waiting for the first list of every resource');
-
-    const view = (): ClusterView => ({
-      resources: [...securityAssociations.list(), ...policies.list()],
-      nodes: new Map(nodes.list().map((node) => [node.metadata?.name ?? '', node.metadata?.labels ?? {}])),
-      secrets: new Map(secrets.list().map((secret) => [secret.metadata?.name ?? '', new Map(Object.entries(secret.data ?? {}).map(([key, value]) => [key, Buffer.from(value, 'base64')]))])),
-      reports: new Map(
-        nodeStates.list().map((state) => {
-          const node = reportedNode(state);
-          return [node, { node, resources: state.status?.resources ?? [] }];
-        }),
-      ),
+    for (const informer of [securityAssociations, policies]) {
+      informer.addHandlers({
+        add: (object) => enqueueKeys(index.upsertResource(object)),
+        update: (_old, object) => enqueueKeys(index.upsertResource(object)),
+        delete: (object) => enqueueKeys(index.removeResource(object)),
+      });
+    }
+    secrets.addHandlers({
+      add: (secret) => enqueueKeys(index.setSecret(secret.metadata?.name ?? '', secretData(secret))),
+      update: (_old, secret) => enqueueKeys(index.setSecret(secret.metadata?.name ?? '', secretData(secret))),
+      delete: (secret) => enqueueKeys(index.setSecret(secret.metadata?.name ?? '', undefined)),
     });
+    nodes.addHandlers({
+      add: (node) => enqueueKeys(index.setNode(node.metadata?.name ?? '', node.metadata?.labels ?? {})),
+      update: (_old, node) => enqueueKeys(index.setNode(node.metadata?.name ?? '', node.metadata?.labels ?? {})),
+      delete: (node) => enqueueKeys(index.setNode(node.metadata?.name ?? '', undefined)),
+    });
+    nodeStates.addHandlers({
+      add: (state) => enqueueKeys(index.setNodeState(state.metadata?.name ?? '', reportedNode(state), state.status?.resources ?? [])),
+      update: (_old, state) => enqueueKeys(index.setNodeState(state.metadata?.name ?? '', reportedNode(state), state.status?.resources ?? [])),
+      delete: (state) => enqueueKeys(index.setNodeState(state.metadata?.name ?? '', reportedNode(state), undefined)),
+    });
+    health.addReadinessCheck('caches-synced', () => informers.every((informer) => informer.hasSynced()) || 'waiting for the first list of every resource');
 
     const patchFinalizers = async (object: Stored, finalizers: string[]) => {
       await api.patchClusterCustomObject(
@@ -159,11 +196,12 @@ export async function runController(options: ControllerOptions): Promise<void> {
       const object = informer.get(name);
       if (!object) {
         verdicts.delete(key);
-        publishGauges();
         return;
       }
-      const current = view();
-      const verdict = judge(object, current, findConflicts(current));
+      // The handlers fed this very object in; a newer one in hand (the cache moved on between
+      // the event and this reconcile) is folded in here, and what it touches enqueued.
+      enqueueKeys([...index.upsertResource(object)].filter((touched) => touched !== key));
+      const verdict = judge(object, index);
       const finalizers = object.metadata.finalizers ?? [];
       try {
         if (object.metadata.deletionTimestamp) {
@@ -180,7 +218,6 @@ export async function runController(options: ControllerOptions): Promise<void> {
             await statusWriter.write(PLURAL[kind], name, object.status, { observedGeneration: object.metadata.generation ?? 0, conditions, nodes: verdict.nodes });
           }
           verdicts.delete(key);
-          publishGauges();
           return;
         }
         if (!finalizers.includes(FINALIZER)) await patchFinalizers(object, [...finalizers, FINALIZER]);
@@ -191,7 +228,6 @@ export async function runController(options: ControllerOptions): Promise<void> {
 
       const previous = verdicts.get(key);
       verdicts.set(key, { ...verdict, kind });
-      publishGauges();
       const conditions = setCondition(
         object.status?.conditions,
         { type: 'Ready', status: verdict.ready ? 'True' : 'False', reason: verdict.reason, message: verdict.message, observedGeneration: object.metadata.generation ?? 0 },
@@ -205,17 +241,6 @@ export async function runController(options: ControllerOptions): Promise<void> {
       if (!previous || previous.reason !== verdict.reason || previous.message !== verdict.message) {
         if (verdict.ready) events.normal(subject(object), verdict.reason, verdict.message);
         else if (verdict.reason !== 'Pending') events.warning(subject(object), verdict.reason, verdict.message);
-      }
-    };
-
-    const publishGauges = () => {
-      readyGauge.reset();
-      notReadyGauge.reset();
-      for (const kind of ['SecurityAssociation', 'IpsecPolicy']) {
-        const ofKind = [...verdicts.values()].filter((verdict) => verdict.kind === kind);
-        readyGauge.set({ kind, ready: 'true' }, ofKind.filter((verdict) => verdict.ready).length);
-        readyGauge.set({ kind, ready: 'false' }, ofKind.filter((verdict) => !verdict.ready).length);
-        for (const verdict of ofKind.filter((candidate) => !candidate.ready)) notReadyGauge.inc({ kind, reason: verdict.reason });
       }
     };
 
@@ -234,6 +259,11 @@ export async function runController(options: ControllerOptions): Promise<void> {
       { logger },
     );
   }
+}
+
+/** The Secret's data, decoded. Values are never logged. */
+function secretData(secret: V1Secret): SecretData {
+  return new Map(Object.entries(secret.data ?? {}).map(([key, value]) => [key, Buffer.from(value, 'base64')]));
 }
 
 function subject(object: Stored) {

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { injectedKubeconfigPath } from '../infra/controlplane/inject.js';
 import { check, kubectl } from '../infra/controlplane/tools.js';
-import { findConflicts, judge, type ClusterView } from '../../src/controller/analysis.js';
+import { judge, viewFacts, type ClusterView } from '../../src/controller/analysis.js';
 import type { IpsecResource } from '../../src/crd/types.js';
 import { CORPUS, SECRET, keyFingerprints, type MalformedCase } from '../unit/fixtures/malformed/corpus.js';
 
@@ -71,10 +71,10 @@ describe('the API server and the malformed corpus', () => {
         secrets: new Map([['keys', new Map(Object.entries(stored.data ?? {}).map(([key, value]) => [key, Buffer.from(value, 'base64')]))]]),
         reports: new Map(),
       };
-      const conflicts = findConflicts(view);
+      const facts = viewFacts(view);
       // The case's resource is the last one of what was sent (the younger, for collisions).
       const subject = resources.at(-1)!;
-      const verdict = judge(subject, view, conflicts);
+      const verdict = judge(subject, facts);
       expect(verdict.ready).toBe(false);
       expect(verdict.reason, verdict.message).toBe(entry.cluster.reason);
       for (const fingerprint of keyFingerprints()) expect(verdict.message.includes(fingerprint), fingerprint).toBe(false);

@@ -3,7 +3,7 @@
 // cluster-side twin of input-corpus.test.ts; test/controlplane/invalid-input.test.ts does the
 // same on objects as the real apiserver returns them, the e2e through the running controller).
 import { describe, expect, it } from 'vitest';
-import { findConflicts, judge, type ClusterView } from '../../src/controller/analysis.js';
+import { judge, viewFacts, type ClusterView } from '../../src/controller/analysis.js';
 import { parseManifests } from '../../src/model/manifests.js';
 import { CORPUS, SECRET, keyFingerprints, type MalformedCase } from './fixtures/malformed/corpus.js';
 
@@ -17,7 +17,7 @@ describe('controller verdicts on input the API server accepts', () => {
     expect(resources.length, parsed.errors.map((error) => error.message).join('; ')).toBeGreaterThan(0);
     const view: ClusterView = { resources, nodes: new Map([['a', { 'ipsec.xfrm.io/node': 'a' }]]), secrets: parsed.secrets, reports: new Map() };
     const subject = resources.at(-1)!;
-    const verdict = judge(subject, view, findConflicts(view));
+    const verdict = judge(subject, viewFacts(view));
     expect(verdict.ready).toBe(false);
     expect(verdict.reason, verdict.message).toBe(entry.cluster.reason);
     expect(verdict.message.length).toBeLessThanOrEqual(1025);

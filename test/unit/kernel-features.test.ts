@@ -25,7 +25,7 @@ import { sa, saSpec, TEST_KEYS } from '../support/entries.js';
 import { XfrmClient } from '../../src/xfrm/client.js';
 import { stateDirectionProbeRequest } from '../../src/xfrm/messages.js';
 import { ScriptedTransport, ackPayload } from './fixtures/scripted-transport.js';
-import { findConflicts, judge, type ClusterView } from '../../src/controller/analysis.js';
+import { judge, viewFacts, type ClusterView } from '../../src/controller/analysis.js';
 
 const DEBIAN_61 = '6.1.0-57-amd64';
 const DEBIAN_612 = '6.12.117+deb12-amd64';
@@ -350,6 +350,6 @@ describe('the controller passes the node reasons through to the resource', () =>
     ['SomethingElse', 'any other failure', 'KernelRejected'],
   ])('%s on a node', (reported, message, expected) => {
     const view = viewWith(reported, message);
-    expect(judge(resource, view, findConflicts(view))).toMatchObject({ ready: false, reason: expected, message: `a: ${message}` });
+    expect(judge(resource, viewFacts(view))).toMatchObject({ ready: false, reason: expected, message: `a: ${message}` });
   });
 });
