@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
 import { KeyMaterial } from '../xfrm/key-material.js';
 import type { Incarnation } from './records.js';
+import { writePolicyIntent, writeStableState } from './canonical.js';
 
 /** The whole configuration of an entry: what a format-1 ledger recorded (see ./ledger.ts). */
 export function fingerprintEntry(salt: string, entry: SecurityAssociation | SecurityPolicy): string {
@@ -24,33 +25,12 @@ export function fingerprintEntry(salt: string, entry: SecurityAssociation | Secu
  * lists are sets), so that an SA the kernel reports exactly as we asked hashes as we asked.
  */
 export function stableStateFingerprint(salt: string, sa: SecurityAssociation): string {
-  return hash(salt, {
-    id: { ...sa.id, mark: sa.id.mark ?? null },
-    source: sa.source,
-    mode: sa.mode,
-    reqid: sa.reqid,
-    selector: sa.selector,
-    algorithms: sa.algorithms,
-    replay: { window: sa.replay.window, useEsnAttribute: sa.replay.useEsnAttribute },
-    flags: sorted(sa.flags),
-    extraFlags: sorted(sa.extraFlags),
-    tfcPad: sa.tfcPad ?? 0,
-    encapsulationType: sa.encapsulation?.type ?? null,
-    // Not the direction: older kernels drop XFRMA_SA_DIR without a word (before 6.10), and the
-    // SA we added must still be recognised as ours so that the verifying pass reports it not kept.
-  });
+  return digest(salt, writeStableState(sa));
 }
 
 /** What a policy intent records: the policy as the planner compares it (../plan/compare.ts). */
 function policyFingerprint(salt: string, policy: SecurityPolicy): string {
-  return hash(salt, {
-    id: { ...policy.id, mark: policy.id.mark ?? null, ifId: policy.id.ifId ?? 0 },
-    action: policy.action,
-    priority: policy.priority,
-    flags: sorted(policy.flags),
-    lifetime: policy.lifetime,
-    templates: policy.templates,
-  });
+  return digest(salt, writePolicyIntent(policy));
 }
 
 /**
@@ -76,10 +56,11 @@ export function addTimeOf(entry: SecurityAssociation | SecurityPolicy): number |
 }
 
 function hash(salt: string, value: unknown): string {
-  const digest = createHash('sha256');
-  digest.update(salt);
-  digest.update(canonicalJson(value));
-  return digest.digest('hex');
+  return digest(salt, canonicalJson(value));
+}
+
+function digest(salt: string, canonical: string): string {
+  return createHash('sha256').update(salt).update(canonical).digest('hex');
 }
 
 function withoutRuntime(entry: SecurityAssociation | SecurityPolicy): object {
@@ -96,8 +77,12 @@ function sorted(list: readonly string[]): string[] {
   return [...list].sort();
 }
 
-/** JSON with sorted keys, bigints as decimal, keys as hex, absent fields dropped. */
-function canonicalJson(value: unknown): string {
+/**
+ * JSON with sorted keys, bigints as decimal, keys as hex, absent fields dropped: the generic
+ * form, for the whole-content fingerprint of format-1 ledgers (rare). The intent and incarnation
+ * fingerprints write the same bytes through ./canonical.ts, which knows the shapes.
+ */
+export function canonicalJson(value: unknown): string {
   if (value instanceof KeyMaterial) return JSON.stringify(value.reveal().toString('hex'));
   if (typeof value === 'bigint') return JSON.stringify(value.toString());
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
