@@ -28,12 +28,6 @@ export interface NodeInputs {
   readonly nodeLabels: Readonly<Record<string, string>>;
   readonly resolveDevice: (name: string) => number | undefined;
   /**
-   * Highest outbound sequence number last seen per owned SA (by identity key). An owned SA that
-   * has to be created again (it vanished) resumes past it, so the peer does not drop its
-   * packets as replays.
-   */
-  readonly lastSequence?: ReadonlyMap<string, bigint>;
-  /**
    * Resources whose applied change the kernel acknowledged and did not keep (KernelDidNotKeep),
    * by name, with the generation that asked for it. The agent keeps this map across passes and
    * reconcileNode updates it: such a resource stays set aside until it changes, instead of being
@@ -41,12 +35,6 @@ export interface NodeInputs {
    */
   readonly notKept?: Map<string, { readonly generation: number; readonly message: string }>;
 }
-
-/**
- * Packets an SA may have sent between the last dump and its disappearance. Generous: skipping
- * ahead costs nothing but sequence space (2^20 of 2^32), falling short drops traffic.
- */
-export const RESUME_MARGIN = 1n << 20n;
 
 export interface NodeReconcileResult {
   readonly reports: ResourceReport[];
@@ -89,14 +77,9 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
     else if (!failures.has(name)) failures.set(name, { reason: 'KernelDidNotKeep', message: seen.message });
   }
 
-  const lastSequence = inputs.lastSequence ?? new Map<string, bigint>();
-  let desired: DesiredTables = {
-    ...built.tables,
-    states: built.tables.states.map((desiredState) => {
-      const seen = lastSequence.get(stateKey(desiredState.entry.id));
-      return seen === undefined ? desiredState : { ...desiredState, entry: { ...desiredState.entry, resumeSequence: seen + RESUME_MARGIN } };
-    }),
-  };
+  // An SA that vanished (a hand flush, a reboot) is restored by the engine's sequence rule
+  // (../engine/sequence-rule.ts): past its persisted mark, or not at all (NeedsRekey, Expired).
+  let desired: DesiredTables = built.tables;
   // ESP in TCP is set aside (above); inbound ESP in UDP gets the exemption for its carrier datagrams.
   desired = withEncapExemptions(without(desired, new Set(failures.keys())), { skip: exemptionOptOuts(live) });
   let changes = 0;
@@ -107,6 +90,8 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
   for (let round = 0; round < MAX_ROUNDS; round++) {
     const result = await converge(kernel, ownership, { desired, prune: true, dryRun: false, conflicts: 'skip', protect: new Set(failures.keys()) });
     lastPlan = result.plan;
+    // Keys the sequence rule will not install again: set aside (protected), reason NeedsRekey/Expired.
+    for (const refusal of result.sequence) failures.set(refusal.resource, { reason: refusal.reason, message: refusal.message });
     // Fields this kernel would drop: refused before planning, the resource set aside.
     for (const entry of result.unsupported) failures.set(entry.resource, { reason: 'KernelUnsupported', message: `${entry.path}: ${entry.message}` });
     if (result.outcome === 'not-kept') {

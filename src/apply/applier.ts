@@ -15,12 +15,20 @@
  * run touched. The records written before the run's kernel changes already cover that way back
  * (their intents name both the new and the previous content), so a rollback still works when
  * the ledger cannot be written at all (a full disk).
+ *
+ * Sequence numbers (../engine/sequence-rule.ts): the intent of every SA it adds carries the key's
+ * usage mark (the resume value, or 0 for a new key) in the same ledger line, so no key reaches
+ * the kernel without a history; an SA the rollback adds back resumes past the counter the plan's
+ * dump showed, by the same rule.
  */
 import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
 import type { XfrmBatchRequest } from '../xfrm/client.js';
 import { plan as planTables, type DesiredEntry, type ObservedTables, type Plan, type Step } from '../plan/planner.js';
 import type { Intent, OwnershipRecord } from '../ownership/records.js';
 import type { OwnershipView } from '../ownership/settle.js';
+import type { KeyUsage, UsageView } from '../ownership/usage.js';
+import type { LedgerCommit } from '../ownership/ledger.js';
+import { observedSequence, resumeAfterDump, usageAtInstall } from '../engine/sequence-rule.js';
 
 /** One kernel write: the XFRM client's batch request (a type only; the applier does no I/O). */
 export type KernelChange = XfrmBatchRequest;
@@ -36,8 +44,8 @@ export interface KernelWriter {
 }
 
 /** The ledger as the applier needs it (../ownership/ledger.ts implements it). */
-export interface OwnershipStore extends OwnershipView {
-  commit(changes: { readonly set?: readonly OwnershipRecord[]; readonly remove?: readonly string[] }): Promise<void>;
+export interface OwnershipStore extends OwnershipView, UsageView {
+  commit(changes: LedgerCommit): Promise<void>;
 }
 
 export interface StepFailure {
@@ -63,17 +71,13 @@ export interface ApplyReport {
 export interface ApplyOptions {
   /** Wall-clock seconds, for intents (the kernel stamps entries with the same clock). */
   readonly now?: () => number;
+  /** Sequence marks from the plan's dump to persist with its first ledger write. */
+  readonly usage?: readonly KeyUsage[];
 }
 
 const ABSENT = new Set(['ENOENT', 'ESRCH']);
 /** Codes after which the kernel may or may not have carried out the change. */
 const UNKNOWN_OUTCOME = new Set(['ENOBUFS', 'ETIMEDOUT', 'ECANCELED', 'EINTR', 'EAGAIN']);
-/**
- * Outbound sequence numbers a re-added SA skips past the last one seen in the dump the plan
- * was made from (packets sent between that dump and the delete). With the same key, starting
- * lower would repeat nonces (seqiv) and be dropped as replays by the peer.
- */
-export const ROLLBACK_SEQUENCE_MARGIN = 1n << 20n;
 
 /** The kernel changes that carry out one step. */
 export function changesFor(step: Step): KernelChange[] {
@@ -124,10 +128,11 @@ export async function applyPlan(plan: Plan, kernel: KernelWriter, ownership: Own
   const now = options.now ?? (() => Math.floor(Date.now() / 1000));
   const applied: Step[] = [];
   const touched: Step[] = [];
-  const ledgerSettled = plan.ledger.set.length > 0 || plan.ledger.remove.length > 0;
+  const marks = options.usage ?? [];
+  const ledgerSettled = plan.ledger.set.length > 0 || plan.ledger.remove.length > 0 || marks.length > 0;
   if (ledgerSettled) {
     try {
-      await ownership.commit({ set: plan.ledger.set, remove: plan.ledger.remove });
+      await ownership.commit({ set: plan.ledger.set, remove: plan.ledger.remove, usage: marks });
     } catch (error) {
       return { applied: [], failures: [], stopped: ledgerProblem(error), rolledBack: [], rollbackFailures: [] };
     }
@@ -135,8 +140,9 @@ export async function applyPlan(plan: Plan, kernel: KernelWriter, ownership: Own
 
   for (const stage of groupByStage(plan.steps)) {
     const intents = stage.flatMap((step) => intentRecord(step, ownership, now()) ?? []);
+    const usage = stage.flatMap((step) => installUsage(step, ownership, now()) ?? []);
     try {
-      if (intents.length > 0) await ownership.commit({ set: intents });
+      if (intents.length > 0) await ownership.commit({ set: intents, usage });
     } catch (error) {
       return { ...(await rollBack(touched, kernel, ownership, now)), applied: [], failures: [], stopped: ledgerProblem(error) };
     }
@@ -193,7 +199,7 @@ async function rollBack(touched: readonly Step[], kernel: KernelWriter, ownershi
   const policies: DesiredEntry<SecurityPolicy>[] = [];
   for (const step of touched) {
     if (step.op === 'create') continue;
-    if (step.target === 'state') states.push({ resource: step.resource, entry: withResumedSequence(step.previous) });
+    if (step.target === 'state') states.push({ resource: step.resource, entry: withResumedSequence(step.previous, ownership, now()) });
     else policies.push({ resource: step.resource, entry: step.previous });
   }
   let observed: ObservedTables;
@@ -210,8 +216,9 @@ async function rollBack(touched: readonly Step[], kernel: KernelWriter, ownershi
   const rolledBack: Step[] = [];
   for (const stage of groupByStage(steps)) {
     const intents = stage.flatMap((step) => intentRecord(step, ownership, now()) ?? []);
+    const usage = stage.flatMap((step) => installUsage(step, ownership, now()) ?? []);
     // Best effort: the run's own intents already cover these entries (see the module comment).
-    if (intents.length > 0) await ownership.commit({ set: intents }).catch(() => undefined);
+    if (intents.length > 0) await ownership.commit({ set: intents, usage }).catch(() => undefined);
     const changes = stage.map(changesFor);
     let outcomes: readonly KernelOutcome[];
     try {
@@ -231,13 +238,21 @@ async function rollBack(touched: readonly Step[], kernel: KernelWriter, ownershi
   return { rolledBack, rollbackFailures };
 }
 
-/** A previous SA to add back: its outbound counter continues past where the dump saw it. */
-function withResumedSequence(sa: SecurityAssociation): SecurityAssociation {
-  const replay = sa.observed?.replayState;
-  if (!replay) return sa;
-  const seen = (BigInt(replay.outboundSequenceHigh) << 32n) | BigInt(replay.outboundSequence);
-  if (seen === 0n) return sa;
-  return { ...sa, resumeSequence: seen + ROLLBACK_SEQUENCE_MARGIN };
+/**
+ * A previous SA to add back: its outbound counter continues past where the plan's dump saw it
+ * (../engine/sequence-rule.ts), never from 0. An inbound SA sends nothing and is added as it was.
+ */
+function withResumedSequence(sa: SecurityAssociation, ownership: UsageView, now: number): SecurityAssociation {
+  const seen = observedSequence(sa);
+  if (seen === undefined || sa.direction === 'in') return sa;
+  return { ...sa, resumeSequence: resumeAfterDump(sa, seen, ownership.usage(ownership.usageKey(sa)), now) };
+}
+
+/** The usage mark written with the intent of an SA the step adds (its resume value, or 0). */
+export function installUsage(step: Step, ownership: UsageView, now: number): KeyUsage | undefined {
+  if (step.target !== 'state' || (step.op !== 'create' && step.op !== 'replace')) return undefined;
+  const key = ownership.usageKey(step.entry);
+  return usageAtInstall(key, step.entry.resumeSequence ?? 0n, now, ownership.usage(key));
 }
 
 function ledgerProblem(error: unknown): string {

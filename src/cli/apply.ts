@@ -78,10 +78,11 @@ export async function runApply(options: ApplyOptions, io: ApplyIo = processIo): 
       const ledger = await Ledger.peek(path, kernel.scope);
       const planned = await planFor(kernel, ledger, { desired: desired.tables, prune });
       for (const line of describePlan(planned)) out(line);
-      const changes = planned.steps.length + planned.conflicts.length;
+      for (const refusal of planned.sequenceRefused) out(`refuse ${refusal.message} (${refusal.reason})`);
+      const changes = planned.steps.length + planned.conflicts.length + planned.sequenceRefused.length;
       if (options.mode === 'diff') return changes === 0 ? 0 : 1;
       out(changes === 0 ? 'no changes' : `dry run: ${planned.steps.length} change(s) not applied`);
-      return planned.conflicts.length === 0 ? 0 : 1;
+      return planned.conflicts.length === 0 && planned.sequenceRefused.length === 0 ? 0 : 1;
     }
 
     const ledger = await Ledger.open(path, { scope: kernel.scope });
@@ -97,10 +98,16 @@ export async function runApply(options: ApplyOptions, io: ApplyIo = processIo): 
         case 'unsupported': // checked above; kept for the case the two checks ever differ
           for (const entry of result.unsupported) err(`${entry.resource}: ${entry.path}: ${entry.message} (KernelUnsupported)`);
           throw new InputError('fields this kernel cannot keep; nothing was applied');
+        case 'needs-rekey':
+          // Installing these keys again could repeat nonces: the whole apply is refused.
+          for (const refusal of result.sequence) err(`${refusal.message} (${refusal.reason})`);
+          err(`${result.sequence.length} SA(s) cannot be installed again with the same key; nothing was applied`);
+          return 1;
         case 'conflict':
           err(`${result.plan.conflicts.length} conflict(s) with entries ipsec-operator did not create; nothing was applied`);
           return 1;
         case 'failed': {
+          for (const refusal of result.sequence) err(`${refusal.message} (${refusal.reason})`);
           for (const failure of result.report.failures) {
             err(`kernel refused: ${describeStep(failure.step)}: ${failure.message} (${failure.code})`);
           }
@@ -116,11 +123,17 @@ export async function runApply(options: ApplyOptions, io: ApplyIo = processIo): 
           return 1;
         }
         case 'not-kept':
+          for (const refusal of result.sequence) err(`${refusal.message} (${refusal.reason})`);
           // Applying again would change nothing (or replace the SA again): stop and say so.
           for (const entry of result.notKept) err(`${entry.message} (KernelDidNotKeep)`);
           err(`the kernel acknowledged ${result.notKept.length} change(s) and did not keep them; the rest of the plan was applied`);
           return 1;
         case 'applied':
+          if (result.sequence.length > 0) {
+            // The kernel did not take a resume value: those SAs were deleted again.
+            for (const refusal of result.sequence) err(`${refusal.message} (${refusal.reason})`);
+            return 1;
+          }
           if (result.remaining.steps.length > 0 || result.remaining.conflicts.length > 0) {
             err('the kernel does not match the manifests after apply:');
             for (const line of describePlan(result.remaining)) err(`  ${line}`);

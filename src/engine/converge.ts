@@ -2,6 +2,11 @@
  * One convergence pass for one namespace: dump the kernel, plan against the desired tables and
  * the ledger, apply, then dump and plan again to verify that the kernel now matches. The CLI's
  * `apply` and the node agent both run exactly this.
+ *
+ * Every plan goes through the sequence rule (./sequence-rule.ts) after its dump: an SA whose key
+ * was used before resumes past its mark or is refused (NeedsRekey, Expired), and every SA added
+ * with a resume value is read back in the verifying dump; one whose counter did not take the
+ * value is deleted again at once and its key retired.
  */
 import { applyPlan, type ApplyReport, type KernelWriter, type OwnershipStore } from '../apply/applier.js';
 import { plan, type DesiredTables, type ObservedTables, type Plan, type Step } from '../plan/planner.js';
@@ -9,7 +14,9 @@ import { describePolicy, describeState } from '../plan/describe.js';
 import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
 import { stateKey } from '../plan/identity.js';
 import { unsupportedFields, type KernelFeatures } from '../xfrm/kernel-features.js';
-import type { OwnershipView } from '../ownership/settle.js';
+import { provesOwnership, type OwnershipView } from '../ownership/settle.js';
+import type { KeyUsage, UsageView } from '../ownership/usage.js';
+import { guardSequences, observedSequence, refusalMessage, resumeNotTaken, retiredUsage, usageFromObservation, type SequenceRefusal } from './sequence-rule.js';
 
 export interface KernelTables extends KernelWriter {
   /** A consistent dump of both tables (socket policies excluded). */
@@ -60,21 +67,30 @@ export interface ConvergeOptions {
    * kernel refused). Keeping their last good entries keeps their traffic flowing.
    */
   readonly protect?: ReadonlySet<string>;
+  /** Wall-clock seconds (for sequence marks); default Date.now(). */
+  readonly now?: () => number;
 }
+
+/** A plan with the SAs the sequence rule refused (left out of it). */
+export type GuardedPlan = Plan & { readonly sequenceRefused: readonly SequenceRefusal[] };
 
 /**
  * Every outcome carries `unsupported`: with conflicts `skip` those entries were left out (and
  * their resources protected) and the rest went ahead; with `refuse` any of them is outcome
  * `unsupported` and nothing is applied (`plan` then shows the rest, not applied).
+ * Likewise `sequence`: SAs the sequence rule refused before planning, and SAs whose resume value
+ * the kernel did not take (deleted again); with `refuse`, a refusal before planning is outcome
+ * `needs-rekey` and nothing is applied.
  */
 export type ConvergeResult = (
   | { readonly outcome: 'planned'; readonly plan: Plan }
+  | { readonly outcome: 'needs-rekey'; readonly plan: Plan }
   | { readonly outcome: 'unsupported'; readonly plan: Plan }
   | { readonly outcome: 'conflict'; readonly plan: Plan }
   | { readonly outcome: 'failed'; readonly plan: Plan; readonly report: ApplyReport }
   | { readonly outcome: 'applied'; readonly plan: Plan; readonly report: ApplyReport; readonly remaining: Plan }
   | { readonly outcome: 'not-kept'; readonly plan: Plan; readonly report: ApplyReport; readonly remaining: Plan; readonly notKept: readonly NotKept[] }
-) & { readonly unsupported: readonly UnsupportedEntry[] };
+) & { readonly unsupported: readonly UnsupportedEntry[]; readonly sequence: readonly SequenceRefusal[] };
 
 /** The desired SAs that use a field this kernel drops (none when the features are unknown). */
 export function kernelUnsupported(desired: DesiredTables, features: KernelFeatures | undefined): UnsupportedEntry[] {
@@ -108,14 +124,48 @@ export function notKept(applied: readonly Step[], remaining: Plan): NotKept[] {
 
 export async function planFor(
   kernel: KernelTables,
-  ownership: OwnershipView,
-  options: Pick<ConvergeOptions, 'desired' | 'prune' | 'protect'>,
-): Promise<Plan> {
+  ownership: OwnershipView & UsageView,
+  options: Pick<ConvergeOptions, 'desired' | 'prune' | 'protect' | 'now'>,
+): Promise<GuardedPlan> {
+  return (await survey(kernel, ownership, options)).plan;
+}
+
+interface Survey {
+  readonly plan: GuardedPlan;
+  readonly observed: ObservedTables;
+  /** Sequence marks of owned SAs in this dump that are due to be persisted. */
+  readonly marks: readonly KeyUsage[];
+}
+
+/** Dump, apply the sequence rule, plan. */
+async function survey(kernel: KernelTables, ownership: OwnershipView & UsageView, options: Pick<ConvergeOptions, 'desired' | 'prune' | 'protect' | 'now'>): Promise<Survey> {
   const observed = await kernel.dump();
-  const full = plan({ desired: options.desired, observed, ownership });
-  const protect = options.protect ?? new Set<string>();
+  const now = (options.now ?? wallClock)();
+  const guarded = guardSequences({ desired: options.desired, observed, ownership, now });
+  const full = plan({ desired: guarded.desired, observed, ownership });
+  const protect = new Set([...(options.protect ?? []), ...guarded.refused.map((refusal) => refusal.resource)]);
   const keep = (step: Plan['steps'][number]) => step.op !== 'delete' || (options.prune && !protect.has(step.resource));
-  return { ...full, steps: full.steps.filter(keep) };
+  return { plan: { ...full, steps: full.steps.filter(keep), sequenceRefused: guarded.refused }, observed, marks: sequenceMarks(observed, ownership, now) };
+}
+
+function wallClock(): number {
+  return Math.floor(Date.now() / 1000);
+}
+
+/** The marks due for the owned SAs of a dump (not per packet: ./sequence-rule.ts usageFromObservation). */
+function sequenceMarks(observed: ObservedTables, ownership: OwnershipView & UsageView, now: number): KeyUsage[] {
+  const records = ownership.records();
+  const marks: KeyUsage[] = [];
+  for (const sa of observed.states) {
+    if (sa.direction === 'in') continue;
+    const record = records.get(stateKey(sa.id));
+    const sequence = observedSequence(sa);
+    if (!record || sequence === undefined || !provesOwnership(record, sa, ownership)) continue;
+    const key = ownership.usageKey(sa);
+    const mark = usageFromObservation(key, ownership.usage(key), sequence, now);
+    if (mark) marks.push(mark);
+  }
+  return marks;
 }
 
 export async function converge(kernel: KernelTables, ownership: OwnershipStore, given: ConvergeOptions): Promise<ConvergeResult> {
@@ -125,39 +175,81 @@ export async function converge(kernel: KernelTables, ownership: OwnershipStore, 
   const unsupported = kernelUnsupported(given.desired, kernel.features);
   const options = unsupported.length === 0 ? given : withoutResources(given, new Set(unsupported.map((entry) => entry.resource)));
   const refuse = (options.conflicts ?? 'refuse') === 'refuse';
-  const planned = await planFor(kernel, ownership, options);
-  if (unsupported.length > 0 && refuse) return { outcome: 'unsupported', plan: planned, unsupported };
-  if (options.dryRun) return { outcome: 'planned', plan: planned, unsupported };
+  const surveyed = await survey(kernel, ownership, options);
+  const planned = surveyed.plan;
+  const refused = planned.sequenceRefused;
+  if (unsupported.length > 0 && refuse) return { outcome: 'unsupported', plan: planned, unsupported, sequence: refused };
+  if (options.dryRun) return { outcome: 'planned', plan: planned, unsupported, sequence: refused };
   // All or nothing: a conflict would leave the set half-applied, so nothing is done.
-  if (planned.conflicts.length > 0 && refuse) return { outcome: 'conflict', plan: planned, unsupported };
-  const report = await applyPlan(planned, kernel, ownership);
+  if (planned.conflicts.length > 0 && refuse) return { outcome: 'conflict', plan: planned, unsupported, sequence: refused };
+  if (refused.length > 0 && refuse) return { outcome: 'needs-rekey', plan: planned, unsupported, sequence: refused };
+  const report = await applyPlan(planned, kernel, ownership, { usage: surveyed.marks, ...(options.now ? { now: options.now } : {}) });
   if (report.failures.length > 0 || report.stopped !== undefined) {
-    await settleFromDump(kernel, ownership, options);
-    return { outcome: 'failed', plan: planned, report, unsupported };
+    const unproven = await settleFromDump(kernel, ownership, options, report.rolledBack);
+    return { outcome: 'failed', plan: planned, report, unsupported, sequence: [...refused, ...unproven] };
   }
   // An empty plan wrote no intents and changed nothing in the kernel: the dump it was made from
   // already verifies it (a second dump of 10,000 entries would only find the same again).
-  if (planned.steps.length === 0) return { outcome: 'applied', plan: planned, report, remaining: planned, unsupported };
-  const remaining = await planFor(kernel, ownership, options);
+  if (planned.steps.length === 0) return { outcome: 'applied', plan: planned, report, remaining: planned, unsupported, sequence: refused };
+  const verified = await survey(kernel, ownership, options);
+  const remaining = verified.plan;
   // The verifying dump settles the intents this run wrote (creations become `present` with the
   // incarnation the kernel gave them), so the ledger ends the run as exact as the kernel.
   if (remaining.ledger.set.length > 0 || remaining.ledger.remove.length > 0) await ownership.commit({ set: remaining.ledger.set, remove: remaining.ledger.remove });
+  const unproven = await retireUnproven(kernel, ownership, report.applied, verified.observed, (options.now ?? wallClock)());
+  const sequence = [...refused, ...unproven];
   const dropped = notKept(report.applied, remaining);
-  if (dropped.length > 0) return { outcome: 'not-kept', plan: planned, report, remaining, notKept: dropped, unsupported };
-  return { outcome: 'applied', plan: planned, report, remaining, unsupported };
+  if (dropped.length > 0) return { outcome: 'not-kept', plan: planned, report, remaining, notKept: dropped, unsupported, sequence };
+  return { outcome: 'applied', plan: planned, report, remaining, unsupported, sequence };
+}
+
+/**
+ * The read-back proof for every SA these steps added with a resume value: one whose counter in
+ * the dump is below it did not get the value (the kernel ignored the attribute), so it may be
+ * repeating sequence numbers of its key. Its key is retired first (durably: even a crash right
+ * after must not let it be installed again), then the SA is deleted. Returns the refusals.
+ */
+async function retireUnproven(kernel: KernelTables, ownership: OwnershipStore, steps: readonly Step[], observed: ObservedTables, now: number): Promise<SequenceRefusal[]> {
+  const byKey = new Map(observed.states.map((sa) => [stateKey(sa.id), sa]));
+  const unproven: { step: Step & { target: 'state' }; sa: SecurityAssociation; why: string }[] = [];
+  for (const step of steps) {
+    if (step.target !== 'state' || step.op === 'delete' || step.op === 'update') continue;
+    const resume = step.entry.resumeSequence;
+    if (resume === undefined) continue;
+    const found = byKey.get(step.key);
+    // Gone (deleted meanwhile) or someone else's SA under that identity: nothing of ours to prove.
+    if (!found || ownership.usageKey(found) !== ownership.usageKey(step.entry)) continue;
+    const why = resumeNotTaken(resume, found);
+    if (why !== undefined) unproven.push({ step, sa: step.entry, why });
+  }
+  if (unproven.length === 0) return [];
+  const retired = unproven.map(({ sa, why }) => {
+    const key = ownership.usageKey(sa);
+    return retiredUsage(key, ownership.usage(key), 'needs-rekey', why, now);
+  });
+  try {
+    await ownership.commit({ usage: retired });
+  } catch {
+    // Deleting matters more than recording why: the next pass finds the key installed before
+    // with its SA gone and refuses it again (its history still holds the mark).
+  }
+  await kernel.apply(unproven.map(({ sa }) => ({ op: 'delete-state' as const, id: sa.id }))).catch(() => undefined);
+  return unproven.map(({ step, sa, why }) => ({ resource: step.resource, key: step.key, reason: 'NeedsRekey' as const, message: refusalMessage(step.resource, sa, `${why}; the SA was deleted again`) }));
 }
 
 /**
  * After a failed or stopped run: settle the records from a fresh dump, so the ledger says what
- * the kernel holds after the rollback. Best effort: when the ledger cannot be written, the next
- * run settles the same records from its own dump.
+ * the kernel holds after the rollback, and prove the resume values of the SAs the rollback
+ * added back. Best effort: when the ledger cannot be written, the next run settles the same
+ * records from its own dump.
  */
-async function settleFromDump(kernel: KernelTables, ownership: OwnershipStore, options: ConvergeOptions): Promise<void> {
+async function settleFromDump(kernel: KernelTables, ownership: OwnershipStore, options: ConvergeOptions, rolledBack: readonly Step[]): Promise<SequenceRefusal[]> {
   try {
-    const after = await planFor(kernel, ownership, options);
-    if (after.ledger.set.length > 0 || after.ledger.remove.length > 0) await ownership.commit({ set: after.ledger.set, remove: after.ledger.remove });
+    const after = await survey(kernel, ownership, options);
+    if (after.plan.ledger.set.length > 0 || after.plan.ledger.remove.length > 0) await ownership.commit({ set: after.plan.ledger.set, remove: after.plan.ledger.remove });
+    return await retireUnproven(kernel, ownership, rolledBack, after.observed, (options.now ?? wallClock)());
   } catch {
-    // see above
+    return []; // see above
   }
 }
 

@@ -41,6 +41,14 @@ export function intentFingerprint(salt: string, entry: SecurityAssociation | Sec
   return 'templates' in entry ? policyFingerprint(salt, entry) : stableStateFingerprint(salt, entry);
 }
 
+/**
+ * The name of an SA's key in the usage history (./usage.ts): identity and algorithms with their
+ * key bytes, salted, so that the ledger names a key without holding it.
+ */
+export function usageKeyOf(salt: string, sa: SecurityAssociation): string {
+  return hash(salt, { keyUsage: { family: sa.id.family, destination: sa.id.destination, spi: sa.id.spi, protocol: sa.id.protocol }, algorithms: sa.algorithms });
+}
+
 /** The incarnation of an entry read from the kernel (see ./records.ts). */
 export function incarnationOf(salt: string, entry: SecurityAssociation | SecurityPolicy): Incarnation | undefined {
   if ('templates' in entry) return entry.index > 0 ? { target: 'policy', index: entry.index } : undefined;

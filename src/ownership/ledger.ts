@@ -16,9 +16,18 @@
  * made again under the same name) proves nothing here: its records are set aside, and every
  * entry the kernel holds is foreign until this engine creates it.
  *
+ * What survives a set-aside: the salt and the key usage history (./usage.ts). Records name
+ * kernel entries, which a reboot removes; the usage of a key (the highest sequence number it
+ * sent) outlives the boot, because the same hand-written key installed after a reboot with its
+ * counter back at 0 would repeat nonces.
+ *
  * Formats (versioned, so a future layout is migrated instead of misread):
- *   snapshot: { "formatVersion": 2, "salt": hex, "scope": {bootId, netns}, "generation": n, "records": [...] }
- *   journal:  a header line {"generation": n}, then lines `JSON<TAB>sha256-prefix`
+ *   snapshot: { "formatVersion": 3, "salt": hex, "scope": {bootId, netns}, "generation": n, "records": [...], "usage": [...] }
+ *   journal:  a header line {"generation": n}, then lines `JSON<TAB>sha256-prefix`, each
+ *             `{"set"?: [records], "remove"?: [keys], "usage"?: [usage entries, upserted by key]}`
+ * A format-2 ledger (the same without usage) is migrated with an empty history: an SA its
+ * records prove gets its first mark from the next dump, and one that is gone by then cannot be
+ * installed again with the same key (../engine/sequence-rule.ts: installed before, no mark).
  * A format-1 ledger (one JSON file, records without incarnations) is migrated: each record
  * becomes an intent matched by its recorded whole-content fingerprint (./records.ts).
  */
@@ -28,12 +37,13 @@ import { basename, dirname, join } from 'node:path';
 import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
 import { assertWritable, ensureDirectory, removeLeftoverTemporaries, replaceFile, writeFully } from './durable-file.js';
 import { LedgerError, fileSystemError } from './errors.js';
-import { fingerprintEntry, incarnationOf, intentFingerprint } from './fingerprint.js';
+import { fingerprintEntry, incarnationOf, intentFingerprint, usageKeyOf } from './fingerprint.js';
 import { LedgerLock } from './lock.js';
 import { RecordFormatError, parseRecord, type Incarnation, type OwnershipRecord } from './records.js';
 import type { OwnershipView } from './settle.js';
+import { UsageFormatError, parseUsage, usageToJson, type KeyUsage, type UsageView } from './usage.js';
 
-export const LEDGER_FORMAT_VERSION = 2;
+export const LEDGER_FORMAT_VERSION = 3;
 
 export { LedgerError, type LedgerErrorCode } from './errors.js';
 
@@ -61,11 +71,21 @@ interface SnapshotFile {
   readonly scope: LedgerScope | null;
   readonly generation: number;
   readonly records: readonly OwnershipRecord[];
+  /** Key usage entries in their on-disk form (./usage.ts); absent before format 3. */
+  readonly usage?: readonly Record<string, unknown>[];
 }
 
 interface JournalLine {
   readonly set?: readonly OwnershipRecord[];
   readonly remove?: readonly string[];
+  readonly usage?: readonly Record<string, unknown>[];
+}
+
+/** A change to the ledger: records set and removed, key usage entries upserted (never removed). */
+export interface LedgerCommit {
+  readonly set?: readonly OwnershipRecord[];
+  readonly remove?: readonly string[];
+  readonly usage?: readonly KeyUsage[];
 }
 
 /** Where the ledger of a namespace lives under a state directory. */
@@ -79,7 +99,7 @@ export function journalPath(path: string): string {
   return path.replace(/\.json$/, '') + '.journal';
 }
 
-export class Ledger implements OwnershipView {
+export class Ledger implements OwnershipView, UsageView {
   readonly #path: string;
   readonly #lock: LedgerLock;
   readonly #salt: string;
@@ -88,6 +108,7 @@ export class Ledger implements OwnershipView {
   readonly #compactAfterLines: number;
   #generation: number;
   #records: Map<string, OwnershipRecord>;
+  readonly #usage: Map<string, KeyUsage>;
   #journal: FileHandle | undefined;
   #journalBytes = 0;
   #journalLines = 0;
@@ -96,13 +117,22 @@ export class Ledger implements OwnershipView {
   /** Records of another boot or namespace that were set aside when this ledger was opened. */
   readonly setAside: number;
 
-  private constructor(init: { path: string; lock: LedgerLock; snapshot: SnapshotFile; records: Map<string, OwnershipRecord>; setAside: number; options: LedgerOpenOptions }) {
+  private constructor(init: {
+    path: string;
+    lock: LedgerLock;
+    snapshot: SnapshotFile;
+    records: Map<string, OwnershipRecord>;
+    usage: Map<string, KeyUsage>;
+    setAside: number;
+    options: LedgerOpenOptions;
+  }) {
     this.#path = init.path;
     this.#lock = init.lock;
     this.#salt = init.snapshot.salt;
     this.#scope = init.snapshot.scope;
     this.#generation = init.snapshot.generation;
     this.#records = init.records;
+    this.#usage = init.usage;
     this.setAside = init.setAside;
     this.#checkpoint = init.options.checkpoint ?? (async () => undefined);
     this.#compactAfterLines = init.options.compactAfterLines ?? 512;
@@ -136,12 +166,15 @@ export class Ledger implements OwnershipView {
    * Reads the ledger without locking or writing it (for `diff` and `--dry-run`, which must
    * change nothing, not even create the file).
    */
-  static async peek(path: string, scope?: LedgerScope): Promise<OwnershipView> {
+  static async peek(path: string, scope?: LedgerScope): Promise<OwnershipView & UsageView> {
     const loaded = await readLedger(path, scope);
     const salt = loaded.snapshot.salt;
     const records = loaded.records;
+    const usage = loaded.usage;
     return {
       records: () => records,
+      usageKey: (sa) => usageKeyOf(salt, sa),
+      usage: (key) => usage.get(key),
       intentFingerprint: (entry) => intentFingerprint(salt, entry),
       incarnationOf: (entry) => incarnationOf(salt, entry),
       contentFingerprint: (entry) => fingerprintEntry(salt, entry),
@@ -172,17 +205,36 @@ export class Ledger implements OwnershipView {
     return fingerprintEntry(this.#salt, entry);
   }
 
+  usageKey(sa: SecurityAssociation): string {
+    return usageKeyOf(this.#salt, sa);
+  }
+
+  usage(key: string): KeyUsage | undefined {
+    return this.#usage.get(key);
+  }
+
+  /** Every key usage entry (for tests and metrics). */
+  usageEntries(): ReadonlyMap<string, KeyUsage> {
+    return this.#usage;
+  }
+
   /** Applies record changes and makes them durable before returning; on failure nothing changes. */
-  async commit(changes: { readonly set?: readonly OwnershipRecord[]; readonly remove?: readonly string[] }): Promise<void> {
+  async commit(changes: LedgerCommit): Promise<void> {
     if (this.#closed) throw new LedgerError('ledger is closed', { code: 'CLOSED' });
     if (this.#broken) throw new LedgerError(this.#broken, { code: 'EIO' });
     const set = changes.set ?? [];
     const remove = changes.remove ?? [];
-    if (set.length === 0 && remove.length === 0) return;
-    const line: JournalLine = { ...(set.length > 0 ? { set } : {}), ...(remove.length > 0 ? { remove } : {}) };
+    const usage = changes.usage ?? [];
+    if (set.length === 0 && remove.length === 0 && usage.length === 0) return;
+    const line: JournalLine = {
+      ...(set.length > 0 ? { set } : {}),
+      ...(remove.length > 0 ? { remove } : {}),
+      ...(usage.length > 0 ? { usage: usage.map(usageToJson) } : {}),
+    };
     await this.#append(line);
     for (const key of remove) this.#records.delete(key);
     for (const record of set) this.#records.set(record.key, record);
+    for (const entry of usage) this.#usage.set(entry.key, entry);
     if (this.#journalLines >= this.#compactAfterLines) await this.#compact().catch(() => undefined); // the journal stays valid
   }
 
@@ -227,6 +279,7 @@ export class Ledger implements OwnershipView {
       scope: this.#scope,
       generation,
       records: [...this.#records.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)),
+      usage: [...this.#usage.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)).map(usageToJson),
     };
     await this.#checkpoint('snapshot:write');
     await replaceFile(this.#path, `${JSON.stringify(snapshot)}\n`, { what: 'writing the ownership ledger' });
@@ -273,6 +326,7 @@ function checksum(body: string): string {
 interface Loaded {
   readonly snapshot: SnapshotFile;
   readonly records: Map<string, OwnershipRecord>;
+  readonly usage: Map<string, KeyUsage>;
   readonly setAside: number;
   /** The snapshot and journal must be written again before use. */
   readonly rewrite: boolean;
@@ -284,7 +338,7 @@ async function readLedger(path: string, scope: LedgerScope | undefined): Promise
   const text = await readText(path);
   if (text === undefined) {
     const snapshot: SnapshotFile = { formatVersion: LEDGER_FORMAT_VERSION, salt: randomBytes(16).toString('hex'), scope: scope ?? null, generation: 0, records: [] };
-    return { snapshot, records: new Map(), setAside: 0, rewrite: true, journalBytes: 0, journalLines: 0 };
+    return { snapshot, records: new Map(), usage: new Map(), setAside: 0, rewrite: true, journalBytes: 0, journalLines: 0 };
   }
   const damaged = (why: string) =>
     new LedgerError(`ownership ledger ${path} ${why}; it was not written by this engine or is damaged. Nothing was changed. Move it aside only if you know every entry it recorded is gone.`, { code: 'INVALID' });
@@ -296,32 +350,38 @@ async function readLedger(path: string, scope: LedgerScope | undefined): Promise
   }
   const file = parsed as Partial<SnapshotFile> & { records?: unknown };
   if (file.formatVersion === 1) return migrateVersion1(path, file, scope, damaged);
-  if (file.formatVersion !== LEDGER_FORMAT_VERSION) {
-    throw new LedgerError(`ownership ledger ${path} has format version ${String(file.formatVersion).slice(0, 20)}; this engine reads versions 1 and ${LEDGER_FORMAT_VERSION}`, { code: 'INVALID' });
+  const version = file.formatVersion;
+  if (version !== 2 && version !== LEDGER_FORMAT_VERSION) {
+    throw new LedgerError(`ownership ledger ${path} has format version ${String(file.formatVersion).slice(0, 20)}; this engine reads versions 1 to ${LEDGER_FORMAT_VERSION}`, { code: 'INVALID' });
   }
+  if (version === 2 && file.usage !== undefined) throw damaged('is format 2 but holds key usage');
   if (typeof file.salt !== 'string' || !/^[0-9a-f]{32}$/.test(file.salt)) throw damaged('has no valid salt');
   if (!Number.isSafeInteger(file.generation) || (file.generation as number) < 1) throw damaged('has no valid generation');
   if (file.scope !== null && !isScope(file.scope)) throw damaged('has no valid scope');
   const records = parseRecords(file.records, damaged);
+  const usage = version === 2 ? new Map<string, KeyUsage>() : parseUsageList(file.usage, damaged);
   const snapshot = file as SnapshotFile;
 
   const journal = await readJournal(journalPath(path), snapshot.generation, damaged);
   for (const line of journal.lines) {
     for (const key of line.remove) records.delete(key);
     for (const record of line.set) records.set(record.key, record);
+    for (const entry of line.usage) usage.set(entry.key, entry);
   }
   if (scope && !sameScope(snapshot.scope, scope)) {
-    // Another boot or namespace: these records prove nothing here (see the module comment).
-    return { snapshot: { ...snapshot, scope }, records: new Map(), setAside: records.size, rewrite: true, journalBytes: 0, journalLines: 0 };
+    // Another boot or namespace: these records prove nothing here (see the module comment);
+    // the key usage history stays.
+    return { snapshot: { ...snapshot, scope }, records: new Map(), usage, setAside: records.size, rewrite: true, journalBytes: 0, journalLines: 0 };
   }
-  return { snapshot, records, setAside: 0, rewrite: journal.stale, journalBytes: journal.bytes, journalLines: journal.lines.length };
+  // A format-2 ledger is written again as format 3 before use.
+  return { snapshot, records, usage, setAside: 0, rewrite: journal.stale || version === 2, journalBytes: journal.bytes, journalLines: journal.lines.length };
 }
 
 async function readJournal(
   path: string,
   generation: number,
   damaged: (why: string) => Error,
-): Promise<{ lines: { set: OwnershipRecord[]; remove: string[] }[]; bytes: number; stale: boolean }> {
+): Promise<{ lines: { set: OwnershipRecord[]; remove: string[]; usage: KeyUsage[] }[]; bytes: number; stale: boolean }> {
   const text = await readText(path);
   if (text === undefined) return { lines: [], bytes: 0, stale: true };
   const newline = text.indexOf('\n');
@@ -334,7 +394,7 @@ async function readJournal(
   }
   if (header.generation === generation - 1) return { lines: [], bytes: 0, stale: true }; // already folded in
   if (header.generation !== generation) throw damaged(`has a journal of generation ${String(header.generation).slice(0, 20)} beside snapshot generation ${generation}`);
-  const lines: { set: OwnershipRecord[]; remove: string[] }[] = [];
+  const lines: { set: OwnershipRecord[]; remove: string[]; usage: KeyUsage[] }[] = [];
   let offset = newline + 1;
   let position = 0;
   while (offset < text.length) {
@@ -348,19 +408,34 @@ async function readJournal(
       if (end < 0 || end === text.length - 1) break;
       throw damaged(`has a damaged journal line ${position + 1}`);
     }
-    let line: { set?: unknown; remove?: unknown };
+    let line: { set?: unknown; remove?: unknown; usage?: unknown };
     try {
-      line = JSON.parse(body) as { set?: unknown; remove?: unknown };
+      line = JSON.parse(body) as { set?: unknown; remove?: unknown; usage?: unknown };
     } catch {
       throw damaged(`has a journal line ${position + 1} that is not JSON`);
     }
     const remove = line.remove ?? [];
     if (!Array.isArray(remove) || !remove.every((key) => typeof key === 'string')) throw damaged(`has a journal line ${position + 1} with invalid removals`);
-    lines.push({ set: [...parseRecords(line.set ?? [], damaged).values()], remove });
+    lines.push({ set: [...parseRecords(line.set ?? [], damaged).values()], remove, usage: [...parseUsageList(line.usage ?? [], damaged).values()] });
     offset = end + 1;
     position += 1;
   }
   return { lines, bytes: Buffer.byteLength(text.slice(0, offset)), stale: false };
+}
+
+function parseUsageList(value: unknown, damaged: (why: string) => Error): Map<string, KeyUsage> {
+  if (!Array.isArray(value)) throw damaged('has no list of key usage');
+  const usage = new Map<string, KeyUsage>();
+  value.forEach((raw, position) => {
+    try {
+      const entry = parseUsage(raw, position);
+      usage.set(entry.key, entry);
+    } catch (error) {
+      if (error instanceof UsageFormatError) throw damaged(`has an invalid ${error.message}`);
+      throw error;
+    }
+  });
+  return usage;
 }
 
 function parseRecords(value: unknown, damaged: (why: string) => Error): Map<string, OwnershipRecord> {
@@ -402,7 +477,7 @@ function migrateVersion1(path: string, file: { salt?: unknown; records?: unknown
   }
   void path;
   const snapshot: SnapshotFile = { formatVersion: LEDGER_FORMAT_VERSION, salt: file.salt, scope: scope ?? null, generation: 0, records: [] };
-  return { snapshot, records, setAside: 0, rewrite: true, journalBytes: 0, journalLines: 0 };
+  return { snapshot, records, usage: new Map(), setAside: 0, rewrite: true, journalBytes: 0, journalLines: 0 };
 }
 
 async function readText(path: string): Promise<string | undefined> {

@@ -4,8 +4,10 @@
  * as the kernel reports them (an add time, a policy index) and records that own them.
  */
 import type { OwnershipStore } from '../../src/apply/applier.js';
-import { fingerprintEntry, incarnationOf, intentFingerprint } from '../../src/ownership/fingerprint.js';
+import { fingerprintEntry, incarnationOf, intentFingerprint, usageKeyOf } from '../../src/ownership/fingerprint.js';
 import type { OwnershipRecord } from '../../src/ownership/records.js';
+import type { LedgerCommit } from '../../src/ownership/ledger.js';
+import type { KeyUsage } from '../../src/ownership/usage.js';
 import { policyKey, stateKey } from '../../src/plan/identity.js';
 import type { SecurityAssociation, SecurityPolicy } from '../../src/xfrm/types.js';
 
@@ -13,6 +15,8 @@ export const TEST_SALT = '00112233445566778899aabbccddeeff';
 
 export class MemoryOwnership implements OwnershipStore {
   readonly #records = new Map<string, OwnershipRecord>();
+  /** Key usage history (the ledger's, ../../src/ownership/usage.ts). */
+  readonly usageEntries = new Map<string, KeyUsage>();
   commits = 0;
   /** When set, every commit fails with this error (a full disk). */
   failWith: Error | undefined;
@@ -37,11 +41,20 @@ export class MemoryOwnership implements OwnershipStore {
     return fingerprintEntry(TEST_SALT, entry);
   }
 
-  async commit(changes: { readonly set?: readonly OwnershipRecord[]; readonly remove?: readonly string[] }): Promise<void> {
+  usageKey(sa: SecurityAssociation): string {
+    return usageKeyOf(TEST_SALT, sa);
+  }
+
+  usage(key: string): KeyUsage | undefined {
+    return this.usageEntries.get(key);
+  }
+
+  async commit(changes: LedgerCommit): Promise<void> {
     if (this.failWith) throw this.failWith;
     this.commits += 1;
     for (const key of changes.remove ?? []) this.#records.delete(key);
     for (const record of changes.set ?? []) this.#records.set(record.key, record);
+    for (const entry of changes.usage ?? []) this.usageEntries.set(entry.key, entry);
   }
 }
 
