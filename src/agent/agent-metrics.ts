@@ -13,6 +13,7 @@ import { stateKey, policyKey } from '../plan/identity.js';
 import { XFRM_INFINITY } from '../xfrm/types.js';
 
 const P = 'ipsec_operator_';
+const REKEY_REASONS = ['NeedsRekey', 'Expired'] as const;
 
 export interface TableSnapshot {
   readonly states: readonly SecurityAssociation[];
@@ -32,6 +33,7 @@ export class AgentMetrics {
   readonly foreignStates: Gauge;
   readonly foreignPolicies: Gauge<'direction'>;
   readonly resourcesFailed: Gauge;
+  readonly rekeyRequired: Gauge<'reason'>;
   readonly xfrmStat: Counter<'counter'>;
   readonly expireEvents: Counter<'kind'>;
   readonly sequenceSpaceUsed: Gauge;
@@ -52,6 +54,13 @@ export class AgentMetrics {
     this.foreignStates = new Gauge({ name: `${P}foreign_states`, help: 'SAs of other software in the kernel (left untouched).', registers });
     this.foreignPolicies = new Gauge({ name: `${P}foreign_policies`, help: 'Policies of other software in the kernel, by direction.', labelNames: ['direction'], registers });
     this.resourcesFailed = new Gauge({ name: `${P}resources_failed`, help: 'Resources selected by this node that are not applied.', registers });
+    this.rekeyRequired = new Gauge({
+      name: `${P}rekey_required`,
+      help: 'Resources whose SA key this agent will not install again until it is rekeyed (new SPI and key), by reason: NeedsRekey (its sequence counter cannot be proven to continue) or Expired (hard lifetime reached).',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of REKEY_REASONS) this.rekeyRequired.set({ reason }, 0);
     const stats = () => this.#xfrmStat;
     const read = options.readXfrmStat;
     this.xfrmStat = new Counter({
@@ -95,6 +104,11 @@ export class AgentMetrics {
         },
       });
     }
+  }
+
+  /** From the pass's resource reports: how many resources wait for a new key, by reason. */
+  recordRekeyRequired(reports: readonly { readonly reason?: string }[]): void {
+    for (const reason of REKEY_REASONS) this.rekeyRequired.set({ reason }, reports.filter((report) => report.reason === reason).length);
   }
 
   recordApply(applied: readonly Step[], failures: readonly StepFailure[]): void {

@@ -1,7 +1,8 @@
 /**
  * One reconcile pass of the agent, the work-queue workers' job: from the caches to the kernel,
- * then the bookkeeping that one kernel dump after the pass serves (metrics, the last outbound
- * sequence numbers, the encapsulation sockets, the node state).
+ * then the bookkeeping that one kernel dump after the pass serves (metrics, the encapsulation
+ * sockets, the node state). Sequence marks are the engine's (../engine/sequence-rule.ts): it
+ * persists them in the ledger from its own dumps.
  *
  * Level-based, one key: every trigger enqueues `node`, and a pass reconciles the whole node.
  * A pass before every cache has synced does nothing and comes back later (fail static).
@@ -39,7 +40,6 @@ export interface NodeWorkerParts {
 }
 
 export class NodeWorker {
-  private readonly lastSequence = new Map<string, bigint>();
   /** Resources set aside as KernelDidNotKeep until they change (see NodeInputs.notKept). */
   private readonly notKept: NonNullable<NodeInputs['notKept']> = new Map();
   private lastSyncAt: Date | undefined;
@@ -72,7 +72,6 @@ export class NodeWorker {
         secrets: view.secrets,
         nodeLabels: view.node.metadata?.labels ?? {},
         resolveDevice: (name) => devices.indexByName.get(name),
-        lastSequence: this.lastSequence,
         notKept: this.notKept,
       },
       tables,
@@ -93,7 +92,8 @@ export class NodeWorker {
       metrics.lastSync.set(this.lastSyncAt.getTime() / 1000);
     }
     metrics.resourcesFailed.set(result.reports.filter((report) => report.state === 'Failed').length);
-    // One dump after the reconcile serves the metrics, the sequence bookkeeping and the node state.
+    metrics.recordRekeyRequired(result.reports);
+    // One dump after the reconcile serves the metrics and the node state.
     const observed = await tables.dump();
     this.recordTables(observed, ledger);
     encapSockets.sync(observed.states, (sa) => ledger.records().get(stateKey(sa.id))?.resource);
@@ -111,14 +111,6 @@ export class NodeWorker {
   }
 
   private recordTables(observed: ObservedTables, ledger: Ledger): void {
-    for (const sa of observed.states) {
-      const replay = sa.observed?.replayState;
-      const key = stateKey(sa.id);
-      if (!replay || !ledger.records().has(key)) continue;
-      const sequence = (BigInt(replay.outboundSequenceHigh) << 32n) | BigInt(replay.outboundSequence);
-      const before = this.lastSequence.get(key) ?? 0n;
-      this.lastSequence.set(key, sequence > before ? sequence : before);
-    }
     this.parts.metrics.recordTables({
       ...observed,
       owned: ledger.records(),

@@ -33,10 +33,26 @@ export interface ClusterView {
   readonly reports: ReadonlyMap<string, NodeReport>;
 }
 
-export type Reason = 'Applied' | 'Pending' | 'NoNodesSelected' | 'Conflict' | 'KernelRejected' | 'KernelUnsupported' | 'KernelDidNotKeep' | 'Deleting' | BuildReason;
+export type Reason =
+  | 'Applied'
+  | 'Pending'
+  | 'NoNodesSelected'
+  | 'Conflict'
+  | 'KernelRejected'
+  | 'KernelUnsupported'
+  | 'KernelDidNotKeep'
+  | 'NeedsRekey'
+  | 'Expired'
+  | 'Deleting'
+  | BuildReason;
 
 /** Reasons a node's report carries through to the resource as they are; any other failure is KernelRejected. */
-const NODE_REASONS: ReadonlySet<string> = new Set(['Conflict', 'KernelUnsupported', 'KernelDidNotKeep']);
+const NODE_REASONS: ReadonlySet<string> = new Set(['Conflict', 'KernelUnsupported', 'KernelDidNotKeep', 'NeedsRekey', 'Expired']);
+/**
+ * Reasons only a new key resolves (../engine/sequence-rule.ts): they win over any other node's
+ * reason, since retrying cannot fix them.
+ */
+const REKEY_REASONS: readonly string[] = ['Expired', 'NeedsRekey'];
 
 export interface Verdict {
   readonly ready: boolean;
@@ -154,7 +170,8 @@ export function judge(resource: IpsecResource & { metadata: { creationTimestamp?
   }
   if (selected.length === 0) return verdict(false, 'NoNodesSelected', 'nodeSelector matches no node');
   if (failed.length > 0) {
-    const first = failed[0]!.report?.reason ?? '';
+    const rekey = REKEY_REASONS.find((candidate) => failed.some(({ report }) => report?.reason === candidate));
+    const first = rekey ?? failed[0]!.report?.reason ?? '';
     const reason = (NODE_REASONS.has(first) ? first : 'KernelRejected') as Reason;
     return verdict(false, reason, failed.map(({ node, report }) => `${node}: ${report?.message ?? 'failed'}`).join('; '));
   }

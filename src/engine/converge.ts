@@ -16,7 +16,16 @@ import { stateKey } from '../plan/identity.js';
 import { unsupportedFields, type KernelFeatures } from '../xfrm/kernel-features.js';
 import { provesOwnership, type OwnershipView } from '../ownership/settle.js';
 import type { KeyUsage, UsageView } from '../ownership/usage.js';
-import { guardSequences, observedSequence, refusalMessage, resumeNotTaken, retiredUsage, usageFromObservation, type SequenceRefusal } from './sequence-rule.js';
+import {
+  guardSequences,
+  observedSequence,
+  refusalMessage,
+  resumeNotTaken,
+  retiredUsage,
+  usageFromObservation,
+  type RestartedCounter,
+  type SequenceRefusal,
+} from './sequence-rule.js';
 
 export interface KernelTables extends KernelWriter {
   /** A consistent dump of both tables (socket policies excluded). */
@@ -135,6 +144,8 @@ interface Survey {
   readonly observed: ObservedTables;
   /** Sequence marks of owned SAs in this dump that are due to be persisted. */
   readonly marks: readonly KeyUsage[];
+  /** Owned SAs running from a restarted counter (./sequence-rule.ts RestartedCounter). */
+  readonly restarted: readonly RestartedCounter[];
 }
 
 /** Dump, apply the sequence rule, plan. */
@@ -145,7 +156,13 @@ async function survey(kernel: KernelTables, ownership: OwnershipView & UsageView
   const full = plan({ desired: guarded.desired, observed, ownership });
   const protect = new Set([...(options.protect ?? []), ...guarded.refused.map((refusal) => refusal.resource)]);
   const keep = (step: Plan['steps'][number]) => step.op !== 'delete' || (options.prune && !protect.has(step.resource));
-  return { plan: { ...full, steps: full.steps.filter(keep), sequenceRefused: guarded.refused }, observed, marks: sequenceMarks(observed, ownership, now) };
+  const restartedRefusals = guarded.restarted.map(({ resource, key, sa, why }) => ({ resource, key, reason: 'NeedsRekey' as const, message: refusalMessage(resource, sa, why) }));
+  return {
+    plan: { ...full, steps: full.steps.filter(keep), sequenceRefused: [...guarded.refused, ...restartedRefusals] },
+    observed,
+    marks: sequenceMarks(observed, ownership, now),
+    restarted: guarded.restarted,
+  };
 }
 
 function wallClock(): number {
@@ -175,9 +192,16 @@ export async function converge(kernel: KernelTables, ownership: OwnershipStore, 
   const unsupported = kernelUnsupported(given.desired, kernel.features);
   const options = unsupported.length === 0 ? given : withoutResources(given, new Set(unsupported.map((entry) => entry.resource)));
   const refuse = (options.conflicts ?? 'refuse') === 'refuse';
-  const surveyed = await survey(kernel, ownership, options);
+  let surveyed = await survey(kernel, ownership, options);
+  let retiredFirst: readonly SequenceRefusal[] = [];
+  if (surveyed.restarted.length > 0 && !options.dryRun) {
+    // Before anything else: an SA of ours repeating sequence numbers of its key goes now.
+    retiredFirst = await retire(kernel, ownership, surveyed.restarted, (options.now ?? wallClock)());
+    surveyed = await survey(kernel, ownership, options);
+  }
   const planned = surveyed.plan;
-  const refused = planned.sequenceRefused;
+  const retiredKeys = new Set(retiredFirst.map((refusal) => refusal.key));
+  const refused = [...retiredFirst, ...planned.sequenceRefused.filter((refusal) => !retiredKeys.has(refusal.key))];
   if (unsupported.length > 0 && refuse) return { outcome: 'unsupported', plan: planned, unsupported, sequence: refused };
   if (options.dryRun) return { outcome: 'planned', plan: planned, unsupported, sequence: refused };
   // All or nothing: a conflict would leave the set half-applied, so nothing is done.
@@ -211,7 +235,7 @@ export async function converge(kernel: KernelTables, ownership: OwnershipStore, 
  */
 async function retireUnproven(kernel: KernelTables, ownership: OwnershipStore, steps: readonly Step[], observed: ObservedTables, now: number): Promise<SequenceRefusal[]> {
   const byKey = new Map(observed.states.map((sa) => [stateKey(sa.id), sa]));
-  const unproven: { step: Step & { target: 'state' }; sa: SecurityAssociation; why: string }[] = [];
+  const unproven: RestartedCounter[] = [];
   for (const step of steps) {
     if (step.target !== 'state' || step.op === 'delete' || step.op === 'update') continue;
     const resume = step.entry.resumeSequence;
@@ -220,8 +244,16 @@ async function retireUnproven(kernel: KernelTables, ownership: OwnershipStore, s
     // Gone (deleted meanwhile) or someone else's SA under that identity: nothing of ours to prove.
     if (!found || ownership.usageKey(found) !== ownership.usageKey(step.entry)) continue;
     const why = resumeNotTaken(resume, found);
-    if (why !== undefined) unproven.push({ step, sa: step.entry, why });
+    if (why !== undefined) unproven.push({ resource: step.resource, key: step.key, sa: found, why: `${why}; the SA was deleted again` });
   }
+  return retire(kernel, ownership, unproven, now);
+}
+
+/**
+ * Retires the keys of these SAs (durably first: even a crash right after must not let one be
+ * installed again), then deletes the SAs. Returns the refusals their resources report.
+ */
+async function retire(kernel: KernelTables, ownership: OwnershipStore, unproven: readonly RestartedCounter[], now: number): Promise<SequenceRefusal[]> {
   if (unproven.length === 0) return [];
   const retired = unproven.map(({ sa, why }) => {
     const key = ownership.usageKey(sa);
@@ -233,8 +265,9 @@ async function retireUnproven(kernel: KernelTables, ownership: OwnershipStore, s
     // Deleting matters more than recording why: the next pass finds the key installed before
     // with its SA gone and refuses it again (its history still holds the mark).
   }
+  // A failed delete is found again by the next pass's guard (the key is retired, the SA still ours).
   await kernel.apply(unproven.map(({ sa }) => ({ op: 'delete-state' as const, id: sa.id }))).catch(() => undefined);
-  return unproven.map(({ step, sa, why }) => ({ resource: step.resource, key: step.key, reason: 'NeedsRekey' as const, message: refusalMessage(step.resource, sa, `${why}; the SA was deleted again`) }));
+  return unproven.map(({ resource, key, sa, why }) => ({ resource, key, reason: 'NeedsRekey' as const, message: refusalMessage(resource, sa, why) }));
 }
 
 /**

@@ -25,7 +25,7 @@ import type { DesiredEntry, DesiredTables, ObservedTables } from '../plan/planne
 import { stateKey } from '../plan/identity.js';
 import { describeState } from '../plan/describe.js';
 import type { KeyUsage, UsageView } from '../ownership/usage.js';
-import type { OwnershipView } from '../ownership/settle.js';
+import { provesOwnership, type OwnershipView } from '../ownership/settle.js';
 import { recordIncarnation, recordIntents } from '../ownership/records.js';
 import type { SecurityAssociation } from '../xfrm/types.js';
 
@@ -147,10 +147,25 @@ export function retiredUsage(key: string, previous: KeyUsage | undefined, state:
   return { key, mark: previous?.mark ?? 0n, seenAt: previous?.seenAt ?? now, ...(previous?.rate === undefined ? {} : { rate: previous.rate }), state, why: why.slice(0, 300) };
 }
 
+/** An SA of ours in the kernel that must not keep running: its counter restarted, or its key is retired. */
+export interface RestartedCounter {
+  readonly resource: string;
+  readonly key: string;
+  /** The SA as the dump shows it. */
+  readonly sa: SecurityAssociation;
+  readonly why: string;
+}
+
 export interface GuardedTables {
   /** The desired tables with resume values set and refused SAs left out. */
   readonly desired: DesiredTables;
   readonly refused: readonly SequenceRefusal[];
+  /**
+   * Owned SAs in the kernel whose counter is below their key's mark (added with a resume value
+   * the kernel dropped, then a crash before the read-back), or whose key is retired: the engine
+   * retires the key and deletes them before anything else.
+   */
+  readonly restarted: readonly RestartedCounter[];
 }
 
 /**
@@ -169,6 +184,7 @@ export function guardSequences(input: {
   const inKernel = new Map<string, SecurityAssociation>();
   for (const sa of input.observed.states) inKernel.set(stateKey(sa.id), sa);
   const refused: SequenceRefusal[] = [];
+  const restarted: RestartedCounter[] = [];
   const states: DesiredEntry<SecurityAssociation>[] = [];
   for (const desired of input.desired.states) {
     const sa = desired.entry;
@@ -181,6 +197,14 @@ export function guardSequences(input: {
     const usage = ownership.usage(name);
     const current = inKernel.get(key);
     const sequence = current && ownership.usageKey(current) === name ? observedSequence(current) : undefined;
+    // Below the mark only counts for an SA added since the mark was written (the install mark of
+    // a replace is written before the old SA, still counting below it, is deleted).
+    const addedSince = Number(current?.observed?.current.addTime ?? 0) >= (usage?.seenAt ?? Infinity);
+    if (sequence !== undefined && current && usage && (usage.state !== 'live' || (sequence < usage.mark && addedSince)) && ownedInKernel(ownership, key, current)) {
+      const why = usage.state !== 'live' ? `its key is retired (${usage.why ?? usage.state})` : `its counter (${sequence}) is below the mark of its key (${usage.mark}): it restarted`;
+      restarted.push({ resource: desired.resource, key, sa: current, why });
+      continue;
+    }
     if (sequence !== undefined) {
       states.push({ ...desired, entry: { ...sa, resumeSequence: resumeAfterDump(sa, sequence, usage, now) } });
       continue;
@@ -192,11 +216,16 @@ export function guardSequences(input: {
     }
     states.push(decision.kind === 'resume' ? { ...desired, entry: { ...sa, resumeSequence: decision.sequence } } : desired);
   }
-  return { desired: { states, policies: input.desired.policies }, refused };
+  return { desired: { states, policies: input.desired.policies }, refused, restarted };
 }
 
 export function refusalMessage(resource: string, sa: SecurityAssociation, why: string): string {
   return `${resource}: sa ${describeState(sa)} is not installed: ${why}; installing the same key again could repeat sequence numbers (and AES-GCM nonces); ${REKEY_HINT}`;
+}
+
+function ownedInKernel(ownership: OwnershipView, key: string, observed: SecurityAssociation): boolean {
+  const record = ownership.records().get(key);
+  return record !== undefined && provesOwnership(record, observed, ownership) !== undefined;
 }
 
 /** Whether a record shows this engine installed exactly this content (by intent or incarnation). */

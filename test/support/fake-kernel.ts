@@ -33,6 +33,8 @@ export class FakeKernel implements KernelTables {
   readonly log: string[] = [];
   /** Wall-clock seconds the kernel stamps entries with. */
   clock: () => number = () => Math.floor(Date.now() / 1000);
+  /** A kernel that acknowledges an SA's resume value and drops it (its counter starts at 0). */
+  ignoreResume = false;
   #indexGenerator = 0;
 
   constructor(initial: Partial<ObservedTables> = {}) {
@@ -51,6 +53,19 @@ export class FakeKernel implements KernelTables {
   /** Someone else's change, outside the engine (a hand `ip xfrm`, an IKE daemon). */
   foreign(change: KernelChange): KernelOutcome {
     return this.#one(change);
+  }
+
+  /** Traffic: the SA's outbound counter advances by `packets`, as the kernel's does when it sends. */
+  send(id: StateId, packets: number): void {
+    const position = this.#findState(id);
+    if (position === undefined) throw new Error('send: no such SA');
+    const sa = this.#states[position]!;
+    const replay = sa.observed!.replayState!;
+    const next = ((BigInt(replay.outboundSequenceHigh) << 32n) | BigInt(replay.outboundSequence)) + BigInt(packets);
+    this.#states[position] = {
+      ...sa,
+      observed: { ...sa.observed!, replayState: { ...replay, outboundSequence: Number(next & 0xffff_ffffn), outboundSequenceHigh: Number(next >> 32n) } },
+    };
   }
 
   async dump(): Promise<ObservedTables> {
@@ -152,7 +167,7 @@ export class FakeKernel implements KernelTables {
 
   #stamp(sa: SecurityAssociation): SecurityAssociation {
     const { resumeSequence, ...rest } = sa;
-    const sequence = resumeSequence ?? 0n;
+    const sequence = this.ignoreResume ? 0n : (resumeSequence ?? 0n);
     return {
       ...rest,
       observed: {

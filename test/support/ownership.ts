@@ -63,12 +63,15 @@ export function observe<T extends SecurityAssociation | SecurityPolicy>(entry: T
   const addTime = BigInt(kernel.addTime ?? 1_700_000_000);
   const current = { bytes: 0n, packets: 0n, addTime, useTime: 0n };
   if ('templates' in entry) return { ...entry, index: kernel.index ?? (entry.index || 1025), observed: { current } };
+  // A kernel takes the resume value of an add (the codec sends it as the replay state's oseq).
+  const { resumeSequence, ...rest } = entry as SecurityAssociation;
+  const sequence = resumeSequence ?? 0n;
   return {
-    ...entry,
+    ...(rest as T),
     observed: {
       current,
       statistics: { replayWindow: 0, replay: 0, integrityFailed: 0 },
-      replayState: { outboundSequence: 0, outboundSequenceHigh: 0, inboundSequence: 0, inboundSequenceHigh: 0, bitmapLength: 0 },
+      replayState: { outboundSequence: Number(sequence & 0xffff_ffffn), outboundSequenceHigh: Number(sequence >> 32n), inboundSequence: 0, inboundSequenceHigh: 0, bitmapLength: 0 },
       sequence: 0,
     },
   };

@@ -134,7 +134,7 @@ describe('ledger file', () => {
       expect(text).not.toContain(key.toString('hex'));
       expect(text).not.toContain(key.toString('base64'));
     }
-    expect(JSON.parse(text.split('\n')[0]!)).toMatchObject({ formatVersion: 2 });
+    expect(JSON.parse(text.split('\n')[0]!)).toMatchObject({ formatVersion: 3 });
   });
 
   it('refuses a ledger of another format version with a clear error', async () => {

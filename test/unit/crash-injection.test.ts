@@ -218,7 +218,64 @@ function table(title: string, trials: readonly Trial[]): void {
   console.log(`${title}: ${trials.length - 1} await points, every invariant held after each stop\n${lines.join('\n')}`);
 }
 
+/**
+ * A hand flush of our outbound SA, repaired on a kernel that acknowledges the resume value and
+ * drops it: stopped at every point (the install mark, the add, the read-back, the key's
+ * retirement, the delete), restarted on the same kernel. Whatever the stop, the key never keeps
+ * running from a restarted counter: after the restart it is not in the kernel, its history says
+ * `needs-rekey`, and the ledger is settled.
+ */
+async function resumeTrial(stopAt: number): Promise<Trial> {
+  const directory = await mkdtemp(join(tmpdir(), 'ipsecop-crash-resume-'));
+  directories.push(directory);
+  const path = join(directory, 'ledger.json');
+  const kernel = new FakeKernel(foreign);
+  const setup = await Ledger.open(path);
+  expect((await converge(kernel, setup, { desired: stateA, prune: true, dryRun: false })).outcome).toBe('applied');
+  await setup.close();
+  kernel.send(ours.outSa.id, 1000);
+  kernel.foreign({ op: 'delete-state', id: ours.outSa.id }); // the hand flush
+  kernel.ignoreResume = true;
+
+  const stopper = new Stopper(stopAt);
+  const crashing = await Ledger.open(path, { checkpoint: (label) => stopper.point(`ledger:${label}`), compactAfterLines: 3 });
+  const run = converge(stoppable(kernel, stopper), crashing, { desired: stateA, prune: true, dryRun: false, conflicts: 'skip' });
+  await Promise.race([run, stopper.reached]);
+  await crashing.close();
+
+  const restarted = await Ledger.open(path);
+  try {
+    const result = await converge(kernel, restarted, { desired: stateA, prune: true, dryRun: false, conflicts: 'skip' });
+    expect(result.sequence.map((refusal) => refusal.reason), `stopped at ${stopper.stoppedAt}`).toEqual(['NeedsRekey']);
+    const observed = await kernel.dump();
+    const mine = observed.states.filter((held) => keyOf(held) === keyOf(ours.outSa));
+    expect(mine, `a restarted counter left running after a stop at ${stopper.stoppedAt}`).toEqual([]);
+    expect(restarted.usage(restarted.usageKey(ours.outSa))?.state, `stopped at ${stopper.stoppedAt}`).toBe('needs-rekey');
+    expect([...restarted.records().values()].every((record) => record.phase === 'present'), `unsettled records after a stop at ${stopper.stoppedAt}`).toBe(true);
+    // Everything else of state A is still there.
+    for (const { entry } of [...stateA.states, ...stateA.policies]) {
+      if (entry === ours.outSa) continue;
+      expect(observed.states.some((held) => keyOf(held) === keyOf(entry)) || observed.policies.some((held) => keyOf(held) === keyOf(entry))).toBe(true);
+    }
+  } finally {
+    await restarted.close();
+  }
+  return { stopAt, stoppedAt: stopper.stoppedAt, points: stopper.count };
+}
+
 describe('crash injection at every await point of the applier and the ledger', () => {
+  it('a flushed SA restored on a kernel that drops the resume value, stopped at every point of the proof and the retirement', async () => {
+    const trials: Trial[] = [];
+    for (let stopAt = 1; ; stopAt++) {
+      const result = await resumeTrial(stopAt);
+      trials.push(result);
+      if (result.stoppedAt === undefined) break;
+      if (stopAt > 200) throw new Error('more than 200 await points: runaway');
+    }
+    expect(trials.length).toBeGreaterThan(6);
+    table('flushed SA, resume dropped by the kernel', trials);
+  }, 120_000);
+
   it('a run with creates, in-place updates, a replacement and deletes, foreign look-alikes present', async () => {
     const trials = await everyPoint();
     expect(trials.length).toBeGreaterThan(12);

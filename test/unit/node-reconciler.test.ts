@@ -7,6 +7,7 @@ import type { IpsecPolicySpec, SecurityAssociationSpec, IpsecResource } from '..
 import { Ledger } from '../../src/ownership/ledger.js';
 import { FakeKernel } from '../support/fake-kernel.js';
 import { stateKey } from '../../src/plan/identity.js';
+import { CEILING_RATE, retiredUsage } from '../../src/engine/sequence-rule.js';
 import { policySpec, saSpec, TEST_KEYS } from '../support/entries.js';
 
 let directory: string;
@@ -88,15 +89,49 @@ describe('reconcileNode', () => {
 });
 
 describe('restoring an owned SA that vanished', () => {
-  it('resumes past the last outbound sequence number seen', async () => {
+  it('resumes past the persisted mark of its key, proven by reading it back', async () => {
     const kernel = new FakeKernel();
     const a = saResource('resume', { spi: 0x100, replayWindow: 32 });
     await reconcileNode(inputs([a]), kernel, ledger);
     const [held] = kernel.states;
-    const key = stateKey(held!.id);
+    kernel.send(held!.id, 40);
     expect(kernel.foreign({ op: 'delete-state', id: held!.id })).toEqual({ ok: true }); // a hand flush
-    const result = await reconcileNode({ ...inputs([a]), lastSequence: new Map([[key, 40n]]) }, kernel, ledger);
+    const result = await reconcileNode(inputs([a]), kernel, ledger);
     expect(result.applied.map((step) => step.op)).toEqual(['create']);
-    expect(kernel.states[0]?.observed?.replayState?.outboundSequence).toBe(Number(40n + (1n << 20n)));
+    expect(result.reports[0]).toMatchObject({ state: 'Applied' });
+    // No rate measured yet: the margin is the rate ceiling for at least a second.
+    expect(kernel.states[0]?.observed?.replayState?.outboundSequence).toBeGreaterThanOrEqual(CEILING_RATE); // far above the 40 sent since the mark (0) was taken
+    void stateKey;
+  });
+
+  it('deletes the SA again and reports NeedsRekey when the kernel does not take the resume value, and keeps it out', async () => {
+    const kernel = new FakeKernel();
+    const a = saResource('ignored', { spi: 0x100, replayWindow: 32 });
+    await reconcileNode(inputs([a]), kernel, ledger);
+    kernel.foreign({ op: 'delete-state', id: kernel.states[0]!.id });
+    kernel.ignoreResume = true;
+    const result = await reconcileNode(inputs([a]), kernel, ledger);
+    expect(result.reports[0]).toMatchObject({ state: 'Failed', reason: 'NeedsRekey' });
+    expect(result.reports[0]!.message).toMatch(/did not take the resume value .*deleted again.*new SPI and a new key/);
+    expect(kernel.states).toEqual([]);
+    const again = await reconcileNode(inputs([a]), kernel, ledger);
+    expect(again.reports[0]).toMatchObject({ state: 'Failed', reason: 'NeedsRekey' });
+    expect(kernel.log.filter((op) => op === 'add-state')).toHaveLength(2); // the first install and the one attempt
+  });
+
+  it('never installs a key again after its hard expiry (Expired), and a new key is installed', async () => {
+    const kernel = new FakeKernel();
+    const a = saResource('expiring', { spi: 0x100 });
+    await reconcileNode(inputs([a]), kernel, ledger);
+    const [held] = kernel.states;
+    const key = ledger.usageKey(held!);
+    await ledger.commit({ usage: [retiredUsage(key, ledger.usage(key), 'expired', 'the kernel removed this key at its hard lifetime', 1)] });
+    kernel.foreign({ op: 'delete-state', id: held!.id }); // the kernel's hard expiry
+    const result = await reconcileNode(inputs([a]), kernel, ledger);
+    expect(result.reports[0]).toMatchObject({ state: 'Failed', reason: 'Expired' });
+    expect(kernel.states).toEqual([]);
+    const rekeyed = await reconcileNode(inputs([saResource('expiring', { spi: 0x101 })]), kernel, ledger);
+    expect(rekeyed.reports[0]).toMatchObject({ state: 'Applied' });
+    expect(kernel.states).toHaveLength(1);
   });
 });

@@ -1,0 +1,192 @@
+/**
+ * The sequence rule (src/engine/sequence-rule.ts) and the key usage history in the ledger
+ * (format 3): margins, refusals, what survives a set-aside, migration and validation, and the
+ * engine's read-back proof through converge with the CLI's `refuse` mode.
+ */
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  CEILING_RATE,
+  PERSIST_INTERVAL_SECONDS,
+  PERSIST_STEP,
+  RATE_SAFETY,
+  RESUME_FLOOR,
+  decideResume,
+  guardSequences,
+  resumeMargin,
+  resumeNotTaken,
+  usageFromObservation,
+} from '../../src/engine/sequence-rule.js';
+import { converge } from '../../src/engine/converge.js';
+import { Ledger } from '../../src/ownership/ledger.js';
+import { usageKeyOf, type KeyUsage } from '../../src/ownership/usage.js';
+import { FakeKernel } from '../support/fake-kernel.js';
+import { MemoryOwnership, TEST_SALT, observe, presentRecords } from '../support/ownership.js';
+import { sa, TEST_KEYS } from '../support/entries.js';
+
+const KEY = 'a'.repeat(64);
+const live = (mark: bigint, seenAt: number, rate?: number): KeyUsage => ({ key: KEY, mark, seenAt, ...(rate === undefined ? {} : { rate }), state: 'live' });
+
+describe('the sequence rule', () => {
+  it('installs a key without history from 0, and refuses one installed before without a mark', () => {
+    const entry = sa();
+    expect(decideResume({ sa: entry, usage: undefined, installedBefore: false, now: 100 })).toEqual({ kind: 'fresh' });
+    expect(decideResume({ sa: entry, usage: undefined, installedBefore: true, now: 100 })).toMatchObject({ kind: 'refuse', reason: 'NeedsRekey' });
+  });
+
+  it('sizes the margin from the measured rate and the time since the mark, with a floor', () => {
+    expect(resumeMargin({ rate: 0 }, 10)).toBe(RESUME_FLOOR);
+    expect(resumeMargin({ rate: 100_000 }, 10)).toBe(BigInt(100_000 * RATE_SAFETY * 10));
+    expect(resumeMargin({}, 3)).toBe(BigInt(CEILING_RATE * 3)); // no rate measured: the ceiling
+    expect(resumeMargin({}, 0)).toBe(BigInt(CEILING_RATE)); // at least one second
+    const decision = decideResume({ sa: sa(), usage: live(5000n, 100, 1000), installedBefore: true, now: 400 });
+    expect(decision).toEqual({ kind: 'resume', sequence: 5000n + BigInt(1000 * RATE_SAFETY * 300) });
+  });
+
+  it('refuses when the margin leaves no sequence space: 2^32 without ESN, 2^64 with it', () => {
+    const usage = live(1000n, 0); // no rate: an hour at the ceiling is about 6e10
+    expect(decideResume({ sa: sa(), usage, installedBefore: true, now: 3600 })).toMatchObject({ kind: 'refuse', reason: 'NeedsRekey', why: expect.stringMatching(/no sequence space/) });
+    expect(decideResume({ sa: sa({ esn: true, replayWindow: 128 }), usage, installedBefore: true, now: 3600 })).toMatchObject({ kind: 'resume' });
+  });
+
+  it('never installs an expired key, nor one the kernel did not resume', () => {
+    expect(decideResume({ sa: sa(), usage: { ...live(1n, 0), state: 'expired' }, installedBefore: true, now: 1 })).toMatchObject({ kind: 'refuse', reason: 'Expired' });
+    expect(decideResume({ sa: sa(), usage: { ...live(1n, 0), state: 'needs-rekey' }, installedBefore: true, now: 1 })).toMatchObject({ kind: 'refuse', reason: 'NeedsRekey' });
+  });
+
+  it('leaves inbound SAs alone (they never send)', () => {
+    expect(decideResume({ sa: { ...sa(), direction: 'in' }, usage: { ...live(1n, 0), state: 'expired' }, installedBefore: true, now: 1 })).toEqual({ kind: 'fresh' });
+  });
+
+  it('persists a mark at threshold crossings and when it is old, not per packet, and measures the peak rate', () => {
+    expect(usageFromObservation(KEY, live(0n, 100, 5), 10n, 101)).toBeUndefined();
+    expect(usageFromObservation(KEY, live(0n, 100, 5), PERSIST_STEP, 101)).toMatchObject({ mark: PERSIST_STEP, seenAt: 101, rate: Number(PERSIST_STEP) });
+    expect(usageFromObservation(KEY, live(0n, 100, 5), 10n, 100 + PERSIST_INTERVAL_SECONDS)).toMatchObject({ mark: 10n, rate: 5 });
+    expect(usageFromObservation(KEY, live(0n, 100), 30n, 110)).toMatchObject({ mark: 30n, rate: 3 }); // first measurement
+    expect(usageFromObservation(KEY, live(50n, 100, 5), 10n, 1000)).toBeUndefined(); // a counter below the mark is never a mark
+    expect(usageFromObservation(KEY, undefined, 7n, 1)).toEqual(live(7n, 1)); // an owned SA seen without history
+  });
+
+  it('proves a resume only when the counter read back is at least the value', () => {
+    const held = (oseq: number) => ({ ...observe(sa()), observed: { ...observe(sa()).observed!, replayState: { outboundSequence: oseq, outboundSequenceHigh: 0, inboundSequence: 0, inboundSequenceHigh: 0, bitmapLength: 1 } } });
+    expect(resumeNotTaken(100n, held(100))).toBeUndefined();
+    expect(resumeNotTaken(100n, held(2))).toMatch(/did not take the resume value 100/);
+    expect(resumeNotTaken(100n, undefined)).toMatch(/not found/);
+  });
+
+  it('gives an SA in the kernel with the same key the resume a replace needs; refuses only what would be installed', () => {
+    const entry = sa({ spi: 0x100 });
+    const inKernel = observe(entry);
+    const ownership = new MemoryOwnership(presentRecords([inKernel]));
+    const name = ownership.usageKey(entry);
+    ownership.usageEntries.set(name, { ...live(0n, 0, 0), key: name });
+    const desired = { states: [{ resource: 'SecurityAssociation/x', entry }], policies: [] };
+    const present = guardSequences({ desired, observed: { states: [inKernel], policies: [] }, ownership, now: 10 });
+    expect(present.refused).toEqual([]);
+    expect(present.restarted).toEqual([]);
+    expect(present.desired.states[0]!.entry.resumeSequence).toBe(RESUME_FLOOR);
+    // Its counter below the mark of its key, added since the mark: it restarted, and must go.
+    ownership.usageEntries.set(name, { ...live(5000n, 1_600_000_000, 0), key: name });
+    const restarted = guardSequences({ desired, observed: { states: [inKernel], policies: [] }, ownership, now: 10 });
+    expect(restarted.restarted).toEqual([expect.objectContaining({ resource: 'SecurityAssociation/x', why: expect.stringMatching(/below the mark/) })]);
+    ownership.usageEntries.set(name, { ...live(0n, 0), key: name, state: 'expired' });
+    expect(guardSequences({ desired, observed: { states: [inKernel], policies: [] }, ownership, now: 10 }).restarted).toHaveLength(1);
+    const gone = guardSequences({ desired: { states: [{ resource: 'SecurityAssociation/x', entry }], policies: [] }, observed: { states: [], policies: [] }, ownership, now: 10 });
+    expect(gone.desired.states).toEqual([]);
+    expect(gone.refused).toEqual([expect.objectContaining({ resource: 'SecurityAssociation/x', reason: 'Expired' })]);
+    expect(gone.refused[0]!.message).toMatch(/new SPI and a new key/);
+    for (const key of Object.values(TEST_KEYS)) expect(gone.refused[0]!.message).not.toContain(key.toString('hex'));
+  });
+
+  it('names keys by salted hash: another key, SPI or salt is another name', () => {
+    const name = usageKeyOf(TEST_SALT, sa());
+    expect(name).toMatch(/^[0-9a-f]{64}$/);
+    expect(usageKeyOf(TEST_SALT, observe(sa()))).toBe(name); // as read back from the kernel
+    expect(usageKeyOf(TEST_SALT, sa({ spi: 0x999 }))).not.toBe(name);
+    expect(usageKeyOf('ffeeddccbbaa99887766554433221100', sa())).not.toBe(name);
+    expect(usageKeyOf(TEST_SALT, sa({ aead: { algorithm: 'rfc4106(gcm(aes))', icvLength: 128, keyRef: { name: 'keys', key: 'gcm128b' } } }))).not.toBe(name);
+  });
+});
+
+describe('the CLI mode of converge (refuse)', () => {
+  it('refuses the whole apply when a key cannot be installed again, and changes nothing', async () => {
+    const kernel = new FakeKernel();
+    const ownership = new MemoryOwnership();
+    const entry = sa({ spi: 0x100 });
+    const desired = { states: [{ resource: 'SecurityAssociation/a', entry }, { resource: 'SecurityAssociation/b', entry: sa({ spi: 0x200, reqid: 2 }) }], policies: [] };
+    ownership.usageEntries.set(ownership.usageKey(entry), { ...live(0n, 0), key: ownership.usageKey(entry), state: 'needs-rekey' });
+    const result = await converge(kernel, ownership, { desired, prune: true, dryRun: false });
+    expect(result.outcome).toBe('needs-rekey');
+    expect(result.sequence.map((refusal) => refusal.resource)).toEqual(['SecurityAssociation/a']);
+    expect(kernel.states).toEqual([]);
+  });
+
+  it('resumes a flushed key past its mark and records the install mark before the kernel change', async () => {
+    let now = 1000;
+    const kernel = new FakeKernel();
+    const ownership = new MemoryOwnership();
+    const entry = sa({ spi: 0x100 });
+    const desired = { states: [{ resource: 'SecurityAssociation/a', entry }], policies: [] };
+    await converge(kernel, ownership, { desired, prune: true, dryRun: false, now: () => now });
+    expect(ownership.usage(ownership.usageKey(entry))).toMatchObject({ mark: 0n, seenAt: 1000, state: 'live' });
+    kernel.send(entry.id, 500);
+    now = 1010;
+    await converge(kernel, ownership, { desired, prune: true, dryRun: false, now: () => now }); // a resync measures the rate
+    expect(ownership.usage(ownership.usageKey(entry))).toMatchObject({ mark: 500n, seenAt: 1010, rate: 50 });
+    kernel.foreign({ op: 'delete-state', id: entry.id });
+    now = 1020;
+    const result = await converge(kernel, ownership, { desired, prune: true, dryRun: false, now: () => now });
+    expect(result.outcome).toBe('applied');
+    expect(result.sequence).toEqual([]);
+    expect(kernel.states[0]!.observed!.replayState!.outboundSequence).toBe(Number(500n + RESUME_FLOOR)); // 50/s × 4 × 10 s is below the floor
+  });
+});
+
+describe('key usage in the ledger (format 3)', () => {
+  let directory: string;
+  beforeEach(async () => {
+    directory = await mkdtemp(join(tmpdir(), 'ipsecop-usage-'));
+  });
+  afterEach(async () => {
+    await rm(directory, { recursive: true, force: true });
+  });
+
+  it('survives a reopen and a set-aside of the records (another boot)', async () => {
+    const path = join(directory, 'ledger.json');
+    const first = await Ledger.open(path, { scope: { bootId: 'boot-1', netns: '1' } });
+    const key = first.usageKey(sa());
+    await first.commit({ usage: [{ key, mark: (1n << 40n) + 3n, seenAt: 5, rate: 2.5, state: 'live' }] });
+    await first.close();
+    const rebooted = await Ledger.open(path, { scope: { bootId: 'boot-2', netns: '1' } });
+    expect(rebooted.usage(key)).toEqual({ key, mark: (1n << 40n) + 3n, seenAt: 5, rate: 2.5, state: 'live' });
+    expect(rebooted.usageKey(sa())).toBe(key); // the salt survives too
+    await rebooted.close();
+    const snapshot = JSON.parse(await readFile(path, 'utf8')) as { formatVersion: number; usage: unknown[] };
+    expect(snapshot.formatVersion).toBe(3);
+    expect(snapshot.usage).toEqual([{ key, mark: String((1n << 40n) + 3n), seenAt: 5, rate: 2.5, state: 'live' }]);
+  });
+
+  it('migrates format 2 with an empty history and writes format 3', async () => {
+    const path = join(directory, 'ledger.json');
+    await writeFile(path, `${JSON.stringify({ formatVersion: 2, salt: TEST_SALT, scope: null, generation: 1, records: [] })}\n`);
+    await writeFile(join(directory, 'ledger.journal'), `${JSON.stringify({ generation: 1 })}\n`);
+    const ledger = await Ledger.open(path);
+    expect(ledger.usageEntries().size).toBe(0);
+    await ledger.close();
+    expect(JSON.parse(await readFile(path, 'utf8'))).toMatchObject({ formatVersion: 3, salt: TEST_SALT, usage: [] });
+  });
+
+  it('refuses a damaged usage entry and changes nothing', async () => {
+    const path = join(directory, 'ledger.json');
+    const text = `${JSON.stringify({ formatVersion: 3, salt: TEST_SALT, scope: null, generation: 1, records: [], usage: [{ key: KEY, mark: '-1', seenAt: 0, state: 'live' }] })}\n`;
+    await writeFile(path, text);
+    await expect(Ledger.open(path)).rejects.toThrow(/invalid key usage 0: has no valid sequence mark.*Nothing was changed/);
+    expect(await readFile(path, 'utf8')).toBe(text);
+    for (const bad of [{ key: KEY, mark: '1', seenAt: 0, state: 'gone' }, { key: KEY, mark: '1', seenAt: 0, state: 'live', extra: 1 }, { key: 'x', mark: '1', seenAt: 0, state: 'live' }]) {
+      await writeFile(path, `${JSON.stringify({ formatVersion: 3, salt: TEST_SALT, scope: null, generation: 1, records: [], usage: [bad] })}\n`);
+      await expect(Ledger.open(path)).rejects.toThrow(/invalid key usage 0/);
+    }
+  });
+});
