@@ -46,5 +46,9 @@ COPY deploy/crds/ deploy/crds/
 # The controller runs as this user (restricted Pod Security); the agent's pod sets runAsUser 0
 # with only NET_ADMIN (see charts/ipsec-operator/templates/agent-daemonset.yaml).
 USER 65532:65532
-ENTRYPOINT ["node", "/app/bin/ipsec-operator.js"]
+# The bundle (scripts/bundle.mjs: the CLI and its dependencies in one file), not bin/, which
+# imports a few thousand files from dist/ and node_modules/: on a slow node (measured in the test
+# node under qemu TCG, load 8-12) loading those took 6.4 minutes before /healthz answered, and at
+# load 25-30 longer than the chart's startup probe allows, so the kubelet killed the agent (137).
+ENTRYPOINT ["node", "/app/dist/bundle/ipsec-operator.mjs"]
 CMD ["--help"]

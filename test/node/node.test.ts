@@ -44,14 +44,23 @@ async function pods(component?: 'agent' | 'controller'): Promise<Pod[]> {
 
 const isReady = (pod: Pod) => pod.status.phase === 'Running' && pod.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
 
-/** What to show when pods do not come up: their states, the namespace's Events, the kubelet's tail. */
+/**
+ * What to show when pods do not come up or restart: their states and how each container last
+ * ended (reason, exit code), the namespace's Events, the kernel's OOM lines, the kubelet's probe
+ * and kill decisions. An exit 137 is a SIGKILL: the cgroup OOM killer (dmesg), the kubelet after
+ * a failed probe and the grace period (its log), or something else; this tells them apart.
+ */
 async function diagnostics(): Promise<string> {
-  const [podList, events, kubelet] = await Promise.all([
+  const [podList, lastStates, events, oom, kubelet] = await Promise.all([
     cluster.kubectl(['get', 'pods', '-n', NS, '-o', 'wide']).catch((e: Error) => e.message),
+    cluster
+      .kubectl(['get', 'pods', '-n', NS, '-o', 'jsonpath={range .items[*]}{.metadata.name} restarts={.status.containerStatuses[0].restartCount} last={.status.containerStatuses[0].lastState.terminated}{"\\n"}{end}'])
+      .catch((e: Error) => e.message),
     cluster.kubectl(['get', 'events', '-n', NS, '--sort-by=.lastTimestamp']).catch((e: Error) => e.message),
-    cluster.daemonLog('kubelet', 40),
+    cluster.nodeSh("dmesg | grep -iE 'out of memory|oom-kill|killed process' | tail -10").then((r) => r.stdout || '(none)', (e: Error) => e.message),
+    cluster.daemonLog('kubelet', 2000).then((log) => log.split('\n').filter((line) => /probe|Killing|kill|OOM/i.test(line)).slice(-30).join('\n')),
   ]);
-  return `\n--- pods ---\n${podList}\n--- events ---\n${events}\n--- kubelet ---\n${kubelet}`;
+  return `\n--- pods ---\n${podList}\n--- last terminations ---\n${lastStates}\n--- events ---\n${events}\n--- kernel OOM ---\n${oom}\n--- kubelet probes and kills ---\n${kubelet}`;
 }
 
 async function waitPodsReady(what: string, check: (agents: Pod[], controllers: Pod[]) => boolean, timeoutMs = 480_000): Promise<void> {
@@ -123,11 +132,18 @@ describe('the chart on a real node (kubelet + containerd 2 in the test VM)', () 
       );
     });
     const all = await pods();
+    const restarts = all.filter((pod) => (pod.status.containerStatuses?.[0]?.restartCount ?? 0) > 0);
+    expect(restarts.map((pod) => pod.metadata.name), restarts.length > 0 ? await diagnostics() : '').toEqual([]);
     for (const pod of all) {
       expect(pod.spec.nodeName).toBe(cluster.nodeName);
       expect(pod.spec.containers[0]!.image).toBe(cluster.image.reference);
-      expect(pod.status.containerStatuses?.[0]?.restartCount, `${pod.metadata.name} restarted`).toBe(0);
     }
+    // Every container runs the single-file bundle (the image's entrypoint), not the unbundled
+    // build: loading thousands of files on this node outlasted the startup probe.
+    const processes = await cluster.nodeSh('ps -eo args');
+    const operator = processes.stdout.split('\n').filter((line) => / (agent|controller) --metrics-address/.test(line));
+    expect(operator, processes.stdout).toHaveLength(3);
+    for (const line of operator) expect(line).toMatch(/^node \/app\/dist\/bundle\/ipsec-operator\.mjs (agent|controller) /);
   });
 
   it('the agent reconciles examples/host-to-host on the node kernel; the resources go Ready; ESP carries the traffic', async () => {

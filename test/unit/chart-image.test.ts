@@ -86,7 +86,21 @@ describe('Dockerfile', () => {
   it('runs as 65532 by default with the CLI as entrypoint', () => {
     expect(runtime.instructions.filter((i) => i.op === 'USER').at(-1)?.args).toBe('65532:65532');
     const entrypoint = JSON.parse(runtime.instructions.find((i) => i.op === 'ENTRYPOINT')!.args) as string[];
-    expect(entrypoint).toEqual(['node', '/app/bin/ipsec-operator.js']);
+    expect(entrypoint).toEqual(['node', '/app/dist/bundle/ipsec-operator.mjs']);
+  });
+
+  it('runs the bundle that npm run build makes from the CLI entry point', () => {
+    // One file to load, not the thousands bin/ imports: see the Dockerfile's ENTRYPOINT comment.
+    expect(origin('/app/dist/bundle/ipsec-operator.mjs')).toEqual({ stage: 'build', path: '/src/dist/bundle/ipsec-operator.mjs' });
+    const buildRuns = build.instructions.filter((i) => i.op === 'RUN').map((i) => i.args).join('\n');
+    expect(buildRuns).toContain('npm run build');
+    expect(JSON.parse(readRepoFile('package.json')).scripts.build).toContain('node scripts/bundle.mjs');
+    const bundler = readRepoFile('scripts/bundle.mjs');
+    expect(bundler).toContain("'../src/cli/entry.ts'");
+    expect(bundler).toContain("'../dist/bundle/ipsec-operator.mjs'");
+    expect(bundler).toMatch(/bundle: true/);
+    // The bundle finds the addon under the package root (/app), as dist/ does.
+    expect(origin('/app/package.json')).toEqual({ stage: 'build', path: '/src/package.json' });
   });
 
   it('copies the entrypoint, the compiled CLI it imports, the addon, node_modules, package.json and the CRDs', () => {
