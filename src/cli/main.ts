@@ -42,6 +42,9 @@ Controller and agent options:
   --namespace NS           The operator's namespace (Secrets, Lease). Default: $POD_NAMESPACE.
   --metrics-address H:P    /healthz, /readyz, /metrics. Default :8080 (controller), :9090 (agent).
   --leader-elect           (controller) Take part in leader election; only the leader works.
+  --lease-duration-seconds N  (controller) How long a Lease holds without renewal. Default 15.
+  --renew-deadline-seconds N  (controller) The leader gives up if it cannot renew for this long. Default 10.
+  --retry-period-seconds N    (controller) How often the leader renews and candidates retry. Default 2.
   --node-name NAME         (agent) This node. Default: $NODE_NAME.
   --state-dir DIR          (agent) Ownership ledger; must survive restarts (a hostPath).
   --netns NAME             (agent) Reconcile this named network namespace instead of the pod's.
@@ -74,6 +77,9 @@ export async function main(argv: readonly string[]): Promise<number> {
         namespace: { type: 'string' },
         'metrics-address': { type: 'string' },
         'leader-elect': { type: 'boolean', default: false },
+        'lease-duration-seconds': { type: 'string' },
+        'renew-deadline-seconds': { type: 'string' },
+        'retry-period-seconds': { type: 'string' },
         'node-name': { type: 'string' },
         'resync-seconds': { type: 'string' },
         'per-sa-metrics': { type: 'boolean', default: false },
@@ -106,7 +112,15 @@ export async function main(argv: readonly string[]): Promise<number> {
       case 'hold-encap':
         return await (await import('./hold-encap.js')).runHoldEncap({ files: requireFiles(values.filename), netns: values.netns, nodeLabels: parseLabels(values['node-labels']), retrySeconds: values['retry-seconds'] });
       case 'controller':
-        return await (await import('./serve.js')).runControllerCommand({ kubeconfig: values.kubeconfig, namespace: values.namespace, metricsAddress: values['metrics-address'], leaderElect: values['leader-elect'] });
+        return await (await import('./serve.js')).runControllerCommand({
+          kubeconfig: values.kubeconfig,
+          namespace: values.namespace,
+          metricsAddress: values['metrics-address'],
+          leaderElect: values['leader-elect'],
+          leaseDurationSeconds: values['lease-duration-seconds'],
+          renewDeadlineSeconds: values['renew-deadline-seconds'],
+          retryPeriodSeconds: values['retry-period-seconds'],
+        });
       case 'agent':
         return await (await import('./serve.js')).runAgentCommand({
           kubeconfig: values.kubeconfig,

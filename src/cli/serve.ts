@@ -49,7 +49,35 @@ export async function runAgentCommand(options: ServeOptions & { nodeName: string
   return 0;
 }
 
-export async function runControllerCommand(options: ServeOptions & { leaderElect: boolean }): Promise<number> {
+export interface LeaseTimingFlags {
+  readonly leaseDurationSeconds: string | undefined;
+  readonly renewDeadlineSeconds: string | undefined;
+  readonly retryPeriodSeconds: string | undefined;
+}
+
+/**
+ * The Lease timing flags in milliseconds, checked as the elector will check them, so that a bad
+ * combination is a usage error (exit 2) before anything starts. Defaults: Kubernetes' 15/10/2 s.
+ * A slow node (emulated, overloaded) needs more: a leader that cannot renew within the deadline
+ * gives up its term, and two replicas that keep doing so hand the lease back and forth.
+ */
+export function leaseTiming(flags: LeaseTimingFlags): { leaseDurationMs: number; renewDeadlineMs: number; retryPeriodMs: number } {
+  const seconds = (value: string | undefined, fallback: number, flag: string) => {
+    const parsed = Number(value ?? fallback);
+    if (!Number.isInteger(parsed) || parsed < 1) throw new UsageError(`${flag} must be a positive whole number`);
+    return parsed;
+  };
+  const lease = seconds(flags.leaseDurationSeconds, 15, '--lease-duration-seconds');
+  const renew = seconds(flags.renewDeadlineSeconds, 10, '--renew-deadline-seconds');
+  const retry = seconds(flags.retryPeriodSeconds, 2, '--retry-period-seconds');
+  if (!(lease > renew)) throw new UsageError('--lease-duration-seconds must be greater than --renew-deadline-seconds');
+  // client-go's rule (the elector's too): renewals jitter by up to 1.2 x the retry period.
+  if (!(renew > 1.2 * retry)) throw new UsageError('--renew-deadline-seconds must be greater than 1.2 x --retry-period-seconds');
+  return { leaseDurationMs: lease * 1000, renewDeadlineMs: renew * 1000, retryPeriodMs: retry * 1000 };
+}
+
+export async function runControllerCommand(options: ServeOptions & LeaseTimingFlags & { leaderElect: boolean }): Promise<number> {
+  const timing = leaseTiming(options);
   const identity = process.env['POD_NAME'] ?? `${hostname()}-${process.pid}`;
   const logger = createLogger({ fields: { component: 'controller', identity } });
   await runController({
@@ -57,6 +85,7 @@ export async function runControllerCommand(options: ServeOptions & { leaderElect
     namespace: required(options.namespace ?? process.env['POD_NAMESPACE'], '--namespace', 'POD_NAMESPACE'),
     metricsAddress: options.metricsAddress ?? ':8080',
     leaderElect: options.leaderElect,
+    ...timing,
     identity,
     logger,
     signal: stopSignal(),

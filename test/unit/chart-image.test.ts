@@ -168,7 +168,7 @@ describe('the commands the chart runs exist in the CLI', () => {
     const commands = templateCommands();
     expect(commands).toEqual([
       { file: 'agent-daemonset.yaml', command: 'agent', flags: ['--metrics-address', '--state-dir', '--resync-seconds', '--per-sa-metrics'] },
-      { file: 'controller-deployment.yaml', command: 'controller', flags: ['--metrics-address', '--leader-elect'] },
+      { file: 'controller-deployment.yaml', command: 'controller', flags: ['--metrics-address', '--leader-elect', '--lease-duration-seconds', '--renew-deadline-seconds', '--retry-period-seconds'] },
     ]);
     const docs = readRepoFile('docs/operations.md');
     for (const { command, flags } of commands) {
@@ -179,7 +179,14 @@ describe('the commands the chart runs exist in the CLI', () => {
 
   it('deploy/ipsec-operator.yaml runs the same commands', () => {
     const args = (kind: string, name: string): string[] => podTemplate(only(manifests, kind, name)).spec.containers[0]!.args!;
-    expect(args('Deployment', 'ipsec-operator-controller')).toEqual(['controller', '--metrics-address=:8080', '--leader-elect']);
+    expect(args('Deployment', 'ipsec-operator-controller')).toEqual([
+      'controller',
+      '--metrics-address=:8080',
+      '--leader-elect',
+      '--lease-duration-seconds=15',
+      '--renew-deadline-seconds=10',
+      '--retry-period-seconds=2',
+    ]);
     expect(args('DaemonSet', 'ipsec-operator-agent')).toEqual(['agent', '--metrics-address=:9090', '--state-dir=/var/lib/ipsec-operator', '--resync-seconds=30']);
   });
 
