@@ -27,8 +27,10 @@ import { ipBatch, manifestText, workload, type Workload } from './xfrm-workload.
 export interface PhaseTimes {
   /** Wall time of the whole converge call. */
   total: number;
+  /** Time in dumps and in reads of single identities (the verifying pass of a small plan). */
   dump: number;
   dumps: number;
+  reads: number;
   kernel: number;
   changes: number;
   ledger: number;
@@ -117,12 +119,13 @@ function references(netns: string, work: Workload) {
 }
 
 function zeroTimes(): PhaseTimes {
-  return { total: 0, dump: 0, dumps: 0, kernel: 0, changes: 0, ledger: 0, commits: 0, rest: 0, steps: 0 };
+  return { total: 0, dump: 0, dumps: 0, reads: 0, kernel: 0, changes: 0, ledger: 0, commits: 0, rest: 0, steps: 0 };
 }
 
-/** The engine's kernel, with the time spent in dumps and batches counted into `times`. */
+/** The engine's kernel, with the time spent in dumps, reads and batches counted into `times`. */
 function timedKernel(kernel: KernelTables, times: () => PhaseTimes): KernelTables {
   return {
+    ...(kernel.features ? { features: kernel.features } : {}),
     async dump() {
       const start = process.hrtime.bigint();
       try {
@@ -130,6 +133,15 @@ function timedKernel(kernel: KernelTables, times: () => PhaseTimes): KernelTable
       } finally {
         times().dump += seconds(start);
         times().dumps += 1;
+      }
+    },
+    async read(ids) {
+      const start = process.hrtime.bigint();
+      try {
+        return await kernel.read!(ids);
+      } finally {
+        times().dump += seconds(start);
+        times().reads += ids.states.length + ids.policies.length;
       }
     },
     async apply(changes) {

@@ -115,7 +115,7 @@ function report(result: RunResult, where: 'host' | 'vm'): string {
     ['--help', '–', s(cli.help.seconds), cli.nodeStart ? `node -e 0 ${s(cli.nodeStart.seconds)}` : '–', '–', cli.nodeStart ? ratio(cli.help.seconds, cli.nodeStart.seconds) : '–', `≤ 0.2 s ${verdict(cli.help.seconds <= 0.2, measured)}`],
   ];
   const peak = Math.max(cli.apply.maxRssMiB, cli.diff.maxRssMiB, cli.noopApply.maxRssMiB, cli.change.maxRssMiB, cli.prune.maxRssMiB);
-  const breakdown = (name: string, t: PhaseTimes) => [name, s(t.total), `${s(t.dump)} (${t.dumps})`, `${s(t.kernel)} (${t.changes})`, `${s(t.ledger)} (${t.commits})`, s(t.rest)];
+  const breakdown = (name: string, t: PhaseTimes) => [name, s(t.total), `${s(t.dump)} (${t.dumps}${t.reads ? ` + ${t.reads} read` : ''})`, `${s(t.kernel)} (${t.changes})`, `${s(t.ledger)} (${t.commits})`, s(t.rest)];
   return [
     `\n${where === 'host' ? 'Host kernel' : 'Test VM (qemu TCG)'} ${result.kernel}: ${what}, median of ${result.rounds} round(s)` +
       `${result.load ? `, load average ${result.load.start} → ${result.load.end}` : ''}\n`,
@@ -125,7 +125,7 @@ function report(result: RunResult, where: 'host' | 'vm'): string {
       : `\nCLI processes not measured here (--no-vm-cli); peak RSS of the in-process run ${result.runnerMaxRssMiB.toFixed(0)} MiB`,
     `Input in-process: parse + validate ${result.input.documents} documents ${s(result.input.parse)} (${((result.input.parse / result.input.documents) * 1e6).toFixed(0)} µs each), build desired tables ${s(result.input.build)}`,
     `References: ip xfrm state list ${s(ref.stateList)}, ip xfrm policy list ${s(ref.policyList)}\n`,
-    'Where the engine\'s time went (count in parentheses: dumps, kernel changes, ledger commits; rest = planning, fingerprints, bookkeeping):\n',
+    'Where the engine\'s time went (count in parentheses: dumps + identities read, kernel changes, ledger commits; rest = planning, fingerprints, bookkeeping):\n',
     table(['phase', 'total', 'dumps', 'kernel batches', 'ledger commits', 'rest'], [
       breakdown('initial apply', engine.initial),
       breakdown('no-op re-apply', engine.noop),

@@ -1,6 +1,7 @@
 /**
  * One convergence pass for one namespace: dump the kernel, plan against the desired tables and
- * the ledger, apply, then dump and plan again to verify that the kernel now matches. The CLI's
+ * the ledger, apply, then dump and plan again to verify that the kernel now matches (after a
+ * small plan: read back just the identities it touched, see verifyingSurvey). The CLI's
  * `apply` and the node agent both run exactly this.
  *
  * Every plan goes through the sequence rule (./sequence-rule.ts) after its dump: an SA whose key
@@ -11,11 +12,12 @@
 import { applyPlan, type ApplyReport, type KernelWriter, type OwnershipStore } from '../apply/applier.js';
 import { plan, type DesiredTables, type ObservedTables, type Plan, type Step } from '../plan/planner.js';
 import { describePolicy, describeState } from '../plan/describe.js';
-import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
-import { stateKey } from '../plan/identity.js';
+import type { PolicyId, SecurityAssociation, SecurityPolicy, StateId } from '../xfrm/types.js';
+import { policyKey, stateKey } from '../plan/identity.js';
 import { unsupportedFields, type KernelFeatures } from '../xfrm/kernel-features.js';
 import { provesOwnership, type OwnershipView } from '../ownership/settle.js';
 import type { KeyUsage, UsageView } from '../ownership/usage.js';
+import type { OwnershipRecord } from '../ownership/records.js';
 import {
   guardSequences,
   observedSequence,
@@ -36,7 +38,22 @@ export interface KernelTables extends KernelWriter {
    * stops on a field the kernel did not keep.
    */
   readonly features?: KernelFeatures;
+  /**
+   * The kernel's entries for these identities only (XFRM_MSG_GETSA / GETPOLICY, the same
+   * lookups DELSA and DELPOLICY use), as a dump would show them; an identity the kernel does
+   * not hold is left out. Lets the verifying pass of a small plan read what it changed instead
+   * of dumping every table again. Absent (fakes of older tests): the verifying pass dumps.
+   */
+  read?(ids: { readonly states: readonly StateId[]; readonly policies: readonly PolicyId[] }): Promise<ObservedTables>;
 }
+
+/**
+ * The verifying pass reads the identities a plan touched instead of dumping when it touched at
+ * most this many, and at most one in READ_SHARE of the entries the plan's dump held: a read is
+ * one round trip per identity, a dump one message per entry of every table.
+ */
+export const MAX_READ_IDENTITIES = 64;
+const READ_SHARE = 8;
 
 /** A desired entry with a field the running kernel would silently drop: refused before planning. */
 export interface UnsupportedEntry {
@@ -150,7 +167,11 @@ interface Survey {
 
 /** Dump, apply the sequence rule, plan. */
 async function survey(kernel: KernelTables, ownership: OwnershipView & UsageView, options: Pick<ConvergeOptions, 'desired' | 'prune' | 'protect' | 'now'>): Promise<Survey> {
-  const observed = await kernel.dump();
+  return surveyOf(await kernel.dump(), ownership, options);
+}
+
+/** The sequence rule and the plan over what the kernel showed. */
+function surveyOf(observed: ObservedTables, ownership: OwnershipView & UsageView, options: Pick<ConvergeOptions, 'desired' | 'prune' | 'protect' | 'now'>): Survey {
   const now = (options.now ?? wallClock)();
   const guarded = guardSequences({ desired: options.desired, observed, ownership, now });
   const full = plan({ desired: guarded.desired, observed, ownership });
@@ -215,9 +236,10 @@ export async function converge(kernel: KernelTables, ownership: OwnershipStore, 
   // An empty plan wrote no intents and changed nothing in the kernel: the dump it was made from
   // already verifies it (a second dump of 10,000 entries would only find the same again).
   if (planned.steps.length === 0) return { outcome: 'applied', plan: planned, report, remaining: planned, unsupported, sequence: refused };
-  const verified = await survey(kernel, ownership, options);
+  const held = surveyed.observed.states.length + surveyed.observed.policies.length;
+  const verified = await verifyingSurvey(kernel, ownership, options, planned.steps, held);
   const remaining = verified.plan;
-  // The verifying dump settles the intents this run wrote (creations become `present` with the
+  // The verifying dump (or read) settles the intents this run wrote (creations become `present` with the
   // incarnation the kernel gave them), so the ledger ends the run as exact as the kernel.
   if (remaining.ledger.set.length > 0 || remaining.ledger.remove.length > 0) await ownership.commit({ set: remaining.ledger.set, remove: remaining.ledger.remove });
   const unproven = await retireUnproven(kernel, ownership, report.applied, verified.observed, (options.now ?? wallClock)());
@@ -225,6 +247,74 @@ export async function converge(kernel: KernelTables, ownership: OwnershipStore, 
   const dropped = notKept(report.applied, remaining);
   if (dropped.length > 0) return { outcome: 'not-kept', plan: planned, report, remaining, notKept: dropped, unsupported, sequence };
   return { outcome: 'applied', plan: planned, report, remaining, unsupported, sequence };
+}
+
+/**
+ * The survey after this run's changes, for what it touched. With a dump: the whole survey
+ * again. With a read of the touched identities (a small plan, see MAX_READ_IDENTITIES): the
+ * same survey over just those identities — their desired entries, their records and what the
+ * kernel holds for them now — which is exactly the part of the whole plan this run could have
+ * changed; every other identity was settled and matching in the dump the run planned from
+ * (what anyone else changes meanwhile, the next pass finds, as it would after a dump).
+ * Ownership is proven the same way: a record settles only against the incarnation the kernel
+ * reports for its identity; the read-back proof of resume values reads the same SAs.
+ */
+async function verifyingSurvey(
+  kernel: KernelTables,
+  ownership: OwnershipView & UsageView,
+  options: Pick<ConvergeOptions, 'desired' | 'prune' | 'protect' | 'now'>,
+  steps: readonly Step[],
+  held: number,
+): Promise<Survey> {
+  const touched = touchedIdentities(steps);
+  const small = touched.keys.size <= MAX_READ_IDENTITIES && touched.keys.size * READ_SHARE <= held;
+  if (!kernel.read || !small) return survey(kernel, ownership, options);
+  let observed: ObservedTables;
+  try {
+    observed = await kernel.read({ states: touched.states, policies: touched.policies });
+  } catch {
+    return survey(kernel, ownership, options); // an entry the model cannot hold, a lost answer: the dump says
+  }
+  const keys = touched.keys;
+  const desired: DesiredTables = {
+    states: options.desired.states.filter(({ entry }) => keys.has(stateKey(entry.id))),
+    policies: options.desired.policies.filter(({ entry }) => keys.has(policyKey(entry.id))),
+  };
+  return surveyOf(observed, withRecordsOf(ownership, keys), { ...options, desired });
+}
+
+/** The identities steps change, as keys and as the ids a read asks for. */
+function touchedIdentities(steps: readonly Step[]): { keys: Set<string>; states: StateId[]; policies: PolicyId[] } {
+  const keys = new Set<string>();
+  const states: StateId[] = [];
+  const policies: PolicyId[] = [];
+  for (const step of steps) {
+    if (keys.has(step.key)) continue;
+    keys.add(step.key);
+    const entry = step.op === 'delete' ? step.previous : step.entry;
+    if (step.target === 'state') states.push((entry as SecurityAssociation).id);
+    else policies.push((entry as SecurityPolicy).id);
+  }
+  return { keys, states, policies };
+}
+
+/**
+ * The ledger as it is, but holding only the records of these identities (so that settling
+ * over a read removes nothing else). Every other method runs on the ledger itself.
+ */
+function withRecordsOf<T extends OwnershipView>(ownership: T, keys: ReadonlySet<string>): T {
+  const records = new Map<string, OwnershipRecord>();
+  for (const key of keys) {
+    const record = ownership.records().get(key);
+    if (record) records.set(key, record);
+  }
+  return new Proxy(ownership, {
+    get(target, property) {
+      if (property === 'records') return () => records;
+      const value = Reflect.get(target, property, target) as unknown;
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
 }
 
 /**

@@ -9,8 +9,10 @@ import type { LedgerScope } from '../ownership/ledger.js';
 import { XfrmClient } from '../xfrm/client.js';
 import { kernelFeatures, type KernelFeatures } from '../xfrm/kernel-features.js';
 import { errnoDescription } from '../netlink/errno.js';
+import { isNotFound } from '../netlink/error.js';
 import type { KernelChange, KernelOutcome } from '../apply/applier.js';
 import type { KernelTables } from './converge.js';
+import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
 
 export interface OpenKernelTables extends KernelTables {
   /** Port id of the socket the changes go out on (events caused by them carry it). */
@@ -45,6 +47,20 @@ export async function openKernelTables(netns: string | undefined): Promise<OpenK
       skipped = states.skipped.length + policies.skipped.length;
       return { states: states.entries, policies: policies.entries };
     },
+    async read(ids) {
+      // One GET at a time: a handful of identities (see MAX_READ_IDENTITIES in ./converge.ts).
+      const states: SecurityAssociation[] = [];
+      const policies: SecurityPolicy[] = [];
+      for (const id of ids.states) {
+        const found = await absentIfNotFound(client.getState(id));
+        if (found) states.push(found);
+      }
+      for (const id of ids.policies) {
+        const found = await absentIfNotFound(client.getPolicy(id));
+        if (found) policies.push(found);
+      }
+      return { states, policies };
+    },
     async apply(changes: readonly KernelChange[]): Promise<readonly KernelOutcome[]> {
       if (changes.length === 0) return [];
       const results = await client.applyBatch(changes);
@@ -62,6 +78,15 @@ export async function openKernelTables(netns: string | undefined): Promise<OpenK
     },
     close: () => client.close(),
   };
+}
+
+async function absentIfNotFound<T>(lookup: Promise<T>): Promise<T | undefined> {
+  try {
+    return await lookup;
+  } catch (error) {
+    if (isNotFound(error)) return undefined;
+    throw error;
+  }
 }
 
 /**

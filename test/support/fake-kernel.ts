@@ -36,6 +36,11 @@ export class FakeKernel implements KernelTables {
   /** A kernel that acknowledges an SA's resume value and drops it (its counter starts at 0). */
   ignoreResume = false;
   #indexGenerator = 0;
+  /** Dumps taken, and identities read one by one (GETSA/GETPOLICY). */
+  dumps = 0;
+  reads = 0;
+  /** When set, a read fails with this error (an entry the model cannot hold, a lost answer). */
+  failReads: Error | undefined;
 
   constructor(initial: Partial<ObservedTables> = {}) {
     for (const sa of initial.states ?? []) this.#states.unshift(this.#stamp(sa));
@@ -69,7 +74,23 @@ export class FakeKernel implements KernelTables {
   }
 
   async dump(): Promise<ObservedTables> {
+    this.dumps += 1;
     return { states: [...this.#states], policies: [...this.#policies] };
+  }
+
+  /** GETSA finds what DELSA would (the lookup under mask); GETPOLICY what DELPOLICY would. */
+  async read(ids: { readonly states: readonly StateId[]; readonly policies: readonly PolicyId[] }): Promise<ObservedTables> {
+    if (this.failReads) throw this.failReads;
+    this.reads += ids.states.length + ids.policies.length;
+    const states = ids.states.flatMap((id) => {
+      const position = this.#findState(id);
+      return position === undefined ? [] : [this.#states[position]!];
+    });
+    const policies = ids.policies.flatMap((id) => {
+      const position = this.#findPolicy(id);
+      return position === undefined ? [] : [this.#policies[position]!];
+    });
+    return { states, policies };
   }
 
   async apply(changes: readonly KernelChange[]): Promise<readonly KernelOutcome[]> {

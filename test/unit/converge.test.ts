@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { converge } from '../../src/engine/converge.js';
+import { converge, MAX_READ_IDENTITIES } from '../../src/engine/converge.js';
 import { Ledger, LedgerError, journalPath } from '../../src/ownership/ledger.js';
 import { policyKey, stateKey } from '../../src/plan/identity.js';
 import type { DesiredTables } from '../../src/plan/planner.js';
@@ -121,6 +121,96 @@ describe('converge (applier + ledger) against a fake kernel', () => {
     expect(result.outcome).toBe('applied');
     expect(kernel.states.length).toBe(2);
     expect([...ledger.records().values()].every((record) => record.phase === 'present')).toBe(true);
+  });
+});
+
+describe('the verifying pass of a small plan reads what it changed instead of dumping', () => {
+  const many = (count: number, priorityOf: (i: number) => number = () => 100): DesiredTables => ({
+    states: [],
+    policies: Array.from({ length: count }, (_, i) => ({
+      resource: `IpsecPolicy/p${i}`,
+      entry: policy({ priority: priorityOf(i), selector: { source: `10.1.${i >> 8}.${i & 255}/32`, destination: '10.0.0.2/32' } }),
+    })),
+  });
+  const applyAll = async (kernel: FakeKernel, tables: DesiredTables) => {
+    const result = await converge(kernel, ledger, { desired: tables, prune: true, dryRun: false });
+    expect(result.outcome).toBe('applied');
+    kernel.dumps = 0;
+    kernel.reads = 0;
+    return result;
+  };
+
+  it('one created among many: one dump, one read, the intent settled to the index the kernel gave', async () => {
+    const kernel = new FakeKernel();
+    await applyAll(kernel, many(40));
+    const result = await converge(kernel, ledger, { desired: many(41), prune: true, dryRun: false });
+    expect(result.outcome).toBe('applied');
+    expect({ dumps: kernel.dumps, reads: kernel.reads }).toEqual({ dumps: 1, reads: 1 });
+    if (result.outcome === 'applied') expect(result.remaining.steps).toEqual([]);
+    const added = many(41).policies[40]!.entry;
+    const record = ledger.records().get(policyKey(added.id));
+    const held = kernel.policies.find((entry) => policyKey(entry.id) === policyKey(added.id))!;
+    expect(record).toEqual({ key: policyKey(added.id), target: 'policy', resource: 'IpsecPolicy/p40', phase: 'present', incarnation: { target: 'policy', index: held.index } });
+    // The other 40 records are untouched, and the next pass plans nothing.
+    expect(ledger.records().size).toBe(41);
+    const again = await converge(kernel, ledger, { desired: many(41), prune: true, dryRun: false });
+    expect(again.plan.steps).toEqual([]);
+  });
+
+  it('one deleted among many: the read finds nothing and the record is removed', async () => {
+    const kernel = new FakeKernel();
+    await applyAll(kernel, many(40));
+    const result = await converge(kernel, ledger, { desired: many(39), prune: true, dryRun: false });
+    expect(result.outcome).toBe('applied');
+    expect({ dumps: kernel.dumps, reads: kernel.reads }).toEqual({ dumps: 1, reads: 1 });
+    expect(kernel.policies).toHaveLength(39);
+    expect(ledger.records().size).toBe(39);
+    expect(ledger.records().has(policyKey(many(40).policies[39]!.entry.id))).toBe(false);
+  });
+
+  it('what the read shows counts: a change the kernel did not keep is reported', async () => {
+    const kernel = new FakeKernel();
+    await applyAll(kernel, many(40));
+    const changed = many(40, (i) => (i === 7 ? 300 : 100));
+    // Between our UPDPOLICY and the read, the entry goes back to its old priority (as a kernel
+    // that dropped the field would show it).
+    const dropping = Object.assign(Object.create(kernel) as FakeKernel, {
+      apply: async (changes: Parameters<FakeKernel['apply']>[0]) => {
+        const outcomes = await kernel.apply(changes);
+        kernel.foreign({ op: 'update-policy', policy: many(40).policies[7]!.entry });
+        return outcomes;
+      },
+      dump: () => kernel.dump(),
+      read: (ids: Parameters<FakeKernel['read']>[0]) => kernel.read(ids),
+    });
+    const result = await converge(dropping, ledger, { desired: changed, prune: true, dryRun: false });
+    expect(kernel.reads).toBe(1);
+    expect(result.outcome).toBe('not-kept');
+    if (result.outcome !== 'not-kept') return;
+    expect(result.notKept.map((entry) => entry.resource)).toEqual(['IpsecPolicy/p7']);
+    expect(result.notKept[0]!.fields).toEqual(['priority']);
+  });
+
+  it('a failed read falls back to a dump', async () => {
+    const kernel = new FakeKernel();
+    await applyAll(kernel, many(40));
+    kernel.failReads = new Error('XFRM_MSG_GETPOLICY: no answer');
+    const result = await converge(kernel, ledger, { desired: many(41), prune: true, dryRun: false });
+    expect(result.outcome).toBe('applied');
+    expect({ dumps: kernel.dumps, reads: kernel.reads }).toEqual({ dumps: 2, reads: 0 });
+    expect([...ledger.records().values()].every((record) => record.phase === 'present')).toBe(true);
+  });
+
+  it('a plan that touches a large share of the table, or many identities, is verified by a dump', async () => {
+    const kernel = new FakeKernel();
+    await applyAll(kernel, many(4));
+    await converge(kernel, ledger, { desired: many(5), prune: true, dryRun: false });
+    expect({ dumps: kernel.dumps, reads: kernel.reads }).toEqual({ dumps: 2, reads: 0 }); // 1 of 4 held
+    kernel.dumps = 0;
+    const count = MAX_READ_IDENTITIES * 10;
+    await applyAll(kernel, many(count));
+    await converge(kernel, ledger, { desired: many(count, () => 200), prune: true, dryRun: false });
+    expect({ dumps: kernel.dumps, reads: kernel.reads }).toEqual({ dumps: 2, reads: 0 });
   });
 });
 
