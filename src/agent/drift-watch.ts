@@ -5,10 +5,12 @@
  * Events caused by our own request socket are the echo of our own changes and are ignored;
  * any other change to the tables may be drift, and so is a lost event (an overrun: we no longer
  * know what happened). A soft expiry is counted for an SA we own but changes nothing; a hard
- * expiry removed an entry and may need a repair.
+ * expiry removed an entry: the reconcile it triggers first retires the SA's key (takeExpired),
+ * so that the repair never installs that key again (../engine/sequence-rule.ts, Expired).
  */
 import { isOwnEvent, type XfrmEvent } from '../xfrm/events.js';
 import { stateKey } from '../plan/identity.js';
+import type { SecurityAssociation } from '../xfrm/types.js';
 
 export interface DriftWatchOptions {
   /** The netlink port id of our request socket (events it caused carry it). */
@@ -33,12 +35,16 @@ export class DriftWatch {
   private suspected = false;
   private since: number | undefined;
   private repairs = 0;
+  private expiredStates: SecurityAssociation[] = [];
 
   constructor(private readonly options: DriftWatchOptions) {}
 
   observe(event: XfrmEvent): void {
     if (event.kind === 'state-expired') {
-      if (this.options.owns(stateKey(event.state.id))) this.options.expired?.(event.hard);
+      if (this.options.owns(stateKey(event.state.id))) {
+        this.options.expired?.(event.hard);
+        if (event.hard) this.expiredStates.push(event.state);
+      }
       if (!event.hard) return;
     }
     if (event.kind === 'overrun' || !isOwnEvent(event, this.options.ownPortId())) {
@@ -54,6 +60,18 @@ export class DriftWatch {
     this.suspected = false;
     this.since = undefined;
     return taken;
+  }
+
+  /** Owned SAs the kernel removed at a hard lifetime since the last call (their keys must be retired before any repair). */
+  takeExpired(): SecurityAssociation[] {
+    const taken = this.expiredStates;
+    this.expiredStates = [];
+    return taken;
+  }
+
+  /** Gives expiries back that a pass could not retire (it failed; the next one tries again). */
+  putBackExpired(states: readonly SecurityAssociation[]): void {
+    this.expiredStates.unshift(...states);
   }
 
   /** Counts kernel changes that repaired drift; returns the total since start. */

@@ -12,6 +12,9 @@ import { readDevices } from '../engine/devices.js';
 import type { Ledger } from '../ownership/ledger.js';
 import { inboundStateKeys, type ObservedTables } from '../plan/planner.js';
 import { stateKey } from '../plan/identity.js';
+import { retiredUsage } from '../engine/sequence-rule.js';
+import { describeState } from '../plan/describe.js';
+import type { SecurityAssociation } from '../xfrm/types.js';
 import { reconcileNode, type NodeInputs } from './node-reconciler.js';
 import type { AgentMetrics } from './agent-metrics.js';
 import type { AgentEncapSockets } from './encap-sockets.js';
@@ -66,6 +69,13 @@ export class NodeWorker {
     const needsDevices = view.resources.some((resource) => resource.spec.selector?.device !== undefined);
     const devices = needsDevices ? await readDevices(netns) : { indexByName: new Map<string, number>() };
     const suspicion = drift.take();
+    const expired = drift.takeExpired();
+    try {
+      await retireExpired(expired, ledger, logger);
+    } catch (error) {
+      drift.putBackExpired(expired);
+      throw error;
+    }
     const result = await reconcileNode(
       {
         resources: view.resources,
@@ -119,3 +129,20 @@ export class NodeWorker {
     });
   }
 }
+
+/**
+ * Before the repair a hard expiry triggers: the expired SAs' keys are retired in the ledger, so
+ * the repair reports them Expired instead of installing them again. Should the write fail, the
+ * pass fails and is retried (the caller puts the expiries back), never repairs without it.
+ */
+async function retireExpired(expired: readonly SecurityAssociation[], ledger: Ledger, logger: Logger): Promise<void> {
+  if (expired.length === 0) return;
+  const now = Math.floor(Date.now() / 1000);
+  const usage = expired.map((sa) => {
+    const key = ledger.usageKey(sa);
+    return retiredUsage(key, ledger.usage(key), 'expired', 'the kernel removed this key at its hard lifetime', now);
+  });
+  await ledger.commit({ usage });
+  for (const sa of expired) logger.warn('an owned SA reached its hard lifetime; its key is not installed again (Expired)', { sa: describeState(sa) });
+}
+

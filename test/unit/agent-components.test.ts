@@ -144,6 +144,19 @@ describe('the drift watch', () => {
     expect(log).toEqual(['expired soft', 'expired hard', 'trigger']);
   });
 
+  it('hands the hard-expired owned SAs to the next pass, once, to retire their keys (and takes them back when it fails)', () => {
+    const { drift } = watch([stateKey(ours.id)]);
+    drift.observe({ kind: 'state-expired', state: ours, hard: false, origin: origin(0) });
+    drift.observe({ kind: 'state-expired', state: sa({ spi: 0x200 }), hard: true, origin: origin(0) }); // not ours
+    expect(drift.takeExpired()).toEqual([]);
+    drift.observe({ kind: 'state-expired', state: ours, hard: true, origin: origin(0) });
+    const taken = drift.takeExpired();
+    expect(taken).toEqual([ours]);
+    expect(drift.takeExpired()).toEqual([]);
+    drift.putBackExpired(taken);
+    expect(drift.takeExpired()).toEqual([ours]);
+  });
+
   it('adds up repairs', () => {
     const { drift } = watch();
     expect(drift.repaired(3)).toBe(3);
