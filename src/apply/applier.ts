@@ -252,7 +252,7 @@ function withResumedSequence(sa: SecurityAssociation, ownership: UsageView, now:
 export function installUsage(step: Step, ownership: UsageView, now: number): KeyUsage | undefined {
   if (step.target !== 'state' || (step.op !== 'create' && step.op !== 'replace')) return undefined;
   const key = ownership.usageKey(step.entry);
-  return usageAtInstall(key, step.entry.resumeSequence ?? 0n, now, ownership.usage(key));
+  return usageAtInstall(key, step.entry.resumeSequence ?? 0n, now, ownership.usage(key), step.entry);
 }
 
 function ledgerProblem(error: unknown): string {

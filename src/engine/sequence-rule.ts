@@ -11,7 +11,8 @@
  *
  * The rule, for a desired SA whose key is not in the kernel right now:
  * - no history and never installed → a new key: install from 0;
- * - history `expired` → never again (`Expired`);
+ * - history `expired`, or its hard add-expiry (counted from the key's first install) has passed
+ *   → never again (`Expired`);
  * - history `needs-rekey`, or installed before without any mark → never again (`NeedsRekey`);
  * - history `live` with mark M taken at time T → resume at M + margin, where the margin covers
  *   what the SA can have sent since T: the highest measured rate × SAFETY × (now − T), never
@@ -101,6 +102,9 @@ export function decideResume(input: {
     return input.installedBefore ? { kind: 'refuse', reason: 'NeedsRekey', why: 'this key was installed before and no sequence mark is known for it' } : { kind: 'fresh' };
   }
   if (usage.state === 'expired') return { kind: 'refuse', reason: 'Expired', why: usage.why ?? 'the kernel removed this key at its hard lifetime' };
+  if (usage.hardExpiresAt !== undefined && now >= usage.hardExpiresAt) {
+    return { kind: 'refuse', reason: 'Expired', why: `the hard lifetime of this key, counted from its first install, ended ${now - usage.hardExpiresAt} s ago` };
+  }
   if (usage.state === 'needs-rekey') return { kind: 'refuse', reason: 'NeedsRekey', why: usage.why ?? 'the kernel did not take the resume value for this key' };
   const sequence = usage.mark + resumeMargin(usage, now - usage.seenAt);
   if (sequence + RESUME_FLOOR >= sequenceSpace(sa)) {
@@ -120,10 +124,16 @@ export function resumeAfterDump(sa: SecurityAssociation, observed: bigint, usage
   return decision?.kind === 'resume' && decision.sequence > fromDump ? decision.sequence : fromDump;
 }
 
-/** The usage entry written with the intent to install an SA (before the kernel change). */
-export function usageAtInstall(key: string, resume: bigint, now: number, previous: KeyUsage | undefined): KeyUsage {
+/**
+ * The usage entry written with the intent to install an SA (before the kernel change). The hard
+ * add-expiry deadline is set at the first install and kept: installing the key again does not
+ * give it a new lifetime.
+ */
+export function usageAtInstall(key: string, resume: bigint, now: number, previous: KeyUsage | undefined, sa?: Pick<SecurityAssociation, 'lifetime'>): KeyUsage {
   const mark = previous && previous.mark > resume ? previous.mark : resume;
-  return { key, mark, seenAt: now, ...(previous?.rate === undefined ? {} : { rate: previous.rate }), state: 'live' };
+  const lifetime = sa?.lifetime.hardAddExpiresSeconds ?? 0n;
+  const deadline = previous?.hardExpiresAt ?? (lifetime > 0n && lifetime < 1n << 40n ? now + Number(lifetime) : undefined);
+  return { key, mark, seenAt: now, ...(previous?.rate === undefined ? {} : { rate: previous.rate }), ...(deadline === undefined ? {} : { hardExpiresAt: deadline }), state: 'live' };
 }
 
 /**
@@ -139,12 +149,27 @@ export function usageFromObservation(key: string, previous: KeyUsage | undefined
   if (!due) return undefined;
   const measured = elapsed >= 1 ? Number(advanced) / elapsed : undefined;
   const rate = measured === undefined ? previous.rate : Math.max(previous.rate ?? 0, measured);
-  return { key, mark: sequence, seenAt: elapsed >= 0 ? now : previous.seenAt, ...(rate === undefined ? {} : { rate }), state: 'live' };
+  return {
+    key,
+    mark: sequence,
+    seenAt: elapsed >= 0 ? now : previous.seenAt,
+    ...(rate === undefined ? {} : { rate }),
+    ...(previous.hardExpiresAt === undefined ? {} : { hardExpiresAt: previous.hardExpiresAt }),
+    state: 'live',
+  };
 }
 
 /** The entry that records why a key is never installed again. */
 export function retiredUsage(key: string, previous: KeyUsage | undefined, state: 'needs-rekey' | 'expired', why: string, now: number): KeyUsage {
-  return { key, mark: previous?.mark ?? 0n, seenAt: previous?.seenAt ?? now, ...(previous?.rate === undefined ? {} : { rate: previous.rate }), state, why: why.slice(0, 300) };
+  return {
+    key,
+    mark: previous?.mark ?? 0n,
+    seenAt: previous?.seenAt ?? now,
+    ...(previous?.rate === undefined ? {} : { rate: previous.rate }),
+    ...(previous?.hardExpiresAt === undefined ? {} : { hardExpiresAt: previous.hardExpiresAt }),
+    state,
+    why: why.slice(0, 300),
+  };
 }
 
 /** An SA of ours in the kernel that must not keep running: its counter restarted, or its key is retired. */

@@ -15,7 +15,8 @@
  * nodes from having equal names.
  *
  * On disk (ledger format 3): `{ "key": hex64, "mark": "decimal", "seenAt": seconds,
- * "rate"?: packets per second, "state": "live" | "needs-rekey" | "expired" }`.
+ * "rate"?: packets per second, "hardExpiresAt"?: seconds, "state": "live" | "needs-rekey" |
+ * "expired", "why"?: text }`.
  */
 import type { SecurityAssociation } from '../xfrm/types.js';
 
@@ -39,6 +40,12 @@ export interface KeyUsage {
   readonly seenAt: number;
   /** Highest packet rate measured between two marks (packets/s); absent until measured. */
   readonly rate?: number;
+  /**
+   * When the key's hard add-expiry (`hardAddExpiresSeconds`, counted from its first install)
+   * passes: after it the key is Expired even if no EXPIRE event was seen (the CLI, an agent
+   * that was down). Absent without such a lifetime.
+   */
+  readonly hardExpiresAt?: number;
   readonly state: KeyUsageState;
   /** Why the key is not live (short, no key bytes). */
   readonly why?: string;
@@ -66,6 +73,7 @@ export function usageToJson(usage: KeyUsage): Record<string, unknown> {
     mark: usage.mark.toString(),
     seenAt: usage.seenAt,
     ...(usage.rate === undefined ? {} : { rate: usage.rate }),
+    ...(usage.hardExpiresAt === undefined ? {} : { hardExpiresAt: usage.hardExpiresAt }),
     state: usage.state,
     ...(usage.why === undefined ? {} : { why: usage.why }),
   };
@@ -78,11 +86,12 @@ export function parseUsage(value: unknown, position: number): KeyUsage {
   };
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return fail('is not an object');
   const raw = value as Record<string, unknown>;
-  for (const field of Object.keys(raw)) if (!['key', 'mark', 'seenAt', 'rate', 'state', 'why'].includes(field)) fail(`unknown field ${JSON.stringify(field.slice(0, 40))}`);
+  for (const field of Object.keys(raw)) if (!['key', 'mark', 'seenAt', 'rate', 'hardExpiresAt', 'state', 'why'].includes(field)) fail(`unknown field ${JSON.stringify(field.slice(0, 40))}`);
   if (typeof raw.key !== 'string' || !HEX64.test(raw.key)) fail('has no valid key name');
   if (typeof raw.mark !== 'string' || !/^[0-9]{1,20}$/.test(raw.mark) || BigInt(raw.mark) > U64_MAX) fail('has no valid sequence mark');
   if (typeof raw.seenAt !== 'number' || !Number.isSafeInteger(raw.seenAt) || raw.seenAt < 0) fail('has no valid time');
   if (raw.rate !== undefined && (typeof raw.rate !== 'number' || !Number.isFinite(raw.rate) || raw.rate < 0)) fail('has no valid rate');
+  if (raw.hardExpiresAt !== undefined && (typeof raw.hardExpiresAt !== 'number' || !Number.isSafeInteger(raw.hardExpiresAt) || raw.hardExpiresAt < 0)) fail('has no valid expiry time');
   if (typeof raw.state !== 'string' || !STATES.has(raw.state)) fail('state is not one of live, needs-rekey, expired');
   if (raw.why !== undefined && (typeof raw.why !== 'string' || raw.why.length > 300)) fail('has an invalid reason');
   return {
@@ -90,6 +99,7 @@ export function parseUsage(value: unknown, position: number): KeyUsage {
     mark: BigInt(raw.mark as string),
     seenAt: raw.seenAt as number,
     ...(raw.rate === undefined ? {} : { rate: raw.rate as number }),
+    ...(raw.hardExpiresAt === undefined ? {} : { hardExpiresAt: raw.hardExpiresAt as number }),
     state: raw.state as KeyUsageState,
     ...(raw.why === undefined ? {} : { why: raw.why as string }),
   };

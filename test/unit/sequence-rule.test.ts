@@ -17,6 +17,7 @@ import {
   guardSequences,
   resumeMargin,
   resumeNotTaken,
+  usageAtInstall,
   usageFromObservation,
 } from '../../src/engine/sequence-rule.js';
 import { converge } from '../../src/engine/converge.js';
@@ -54,6 +55,17 @@ describe('the sequence rule', () => {
   it('never installs an expired key, nor one the kernel did not resume', () => {
     expect(decideResume({ sa: sa(), usage: { ...live(1n, 0), state: 'expired' }, installedBefore: true, now: 1 })).toMatchObject({ kind: 'refuse', reason: 'Expired' });
     expect(decideResume({ sa: sa(), usage: { ...live(1n, 0), state: 'needs-rekey' }, installedBefore: true, now: 1 })).toMatchObject({ kind: 'refuse', reason: 'NeedsRekey' });
+  });
+
+  it('counts a hard add-expiry from the key\'s first install: past it the key is Expired, a re-install keeps the deadline', () => {
+    const expiring = sa({ lifetime: { hard: { addExpiresSeconds: 30 } } });
+    const first = usageAtInstall(KEY, 0n, 1000, undefined, expiring);
+    expect(first.hardExpiresAt).toBe(1030);
+    expect(usageAtInstall(KEY, 99n, 1020, first, expiring).hardExpiresAt).toBe(1030);
+    expect(usageFromObservation(KEY, first, PERSIST_STEP, 1001)?.hardExpiresAt).toBe(1030);
+    expect(decideResume({ sa: expiring, usage: first, installedBefore: true, now: 1029 })).toMatchObject({ kind: 'resume' });
+    expect(decideResume({ sa: expiring, usage: first, installedBefore: true, now: 1030 })).toMatchObject({ kind: 'refuse', reason: 'Expired' });
+    expect(usageAtInstall(KEY, 0n, 1000, undefined, sa()).hardExpiresAt).toBeUndefined();
   });
 
   it('leaves inbound SAs alone (they never send)', () => {
