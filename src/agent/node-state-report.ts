@@ -4,7 +4,16 @@
  * result; the shape is the contract in ../crd/node-state.ts.
  */
 import { setCondition, type Condition } from '../kube/conditions.js';
+import { statusEqual } from '../kube/status.js';
 import type { EncapsulationSocketReport, IpsecNodeStateStatus, ResourceReport } from '../crd/node-state.js';
+
+/**
+ * How stale lastAttemptTime and lastSyncTime may grow while nothing else changes. Refreshing
+ * them on every resync would make every resync of every agent a write (and a watch event to
+ * the controller and every other watcher); a heartbeat of minutes still shows an agent that
+ * stopped reconciling.
+ */
+export const HEARTBEAT_SECONDS = 300;
 
 export interface NodeStateInputs {
   readonly converged: boolean;
@@ -23,6 +32,10 @@ export interface NodeStateInputs {
   readonly algorithms: Readonly<Record<string, readonly string[]>>;
   readonly driftRepairs: number;
   readonly encapsulationSockets: readonly EncapsulationSocketReport[];
+  /** The status as last written (or read back): its times are kept while nothing else moved. */
+  readonly previous?: IpsecNodeStateStatus | undefined;
+  /** Default HEARTBEAT_SECONDS. */
+  readonly heartbeatSeconds?: number;
 }
 
 /** metav1.Time: RFC 3339 with whole seconds. */
@@ -30,7 +43,24 @@ export function apiTime(time: Date): string {
   return time.toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
+/**
+ * The status to write. Equal to `previous` (so the writer skips the write) when only the
+ * times would move and the previous attempt is younger than the heartbeat.
+ */
 export function nodeStateStatus(inputs: NodeStateInputs): IpsecNodeStateStatus & { readonly conditions: Condition[] } {
+  const next = freshStatus(inputs);
+  const previous = inputs.previous;
+  const heartbeatMs = (inputs.heartbeatSeconds ?? HEARTBEAT_SECONDS) * 1000;
+  const lastAttempt = previous?.lastAttemptTime === undefined ? Number.NaN : Date.parse(previous.lastAttemptTime);
+  if (previous === undefined || !(inputs.now.getTime() - lastAttempt < heartbeatMs)) return next;
+  const withoutTimes = ({ lastAttemptTime: _attempt, lastSyncTime: _sync, ...rest }: IpsecNodeStateStatus) => rest;
+  if (!statusEqual(withoutTimes(next), withoutTimes(previous))) return next;
+  // Both converged or both not: a lastSyncTime appears once and then only moves on.
+  if ((next.lastSyncTime === undefined) !== (previous.lastSyncTime === undefined)) return next;
+  return { ...next, lastAttemptTime: previous.lastAttemptTime!, ...(previous.lastSyncTime === undefined ? {} : { lastSyncTime: previous.lastSyncTime }) };
+}
+
+function freshStatus(inputs: NodeStateInputs): IpsecNodeStateStatus & { readonly conditions: Condition[] } {
   const failed = inputs.reports.filter((report) => report.state === 'Failed').length;
   const conditions = setCondition(
     [...inputs.conditions],

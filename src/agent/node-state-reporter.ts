@@ -1,7 +1,11 @@
 /**
  * Writes this node's IpsecNodeState after each reconcile: creates the object when missing
  * (spec.nodeName only) and server-side-applies the status computed by ./node-state-report.ts.
- * It keeps the conditions last written, so that lastTransitionTime moves only on a change.
+ * It keeps the conditions last written, so that lastTransitionTime moves only on a change,
+ * and the status last written: a reconcile that finds nothing new (the status equal to it,
+ * times kept until the heartbeat, see ./node-state-report.ts) sends no request at all. Once a
+ * heartbeat it reads the object back and writes, so one deleted or changed by someone else is
+ * put right within HEARTBEAT_SECONDS.
  *
  * As a runnable it starts before the workers and stops after them: a report is only ever
  * written by a running agent, and a report asked for after stop is refused rather than sent
@@ -10,8 +14,9 @@
 import { release } from 'node:os';
 import type { IpsecResources, IpsecStatusWriter } from '../kube/client.js';
 import type { Condition } from '../kube/conditions.js';
+import { statusEqual } from '../kube/status.js';
 import type { Runnable } from '../kube/runnables.js';
-import type { IpsecNodeState, IpsecNodeStateSpec } from '../crd/node-state.js';
+import type { IpsecNodeState, IpsecNodeStateSpec, IpsecNodeStateStatus } from '../crd/node-state.js';
 import { nodeStateStatus, type NodeStateInputs } from './node-state-report.js';
 import { supportedAlgorithms } from './kernel-info.js';
 import { VERSION } from '../version.js';
@@ -19,11 +24,13 @@ import { VERSION } from '../version.js';
 export const AGENT_FIELD_MANAGER = 'ipsec-operator-agent';
 
 /** What a reconcile knows; the reporter adds the node's constants and the conditions. */
-export type NodeStateFacts = Omit<NodeStateInputs, 'conditions' | 'now' | 'agentVersion' | 'kernelRelease' | 'algorithms'>;
+export type NodeStateFacts = Omit<NodeStateInputs, 'conditions' | 'now' | 'agentVersion' | 'kernelRelease' | 'algorithms' | 'previous' | 'heartbeatSeconds'>;
 
 export class NodeStateReporter {
   readonly runnable: Runnable;
   private conditions: Condition[] = [];
+  /** The status this agent last wrote (or found equal on the server). */
+  private written: IpsecNodeStateStatus | undefined;
   private stopped = false;
   private readonly statusWriter: IpsecStatusWriter;
 
@@ -52,10 +59,13 @@ export class NodeStateReporter {
       agentVersion: VERSION,
       kernelRelease: release(),
       algorithms: await supportedAlgorithms(),
+      previous: this.written,
     });
     this.conditions = status.conditions;
+    if (this.written !== undefined && statusEqual(this.written, status)) return;
     const existing = await this.resources.get<IpsecNodeState>('ipsecnodestates', this.nodeName);
     if (!existing) await this.resources.apply('ipsecnodestates', { metadata: { name: this.nodeName }, spec: { nodeName: this.nodeName } satisfies IpsecNodeStateSpec }, AGENT_FIELD_MANAGER);
     await this.statusWriter.write('ipsecnodestates', this.nodeName, existing?.status, { ...status });
+    this.written = status;
   }
 }

@@ -50,9 +50,14 @@ export interface IpsecNodeStateSpec {
 
 /** `status` of an IpsecNodeState. Written by that node's agent only. */
 export interface IpsecNodeStateStatus {
-  /** RFC 3339, whole seconds: when the kernel last matched the desired state. */
+  /** RFC 3339, whole seconds: when the kernel last matched the desired state (refreshed like lastAttemptTime). */
   readonly lastSyncTime?: string;
-  /** RFC 3339, whole seconds: when the agent last reconciled. */
+  /**
+   * RFC 3339, whole seconds: when the agent last reconciled and wrote. Refreshed with any
+   * other change of the status and at a heartbeat (../agent/node-state-report.ts
+   * HEARTBEAT_SECONDS), not on every resync: a write per resync per node would wake every
+   * watcher of IpsecNodeStates for nothing.
+   */
   readonly lastAttemptTime?: string;
   readonly agentVersion?: string;
   /** `uname -r` of the node. */

@@ -345,8 +345,8 @@ const encapSocketReport: Schema = obj(
 export const ipsecNodeStateStatus: Schema = obj(
   "What a node's agent last found and did. Written by that node's agent only.",
   {
-    lastSyncTime: str('When the kernel last matched the desired state.', { format: 'date-time' }),
-    lastAttemptTime: str('When the agent last reconciled.', { format: 'date-time' }),
+    lastSyncTime: str('When the kernel last matched the desired state. Like lastAttemptTime, refreshed only with another change or at the 5-minute heartbeat.', { format: 'date-time' }),
+    lastAttemptTime: str('When the agent last reconciled and wrote this status: on any other change of it, and at least every 5 minutes while the agent runs (a resync that changes nothing else writes nothing).', { format: 'date-time' }),
     agentVersion: str('Agent version.'),
     kernelRelease: str('uname -r of the node.'),
     algorithms: {

@@ -48,6 +48,20 @@ describe('the node state an agent reports', () => {
     expect(valid(status), JSON.stringify(valid.errors)).toBe(true);
   });
 
+  it('keeps its times while nothing else changes, so a quiet resync writes nothing; refreshes them after the heartbeat', () => {
+    const first = nodeStateStatus(inputs);
+    // The next resync, 30 s later, found the same: the very same status (the writer skips equal ones).
+    const quiet = nodeStateStatus({ ...inputs, lastSync: at(40), now: at(40), conditions: first.conditions, previous: first });
+    expect(quiet).toEqual(first);
+    expect(quiet.lastAttemptTime).toBe('2026-12-02T01:00:10Z');
+    // Something moved (one more foreign policy): written, with fresh times.
+    const moved = nodeStateStatus({ ...inputs, kernelPolicies: 3, lastSync: at(45), now: at(45), conditions: first.conditions, previous: first });
+    expect(moved).toMatchObject({ lastAttemptTime: '2026-12-02T01:00:45Z', lastSyncTime: '2026-12-02T01:00:45Z', entries: { foreignPolicies: 2 } });
+    // Nothing moved, but the heartbeat is due: fresh times.
+    const beat = nodeStateStatus({ ...inputs, lastSync: at(20), now: new Date(at(10).getTime() + 300_000), conditions: first.conditions, previous: first, heartbeatSeconds: 300 });
+    expect(beat.lastAttemptTime).toBe('2026-12-02T01:05:10Z');
+  });
+
   it('writes API times with whole seconds', () => {
     expect(apiTime(at(5))).toBe('2026-12-02T01:00:05Z');
   });
