@@ -16,6 +16,7 @@ import type { OperatorMetrics } from '../kube/metrics.js';
 import type { Logger } from '../kube/logger.js';
 import type { IpsecPolicyResource, SecurityAssociationResource } from '../crd/types.js';
 import type { NodeInputs } from './node-reconciler.js';
+import { concernsNode, labelsChanged, resourceChanged, secretChanged, type SelectableResource } from './cache-changes.js';
 
 /** What one reconcile reads from the caches. */
 export interface CacheSnapshot {
@@ -52,9 +53,24 @@ export class NodeCaches {
     return this.informers.every((informer) => informer.hasSynced());
   }
 
-  /** `handler` runs on every add, update and delete in any cache. */
+  /**
+   * `handler` runs on every change of what a reconcile reads (./cache-changes.ts): a resource
+   * that can select this node added, deleted or changed in spec or deletion; a key Secret's
+   * data; this Node's labels. The controller's status writes and finalizer patches, other
+   * nodes' resources and the informers' resyncs do not wake the agent (the reconcile's own
+   * requeue is the periodic resync).
+   */
   onChange(handler: () => void): void {
-    for (const informer of this.informers) informer.addHandlers({ add: handler, update: handler, delete: handler });
+    const labels = () => this.nodes.get(this.nodeName)?.metadata?.labels;
+    for (const informer of [this.securityAssociations, this.policies] as Informer<SelectableResource>[]) {
+      informer.addHandlers({
+        add: (object) => concernsNode(object, labels()) && handler(),
+        update: (old, object) => resourceChanged(old, object, labels()) && handler(),
+        delete: (object) => concernsNode(object, labels()) && handler(),
+      });
+    }
+    this.secrets.addHandlers({ add: handler, update: (old, secret) => secretChanged(old, secret) && handler(), delete: handler });
+    this.nodes.addHandlers({ add: handler, update: (old, node) => labelsChanged(old, node) && handler(), delete: handler });
   }
 
   /** The caches' content, or undefined while any cache has not synced yet (fail static). */
