@@ -10,8 +10,8 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { build } from 'esbuild';
 import type { PhaseTimes, RunResult } from './xfrm-run.js';
+import { bundleForNode } from '../test/kernel/host/cli-bundle.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const RUNNER = `${ROOT}dist/bench/xfrm-run.mjs`;
@@ -41,16 +41,7 @@ async function buildAll(): Promise<void> {
   }
   // The one-file bundle is what the VM runs (node_modules over 9p is slow); the host runs dist/.
   if (!values['no-vm']) execFileSync(process.execPath, ['scripts/bundle.mjs'], { cwd: ROOT, stdio: 'inherit' });
-  await build({
-    entryPoints: [`${ROOT}bench/xfrm-run.ts`],
-    outfile: RUNNER,
-    bundle: true,
-    platform: 'node',
-    target: 'node20',
-    format: 'esm',
-    logLevel: 'warning',
-    banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
-  });
+  await bundleForNode(`${ROOT}bench/xfrm-run.ts`, RUNNER);
 }
 
 function runHost(): RunResult {
