@@ -276,9 +276,11 @@ async function verifyingSurvey(
     return survey(kernel, ownership, options); // an entry the model cannot hold, a lost answer: the dump says
   }
   const keys = touched.keys;
+  // The resource first: a cheap test that spares computing the identity key of every desired entry.
+  const resources = new Set(steps.map((step) => step.resource));
   const desired: DesiredTables = {
-    states: options.desired.states.filter(({ entry }) => keys.has(stateKey(entry.id))),
-    policies: options.desired.policies.filter(({ entry }) => keys.has(policyKey(entry.id))),
+    states: options.desired.states.filter(({ resource, entry }) => resources.has(resource) && keys.has(stateKey(entry.id))),
+    policies: options.desired.policies.filter(({ resource, entry }) => resources.has(resource) && keys.has(policyKey(entry.id))),
   };
   return surveyOf(observed, withRecordsOf(ownership, keys), { ...options, desired });
 }
