@@ -120,6 +120,12 @@ describe('the agent as PID 1 of its own PID namespace', () => {
     await cluster.stop();
   });
 
+  it('runs on the kernel its project asks for (e2e: 6.1, e2e-6.12: 6.12)', async () => {
+    const asked = process.env['IPSEC_OPERATOR_VM_KERNEL'] ?? '6.1';
+    const { kernel } = await vm.health();
+    expect(kernel.startsWith(`${asked}.`) || kernel.startsWith(`${asked}-`), `asked ${asked}, booted ${kernel}`).toBe(true);
+  });
+
   it('runs each agent as PID 1 and converges', async () => {
     for (const node of ['a', 'b']) {
       const { nspid } = await agentProcess(node);
