@@ -4,7 +4,7 @@
 bootstrap:
 	scripts/bootstrap.sh
 
-# Every suite: unit, host kernel, VM kernel, control plane, end to end.
+# Every suite: unit, host kernel, VM kernel, control plane, end to end, the chart on a real node.
 test: bootstrap
 	npm test
 

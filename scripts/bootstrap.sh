@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs and builds everything the tests and the local demo need, on a fresh Debian 12
 # machine (as root): Debian packages, npm dependencies (which build the native addon), the
-# TypeScript build, the Go-built control plane (kube-apiserver + etcd, kubectl, helm) and the
-# test VM's initramfs. Every step is skipped quickly when already done, so running it again
-# costs seconds. Build caches live in ${IPSEC_OPERATOR_CACHE:-$HOME/.cache/ipsec-operator}.
+# TypeScript build, the Go-built control plane (kube-apiserver + etcd, kubectl, helm), the test
+# node (kubelet, containerd 2, ...), the operator's image (make image) and the test VM's
+# initramfs. Every step is skipped quickly when already done, so running it again costs seconds.
+# Build caches live in ${IPSEC_OPERATOR_CACHE:-$HOME/.cache/ipsec-operator}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +51,9 @@ scripts/build-controlplane.sh
 
 step "test node (kubelet, kube-controller-manager, kube-scheduler, containerd 2, pause image)"
 scripts/build-node.sh
+
+step "operator image from the Dockerfile (make image; the node layer runs it)"
+scripts/build-image.sh
 
 step "test VM initramfs (kernels 6.1 and 6.12)"
 IPSEC_OPERATOR_VM_KERNEL=6.1 scripts/build-vm.sh

@@ -4,7 +4,7 @@
 // even when an earlier one failed; the exit status is non-zero if any failed.
 import { spawnSync } from 'node:child_process';
 
-const layers = ['unit', 'kernel', 'vm', 'vm-6.12', 'controlplane', 'e2e', 'e2e-6.12'];
+const layers = ['unit', 'kernel', 'vm', 'vm-6.12', 'controlplane', 'e2e', 'e2e-6.12', 'node'];
 const only = process.argv.slice(2);
 const results = [];
 for (const layer of only.length > 0 ? only : layers) {

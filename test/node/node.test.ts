@@ -73,7 +73,16 @@ async function diagnostics(): Promise<string> {
   return `\n--- pods ---\n${podList}\n--- last terminations ---\n${lastStates}\n--- events ---\n${events}\n--- kernel OOM ---\n${oom}\n--- kubelet probes and kills ---\n${kubelet}`;
 }
 
-async function waitPodsReady(what: string, check: (agents: Pod[], controllers: Pod[]) => boolean, timeoutMs = 480_000): Promise<void> {
+/**
+ * The bound on one pod start: the chart's startup probe gives a container 600 s (120 x 5 s) to
+ * answer /healthz before the kubelet restarts it, then readiness needs the caches and a first
+ * reconcile. A pod slower than that is restarted, which the restart counts catch. Measured here
+ * at load 32-35: 8 minutes from install to the third pod Ready, no restart (the old 480 s bound
+ * failed that run while the pods were still starting).
+ */
+const POD_START_MS = 900_000;
+
+async function waitPodsReady(what: string, check: (agents: Pod[], controllers: Pod[]) => boolean, timeoutMs = POD_START_MS): Promise<void> {
   try {
     await waitFor(what, async () => check(await pods('agent'), await pods('controller')), timeoutMs, 2000);
   } catch (error) {
@@ -160,7 +169,7 @@ describe('the chart on a real node (kubelet + containerd 2 in the test VM)', () 
     const operator = processes.stdout.split('\n').filter((line) => / (agent|controller) --metrics-address/.test(line));
     expect(operator, processes.stdout).toHaveLength(3);
     for (const line of operator) expect(line).toMatch(/^node \/app\/dist\/bundle\/ipsec-operator\.mjs (agent|controller) /);
-  });
+  }, POD_START_MS + 120_000);
 
   it('the agent reconciles examples/host-to-host on the node kernel; the resources go Ready; ESP carries the traffic', async () => {
     // Node b's half, by the CLI in the peer namespace (same resources, selected by label b).
@@ -232,7 +241,7 @@ describe('the chart on a real node (kubelet + containerd 2 in the test VM)', () 
         waitPodsReady('the agent restarted by the kubelet and Ready again', (agents) => {
           const s = agents[0]?.status.containerStatuses?.[0];
           return agents.length === 1 && agents[0]!.metadata.name === agent!.metadata.name && (s?.restartCount ?? 0) > status.restartCount && isReady(agents[0]!);
-        }, 300_000),
+        }),
       );
       // One full reconcile more than readiness needed (the resync), then nothing may have changed.
       const metrics = await metricsOf('http://127.0.0.1:9090/metrics');
@@ -242,7 +251,7 @@ describe('the chart on a real node (kubelet + containerd 2 in the test VM)', () 
       expect(events.stdout.trim(), 'XFRM events while the agent restarted').toBe('');
     }
     expect(await kernelTables()).toBe(before);
-  });
+  }, POD_START_MS + 120_000);
 
   it('helm upgrade to a new image tag rolls the DaemonSet while traffic flows: no packet lost', async () => {
     const [oldAgent] = await pods('agent');
@@ -254,10 +263,12 @@ describe('the chart on a real node (kubelet + containerd 2 in the test VM)', () 
     try {
       await timed('helm upgrade → DaemonSet rolled', async () => {
         await cluster.helm(['upgrade', RELEASE, CHART, '--namespace', NS, '--reuse-values', '--set', `image.tag=${newTag}`]);
+        // The Deployment replaces its two replicas one after the other (the PDB keeps one
+        // available): two pod starts in a row.
         await waitPodsReady('the new agent and controllers Ready', (agents, controllers) =>
           agents.length === 1 && agents[0]!.metadata.name !== oldAgent!.metadata.name && agents[0]!.spec.containers[0]!.image.endsWith(`:${newTag}`) && isReady(agents[0]!) &&
           controllers.length === 2 && controllers.every((c) => c.spec.containers[0]!.image.endsWith(`:${newTag}`) && isReady(c)),
-        );
+        2 * POD_START_MS);
       });
       // A few more seconds of traffic after the new agent's first reconcile.
       await new Promise((r) => setTimeout(r, 5000));
@@ -271,7 +282,7 @@ describe('the chart on a real node (kubelet + containerd 2 in the test VM)', () 
     // Every echo answered, in order; only the one in flight when ping was stopped may be missing.
     expect(seqs, output.slice(-2000)).toEqual([...Array(seqs.length).keys()]);
     expect(sent - seqs.length).toBeLessThanOrEqual(1);
-  });
+  }, 2 * POD_START_MS + 120_000);
 
   it('helm uninstall removes the pods and leaves the kernel entries and the resources, as documented', async () => {
     const before = await kernelTables();
