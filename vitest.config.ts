@@ -45,6 +45,17 @@ export default defineConfig({
         },
       },
       {
+        // Long VM suites kept out of `npm test` by CI's time bound (npm run test:vm-soak).
+        test: {
+          name: 'vm-soak',
+          include: ['test/kernel/vm-soak/**/*.test.ts'],
+          globalSetup: ['test/infra/build-dist.ts', 'test/infra/vm/global-setup.ts'],
+          fileParallelism: false,
+          testTimeout: 3_600_000,
+          hookTimeout: 300_000,
+        },
+      },
+      {
         test: {
           name: 'controlplane',
           include: ['test/controlplane/**/*.test.ts'],
