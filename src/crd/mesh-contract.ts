@@ -17,7 +17,10 @@
  *   agent:      once the old generation retired (rule 4 of src/mesh/rotation.ts): {.., Done}
  *   controller: sees Done for the requestId -> drops the request, schedules the next node
  */
+import type { MeshAead } from '../mesh/aead.js';
 import type { MeshAdvertisement } from '../mesh/types.js';
+import type { MESH_EXEMPT_PROTOCOLS } from './mesh-schema.js';
+import type { LabelSelector } from './types.js';
 
 /** Why a rotation was asked for. */
 export type MeshRotationReason = 'Interval' | 'Manual' | 'SoftLimit';
@@ -62,4 +65,53 @@ export interface NodeMeshReport {
   /** CamelCase, when the node cannot take part (e.g. NoAddress, KernelUnsupported). */
   readonly reason?: string;
   readonly message?: string;
+}
+
+/**
+ * `IpsecMesh.spec` as the schema (./mesh-schema.ts) defines it. Optional where the schema has a
+ * default: the API server fills those in, a reader of an object from elsewhere (a unit fake,
+ * a file) must apply the same defaults.
+ */
+export interface IpsecMeshSpec {
+  readonly nodeSelector?: LabelSelector;
+  readonly addressFamilies?: readonly ('IPv4' | 'IPv6')[];
+  readonly addressType?: 'InternalIP' | 'ExternalIP';
+  readonly mode?: 'transport' | 'tunnel';
+  readonly aead?: MeshAead;
+  readonly esn?: boolean;
+  readonly replayWindow?: number;
+  readonly natTraversal?: { readonly sourcePort?: number; readonly destinationPort?: number };
+  readonly failClosed?: boolean;
+  readonly exemptions?: readonly { readonly protocol: (typeof MESH_EXEMPT_PROTOCOLS)[number]; readonly port?: number }[];
+  readonly rotation?: {
+    /** Go durations. */
+    readonly interval?: string;
+    readonly gracePeriod?: string;
+    readonly backstop?: string;
+    readonly softPacketLimit?: number;
+    readonly softByteLimit?: number;
+    readonly maxConcurrent?: number;
+  };
+}
+
+/** The part of `IpsecMesh.status` the agents read (the controller owns the rest of the status). */
+export interface IpsecMeshStatusContract {
+  readonly rotationRequests?: readonly MeshRotationRequest[];
+}
+
+/** An IpsecMesh as the API returns it (cluster-scoped). */
+export interface IpsecMeshObject {
+  readonly apiVersion?: string;
+  readonly kind?: 'IpsecMesh';
+  readonly metadata: {
+    readonly name?: string;
+    readonly uid?: string;
+    readonly generation?: number;
+    readonly resourceVersion?: string;
+    readonly annotations?: Readonly<Record<string, string>>;
+    readonly deletionTimestamp?: string | Date;
+    readonly creationTimestamp?: string | Date;
+  };
+  readonly spec: IpsecMeshSpec;
+  readonly status?: IpsecMeshStatusContract & Readonly<Record<string, unknown>>;
 }

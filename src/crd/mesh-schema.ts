@@ -163,6 +163,20 @@ export const ipsecMeshStatus: Schema = obj('What the controller reports for the 
     rotating: int('Nodes rotating now.', 0, 1_000_000),
   }),
   nodes: list('Per member.', nodeSummary, { 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'], maxItems: 5000 }),
+  rotationRequests: list(
+    'Rotations the controller asks nodes to make now (src/crd/mesh-contract.ts): the node\'s agent makes a new key generation for a requestId it has not acted on and reports progress in its IpsecNodeState status.meshes[].rotation; the controller drops the request once the node reports Done.',
+    obj(
+      'One rotation of one node.',
+      {
+        node: str('Node name.', { maxLength: 253 }),
+        requestId: str('Unique per request; an agent acts on each requestId once, across restarts.', { minLength: 1, maxLength: 128 }),
+        reason: oneOf('Why: the interval elapsed, a person asked (the rotate annotation or the CLI), or an SA of the node reached a soft limit.', ['Interval', 'Manual', 'SoftLimit']),
+        requestedAt: str('When the controller asked.', { format: 'date-time' }),
+      },
+      { required: ['node', 'requestId', 'reason', 'requestedAt'] },
+    ),
+    { 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['node'], maxItems: 1000 },
+  ),
 });
 
 /** The CRD object, as renderCrds() lists it. */
