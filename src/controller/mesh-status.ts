@@ -214,9 +214,11 @@ export function meshStatus(input: MeshStatusInput): MeshStatusResult {
     keyGeneration: state.keyGeneration,
     ...(state.lastRotationTime !== undefined ? { lastRotationTime: state.lastRotationTime } : {}),
     members: { selected: members.length, ready, rotating },
-    nodes,
-    rotationRequests: [...state.requests],
-    ...(state.round !== undefined ? { round: state.round } : {}),
+    // No empty lists: the API server does not store them, and the status we compare with
+    // (ours or the cache's) must look like what it stores, or every reconcile would write.
+    ...(nodes.length > 0 ? { nodes } : {}),
+    ...(state.requests.length > 0 ? { rotationRequests: [...state.requests] } : {}),
+    ...(state.round !== undefined ? { round: state.round.pending.length > 0 ? state.round : { keyGeneration: state.round.keyGeneration, reason: state.round.reason, startedAt: state.round.startedAt } } : {}),
     requestSerial: state.requestSerial,
     rotateAnnotationHandled: state.rotateAnnotationHandled,
   };

@@ -37,7 +37,8 @@ export interface IpsecMeshStatus {
   readonly members?: { readonly selected?: number; readonly ready?: number; readonly rotating?: number };
   readonly nodes?: readonly MeshNodeSummary[];
   readonly rotationRequests?: readonly MeshRotationRequest[];
-  readonly round?: MeshRound;
+  /** As stored: the API server keeps no empty list, so `pending` may be absent. */
+  readonly round?: Omit<MeshRound, 'pending'> & { readonly pending?: readonly string[] };
   /** Requests issued so far: the next requestId's serial, so that no requestId is ever reused. */
   readonly requestSerial?: number;
   /** The rotate annotation was acted on and is being removed (a restarted controller must not act on it twice). */
