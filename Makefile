@@ -4,7 +4,8 @@
 bootstrap:
 	scripts/bootstrap.sh
 
-# Every suite: unit, host kernel, VM kernel, control plane, end to end, the chart on a real node.
+# Every suite in `npm test`: unit, host kernel, VM kernels 6.1 and 6.12, control plane, end to end
+# (the real-node layer runs with `npm run test:node`, not yet here: it has not passed end to end).
 test: bootstrap
 	npm test
 
