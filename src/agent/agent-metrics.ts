@@ -36,6 +36,7 @@ export class AgentMetrics {
   readonly rekeyRequired: Gauge<'reason'>;
   readonly xfrmStat: Counter<'counter'>;
   readonly expireEvents: Counter<'kind'>;
+  readonly sequenceMarks: Counter;
   readonly sequenceSpaceUsed: Gauge;
   readonly lifetimeUsed: Gauge;
   readonly lastSync: Gauge;
@@ -76,6 +77,11 @@ export class AgentMetrics {
       },
     });
     this.expireEvents = new Counter({ name: `${P}sa_expire_events_total`, help: 'EXPIRE events for owned SAs, by kind (soft, hard).', labelNames: ['kind'], registers });
+    this.sequenceMarks = new Counter({
+      name: `${P}sequence_marks_persisted_total`,
+      help: "Sequence marks of owned SA keys written to the ledger from the kernel's AEVENTS reports (threshold crossings and timer reports, at most one per PERSIST_STEP packets or minute per key).",
+      registers,
+    });
     this.sequenceSpaceUsed = new Gauge({ name: `${P}sequence_space_used_ratio`, help: 'Highest outbound sequence number of any owned SA over its space (2^32, or 2^64 with ESN).', registers });
     this.lifetimeUsed = new Gauge({ name: `${P}sa_lifetime_used_ratio`, help: 'Largest fraction of a hard limit (bytes, packets, seconds since added) any owned SA has used.', registers });
     this.lastSync = new Gauge({ name: `${P}last_sync_timestamp_seconds`, help: 'When the kernel last matched the desired state (Unix time).', registers });

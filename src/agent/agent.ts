@@ -30,7 +30,12 @@ import { AgentMetrics } from './agent-metrics.js';
 import { AgentEncapSockets, encapSocketsRunnable } from './encap-sockets.js';
 import { readXfrmStat } from './kernel-info.js';
 import { KernelAccess } from './kernel-access.js';
-import { kernelMonitorRunnable } from './kernel-monitor.js';
+import { kernelMonitorRunnable, sequenceMonitorRunnable } from './kernel-monitor.js';
+import { SequenceWatch } from './sequence-watch.js';
+import { AgentEvents } from './agent-events.js';
+import { EventRecorder, kubeEventSink } from '../kube/events.js';
+import { stateKey } from '../plan/identity.js';
+import { SEQUENCE_REPORT_PACKETS } from '../xfrm/messages.js';
 import { DriftWatch } from './drift-watch.js';
 import { NodeCaches } from './node-caches.js';
 import { NodeStateReporter } from './node-state-reporter.js';
@@ -73,6 +78,8 @@ export interface AgentComponents {
   readonly caches: Runnable;
   /** Kernel events, for drift (./kernel-monitor.ts). */
   readonly kernelMonitor: Runnable;
+  /** The kernel's sequence reports (AEVENTS), for sequence marks (./sequence-watch.ts). */
+  readonly sequenceMonitor: Runnable;
   /** The work-queue workers that run ./node-worker.ts. */
   readonly workers: Runnable;
 }
@@ -85,7 +92,8 @@ export interface AgentComponents {
  * - the encapsulation sockets and the node-state reporter before anything can use them;
  * - the caches: nothing is reconciled from a partial view;
  * - the kernel monitor after the caches and before the workers, so that no event falls between
- *   the first reconcile's dump and the monitor;
+ *   the first reconcile's dump and the monitor; the sequence monitor likewise (its reports count
+ *   once a pass has tracked the owned SAs, and the watch writes through the open ledger);
  * - the workers last. On SIGTERM they finish the reconcile in progress before the monitor, the
  *   caches, the sockets and the ledger go; the kernel keeps its entries.
  */
@@ -97,6 +105,7 @@ export function agentStartOrder(components: AgentComponents): Runnable[] {
     components.nodeStateReporter,
     components.caches,
     components.kernelMonitor,
+    components.sequenceMonitor,
     components.workers,
   ];
 }
@@ -113,6 +122,8 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   const reporter = new NodeStateReporter(resources, nodeName);
   const caches = new NodeCaches({ kubeConfig: options.kubeConfig, resources, namespace: options.namespace, nodeName, logger, metrics: operatorMetrics });
 
+  const recorder = new EventRecorder(kubeEventSink(options.kubeConfig), { component: 'ipsec-operator-agent', host: nodeName, defaultNamespace: 'default', logger });
+  const agentEvents = new AgentEvents(recorder, nodeName);
   const queue = new WorkQueue({ name: 'agent', hooks: operatorMetrics.queueHooks('agent') });
   const trigger = (): void => queue.add(NODE_KEY);
   caches.onChange(trigger);
@@ -120,9 +131,20 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     ownPortId: () => kernel.handles().tables.portId,
     owns: (key) => kernel.handles().ledger.records().has(key),
     trigger,
-    expired: (hard) => metrics.expireEvents.inc({ kind: hard ? 'hard' : 'soft' }),
+    expired: (hard, sa) => {
+      metrics.expireEvents.inc({ kind: hard ? 'hard' : 'soft' });
+      const resource = kernel.handles().ledger.records().get(stateKey(sa.id))?.resource;
+      if (!hard && resource !== undefined) agentEvents.softExpired(resource, sa, caches.snapshot()?.resources ?? []);
+    },
   });
-  const worker = new NodeWorker({ nodeName, netns, resyncSeconds: options.resyncSeconds, logger, caches, kernel, drift, metrics, encapSockets, reporter });
+  const sequences = new SequenceWatch({
+    store: () => kernel.handles().ledger,
+    kernel: () => kernel.handles().tables,
+    threshold: SEQUENCE_REPORT_PACKETS,
+    persisted: (count) => metrics.sequenceMarks.inc(count),
+    failed: (what, error) => logger.warn(`sequence marks: ${what} failed`, { error: error instanceof Error ? error.message : String(error) }),
+  });
+  const worker = new NodeWorker({ nodeName, netns, resyncSeconds: options.resyncSeconds, logger, caches, kernel, drift, metrics, encapSockets, reporter, sequences, events: agentEvents });
 
   const health = new HealthServer({ address: options.metricsAddress, registry, logger });
   health.addReadinessCheck('caches-synced', () => caches.synced() || 'waiting for the first list of every resource');
@@ -135,6 +157,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     nodeStateReporter: reporter.runnable,
     caches: caches.runnable,
     kernelMonitor: kernelMonitorRunnable(netns, (event) => drift.observe(event)),
+    sequenceMonitor: sequenceMonitorRunnable(netns, (report) => sequences.observe(report)),
     workers: loopRunnable(
       'workers',
       (signal) => runWorkers(queue, 1, () => worker.reconcile(), { controller: 'agent', logger, hooks: operatorMetrics.reconcileHooks('agent'), signal }),
@@ -155,6 +178,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   } finally {
     // Also when the workers never started (a start failed): nothing may wait on the queue.
     queue.shutDown();
+    await recorder.flush();
   }
   logger.info('agent stopped; the kernel keeps its entries');
 }

@@ -20,7 +20,7 @@ export interface DriftWatchOptions {
   /** Called once per event that may be drift: enqueue a reconcile. */
   readonly trigger: () => void;
   /** An owned SA reached a lifetime limit. */
-  readonly expired?: (hard: boolean) => void;
+  readonly expired?: (hard: boolean, state: SecurityAssociation) => void;
   readonly now?: () => number;
 }
 
@@ -42,7 +42,7 @@ export class DriftWatch {
   observe(event: XfrmEvent): void {
     if (event.kind === 'state-expired') {
       if (this.options.owns(stateKey(event.state.id))) {
-        this.options.expired?.(event.hard);
+        this.options.expired?.(event.hard, event.state);
         if (event.hard) this.expiredStates.push(event.state);
       }
       if (!event.hard) return;

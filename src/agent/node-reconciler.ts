@@ -20,6 +20,7 @@ import { stateKey } from '../plan/identity.js';
 import { refusedEncapsulations } from './encap-sockets.js';
 import { exemptionOptOuts, withEncapExemptions } from './encap-exemptions.js';
 import type { ResourceReport } from '../crd/node-state.js';
+import type { SecurityAssociation } from '../xfrm/types.js';
 
 export interface NodeInputs {
   /** Every SecurityAssociation and IpsecPolicy in the cluster (the agent filters). */
@@ -47,6 +48,12 @@ export interface NodeReconcileResult {
   /** Whether the kernel matches everything that could be applied. */
   readonly converged: boolean;
   readonly plan: Plan;
+  /**
+   * The SAs every selected resource asks for, refused ones included, and whether every resource
+   * could be built (else some key is unknown): what the usage history's retention
+   * (../ownership/retention.ts) must keep.
+   */
+  readonly desiredKeys: { readonly states: readonly SecurityAssociation[]; readonly complete: boolean };
 }
 
 /** Bound on retries after kernel refusals: each round sets at least one resource aside. */
@@ -141,7 +148,15 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
     if (kind !== 'SecurityAssociation' && kind !== 'IpsecPolicy') continue;
     reports.push({ kind, name: rest.join('/'), state: 'Failed', reason: 'Deleting', message: 'entries of a resource this node no longer selects are being removed', entries });
   }
-  return { reports, applied, failures: refused, changes, converged, plan: lastPlan ?? { steps: [], conflicts: [], ledger: { set: [], remove: [] } } };
+  return {
+    reports,
+    applied,
+    failures: refused,
+    changes,
+    converged,
+    plan: lastPlan ?? { steps: [], conflicts: [], ledger: { set: [], remove: [] } },
+    desiredKeys: { states: built.tables.states.map((entry) => entry.entry), complete: built.errors.length === 0 },
+  };
 }
 
 function isSa(resource: IpsecResource): resource is Extract<IpsecResource, { kind: 'SecurityAssociation' }> {

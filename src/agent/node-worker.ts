@@ -2,7 +2,8 @@
  * One reconcile pass of the agent, the work-queue workers' job: from the caches to the kernel,
  * then the bookkeeping that one kernel dump after the pass serves (metrics, the encapsulation
  * sockets, the node state). Sequence marks are the engine's (../engine/sequence-rule.ts): it
- * persists them in the ledger from its own dumps.
+ * persists them in the ledger from its own dumps; between passes the kernel's reports do
+ * (./sequence-watch.ts), for the owned SAs of the last dump.
  *
  * Level-based, one key: every trigger enqueues `node`, and a pass reconciles the whole node.
  * A pass before every cache has synced does nothing and comes back later (fail static).
@@ -15,13 +16,16 @@ import { stateKey } from '../plan/identity.js';
 import { retiredUsage } from '../engine/sequence-rule.js';
 import { describeState } from '../plan/describe.js';
 import type { SecurityAssociation } from '../xfrm/types.js';
-import { reconcileNode, type NodeInputs } from './node-reconciler.js';
+import { reconcileNode, type NodeInputs, type NodeReconcileResult } from './node-reconciler.js';
 import type { AgentMetrics } from './agent-metrics.js';
 import type { AgentEncapSockets } from './encap-sockets.js';
 import type { NodeCaches } from './node-caches.js';
 import type { KernelAccess } from './kernel-access.js';
 import type { DriftWatch } from './drift-watch.js';
 import type { NodeStateReporter } from './node-state-reporter.js';
+import type { SequenceWatch } from './sequence-watch.js';
+import type { AgentEvents } from './agent-events.js';
+import { UsageRetention } from '../ownership/retention.js';
 
 /** The work queue's single key: the whole node is reconciled at once. */
 export const NODE_KEY = 'node';
@@ -40,14 +44,23 @@ export interface NodeWorkerParts {
   readonly metrics: AgentMetrics;
   readonly encapSockets: AgentEncapSockets;
   readonly reporter: Pick<NodeStateReporter, 'report'>;
+  /** Told the owned SAs of each pass's dump, whose AEVENTS reports become marks (./sequence-watch.ts). */
+  readonly sequences?: Pick<SequenceWatch, 'track'>;
+  /** Events on resources whose key this node will not install again (./agent-events.ts). */
+  readonly events?: Pick<AgentEvents, 'reports'>;
+  /** How long the usage history keeps an unused key (../ownership/retention.ts); default its USAGE_RETENTION_SECONDS. */
+  readonly usageRetentionSeconds?: number;
 }
 
 export class NodeWorker {
   /** Resources set aside as KernelDidNotKeep until they change (see NodeInputs.notKept). */
   private readonly notKept: NonNullable<NodeInputs['notKept']> = new Map();
   private lastSyncAt: Date | undefined;
+  private readonly retention: UsageRetention;
 
-  constructor(private readonly parts: NodeWorkerParts) {}
+  constructor(private readonly parts: NodeWorkerParts) {
+    this.retention = new UsageRetention(parts.usageRetentionSeconds);
+  }
 
   /** When the kernel last matched everything that could be applied (readiness, node state). */
   get lastSync(): Date | undefined {
@@ -103,9 +116,12 @@ export class NodeWorker {
     }
     metrics.resourcesFailed.set(result.reports.filter((report) => report.state === 'Failed').length);
     metrics.recordRekeyRequired(result.reports);
+    this.parts.events?.reports(result.reports, view.resources);
     // One dump after the reconcile serves the metrics and the node state.
     const observed = await tables.dump();
     this.recordTables(observed, ledger);
+    this.parts.sequences?.track(observed.states);
+    await this.forgetUnusedKeys(result.desiredKeys, observed, ledger);
     encapSockets.sync(observed.states, (sa) => ledger.records().get(stateKey(sa.id))?.resource);
     await this.parts.reporter.report({
       converged: result.converged,
@@ -118,6 +134,15 @@ export class NodeWorker {
       encapsulationSockets: encapSockets.reports(),
     });
     return { requeueAfter: this.parts.resyncSeconds * 1000 };
+  }
+
+  /** The usage history's retention: keys no desired SA and no kernel SA has used for long go. */
+  private async forgetUnusedKeys(desired: NodeReconcileResult['desiredKeys'], observed: ObservedTables, ledger: Ledger): Promise<void> {
+    const inUse = new Set([...desired.states, ...observed.states].map((sa) => ledger.usageKey(sa)));
+    const forget = this.retention.review({ entries: ledger.usageEntries().values(), inUse, complete: desired.complete, now: Math.floor(Date.now() / 1000) });
+    if (forget.length === 0) return;
+    await ledger.commit({ forget });
+    this.parts.logger.info('forgot the usage history of keys unused for longer than the retention', { keys: forget.length });
   }
 
   private recordTables(observed: ObservedTables, ledger: Ledger): void {

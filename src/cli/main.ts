@@ -10,8 +10,8 @@
 import { parseArgs } from 'node:util';
 import { UsageError, InputError } from './errors.js';
 // Each command's module is imported when that command runs: the Kubernetes client alone takes
-// about a second and 130 MB to load, and only `controller` and `agent` use it; `--help`
-// loads nothing.
+// about a second and 130 MB to load, and only `controller`, `agent` and `mesh` use it;
+// `--help` loads nothing.
 
 const USAGE = `Usage: ipsec-operator <command> [options]
 
@@ -24,6 +24,7 @@ Commands:
   hold-encap -f PATH...  Hold the UDP encapsulation sockets the manifests' ESP-in-UDP SAs receive on, until stopped.
   controller         Run the cluster controller (status, Events, finalizers; leader-elected).
   agent              Run the node agent (reconciles this node's XFRM tables).
+  mesh rotate NAME   Rotate the keys of every member of IpsecMesh NAME now (sets its ipsec.xfrm.io/rotate annotation).
 
 Options:
   -f, --filename PATH   Manifest file or directory (repeatable). SecurityAssociation, IpsecPolicy, Secret.
@@ -37,7 +38,7 @@ Options:
   --json                (monitor) One JSON object per line.
   --retry-seconds N     (hold-encap) Try ports held by other processes again this often. Default 10.
 
-Controller and agent options:
+Controller, agent and mesh options:
   --kubeconfig PATH        Default: $KUBECONFIG, in-cluster, then ~/.kube/config.
   --namespace NS           The operator's namespace (Secrets, Lease). Default: $POD_NAMESPACE.
   --metrics-address H:P    /healthz, /readyz, /metrics. Default :8080 (controller), :9090 (agent).
@@ -60,10 +61,11 @@ export async function main(argv: readonly string[]): Promise<number> {
     return command ? 0 : 2;
   }
   try {
-    const { values } = parseArgs({
+    const { values, positionals } = parseArgs({
       args: [...rest],
       strict: true,
-      allowPositionals: false,
+      // Only `mesh` takes operands (`mesh rotate NAME`).
+      allowPositionals: command === 'mesh',
       options: {
         filename: { type: 'string', short: 'f', multiple: true },
         netns: { type: 'string' },
@@ -132,6 +134,8 @@ export async function main(argv: readonly string[]): Promise<number> {
           resyncSeconds: values['resync-seconds'],
           perSaMetrics: values['per-sa-metrics'],
         });
+      case 'mesh':
+        return await (await import('./mesh.js')).runMesh({ args: positionals, kubeconfig: values.kubeconfig });
       default:
         throw new UsageError(`unknown command "${command}"`);
     }

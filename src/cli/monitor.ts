@@ -33,6 +33,11 @@ export function describeEvent(event: XfrmEvent): string {
       return `Acquire: ${event.protocol} ${event.source} -> ${event.destination} for ${describeSelector(event.selector)}`;
     case 'default-policy-changed':
       return `Default policy: in ${event.in} fwd ${event.forward} out ${event.out}`;
+    case 'sequence-reported': {
+      const { report } = event;
+      const state = report.replayState;
+      return `Sequence (${report.cause}): ${report.id.protocol} spi 0x${report.id.spi.toString(16).padStart(8, '0')} dst ${report.id.destination} oseq-hi ${state.outboundSequenceHigh} oseq ${state.outboundSequence} seq-hi ${state.inboundSequenceHigh} seq ${state.inboundSequence}`;
+    }
     case 'overrun':
       return `Events lost (${event.reason}${event.detail ? `: ${event.detail}` : ''}): resynchronise from a dump`;
   }

@@ -9,6 +9,9 @@
  * caches; a change to a Secret, a Node or an IpsecNodeState re-checks only the resources whose
  * verdict it can change (./cluster-index.ts works out which), and a status equal to the one
  * stored is not written, so a quiet cluster costs the API server nothing.
+ *
+ * IpsecMeshes (key `IpsecMesh/name`, ./mesh-controller.ts): status from the members' reports,
+ * and the rotation schedule agents act on.
  */
 import { Gauge, Registry } from 'prom-client';
 import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig, type V1Node, type V1Secret } from '@kubernetes/client-node';
@@ -30,6 +33,8 @@ import { API_GROUP, API_VERSION, type IpsecResource } from '../crd/types.js';
 import { reportedNode, type IpsecNodeState } from '../crd/node-state.js';
 import { judge, type Verdict } from './analysis.js';
 import { ClusterIndex, type SecretData } from './cluster-index.js';
+import { MESH_KEY_PREFIX, MeshMetrics, meshReconciler } from './mesh-controller.js';
+import type { IpsecMeshObject } from '../crd/mesh-contract.js';
 import { VERSION } from '../version.js';
 
 export const FINALIZER = 'ipsec.xfrm.io/kernel-cleanup';
@@ -93,6 +98,7 @@ export async function runController(options: ControllerOptions): Promise<void> {
       for (const verdict of termVerdicts.values()) if (!verdict.ready) this.inc({ kind: verdict.kind, reason: verdict.reason });
     },
   });
+  const meshMetrics = new MeshMetrics(registry);
   new Gauge({ name: 'ipsec_operator_build_info', help: 'Build information.', labelNames: ['version'], registers: [registry] }).set({ version: VERSION }, 1);
   leaderGauge.set(0);
 
@@ -150,8 +156,26 @@ export async function runController(options: ControllerOptions): Promise<void> {
     const nodeStates = resources.informer<IpsecNodeState>('ipsecnodestates', hooks('ipsecnodestates'));
     const secrets = new Informer<V1Secret>(coreListerWatcher(options.kubeConfig, 'secrets', { namespace: options.namespace }), { resource: 'secrets', ...hooks('secrets') });
     const nodes = new Informer<V1Node>(coreListerWatcher(options.kubeConfig, 'nodes'), { resource: 'nodes', ...hooks('nodes') });
-    const informers = [securityAssociations, policies, nodeStates, secrets, nodes];
+    const meshes = resources.informer<IpsecMeshObject>('ipsecmeshes', hooks('ipsecmeshes'));
+    const informers = [securityAssociations, policies, nodeStates, secrets, nodes, meshes];
     const queue = new WorkQueue({ name: 'controller', hooks: operatorMetrics.queueHooks('controller') });
+    const mesh = meshReconciler({
+      meshes,
+      nodes,
+      nodeStates,
+      statusWriter,
+      api,
+      events,
+      metrics: meshMetrics,
+      logger,
+      requeueAfter: (key, ms) => queue.addAfter(key, ms),
+    });
+    const meshKey = (object: IpsecMeshObject) => `${MESH_KEY_PREFIX}${object.metadata.name ?? ''}`;
+    meshes.addHandlers({
+      add: (object) => queue.add(meshKey(object)),
+      update: (_old, object) => queue.add(meshKey(object)),
+      delete: (object) => queue.add(meshKey(object)),
+    });
     const verdicts = new Map<string, Verdict & { kind: string }>();
     termVerdicts = verdicts;
     // The cluster as the verdicts need it, kept change by change (./cluster-index.ts): each
@@ -177,11 +201,11 @@ export async function runController(options: ControllerOptions): Promise<void> {
       update: (_old, node) => enqueueKeys(index.setNode(node.metadata?.name ?? '', node.metadata?.labels ?? {})),
       delete: (node) => enqueueKeys(index.setNode(node.metadata?.name ?? '', undefined)),
     });
-    nodeStates.addHandlers({
-      add: (state) => enqueueKeys(index.setNodeState(state.metadata?.name ?? '', reportedNode(state), state.status?.resources ?? [])),
-      update: (_old, state) => enqueueKeys(index.setNodeState(state.metadata?.name ?? '', reportedNode(state), state.status?.resources ?? [])),
-      delete: (state) => enqueueKeys(index.setNodeState(state.metadata?.name ?? '', reportedNode(state), undefined)),
-    });
+    // Membership and reports of every mesh may change with any Node or IpsecNodeState (meshes
+    // are few; a reconcile that changes nothing writes nothing).
+    const meshHandlers = { add: () => enqueueKeys(mesh.allKeys()), update: () => enqueueKeys(mesh.allKeys()), delete: () => enqueueKeys(mesh.allKeys()) };
+    nodes.addHandlers(meshHandlers);
+    nodeStates.addHandlers(meshHandlers);
     health.addReadinessCheck('caches-synced', () => informers.every((informer) => informer.hasSynced()) || 'waiting for the first list of every resource');
 
     const patchFinalizers = async (object: Stored, finalizers: string[]) => {
@@ -215,6 +239,7 @@ export async function runController(options: ControllerOptions): Promise<void> {
     };
 
     const reconcile = async (key: string): Promise<void> => {
+      if (key.startsWith(MESH_KEY_PREFIX)) return mesh.reconcile(key.slice(MESH_KEY_PREFIX.length));
       const [kind, name = ''] = key.split('/') as [IpsecResource['kind'], string];
       const informer = kind === 'SecurityAssociation' ? securityAssociations : policies;
       const object = informer.get(name);

@@ -149,8 +149,20 @@ const nodeSummary: Schema = obj('How one member stands.', {
   peers: int('Peers this node sends to and receives from over the current generations.', 0, 1_000_000),
   expectedPeers: int('Members it should have SAs with.', 0, 1_000_000),
   rotating: bool('Whether the node has a rotation under way.'),
-  lastRotationTime: str('When its last rotation completed.', { format: 'date-time' }),
+  lastRotationTime: str('When its last requested rotation completed.', { format: 'date-time' }),
+  reason: str('CamelCase, when the node does not take part: AgentMissing (no report from its agent yet), or the reason its agent gives (e.g. NoAddress).', { maxLength: 1024 }),
 }, { required: ['name'] });
+
+const round: Schema = obj(
+  'A mesh-wide rotation under way (status.keyGeneration counts them): every member gets one request in it, at most rotation.maxConcurrent at once.',
+  {
+    keyGeneration: int('The keyGeneration this rotation makes.', 1, Number.MAX_SAFE_INTEGER),
+    reason: oneOf('Interval or Manual.', ['Interval', 'Manual']),
+    startedAt: str('When it started.', { format: 'date-time' }),
+    pending: list('Members not yet asked.', str('Node name.', { maxLength: 253 }), { maxItems: 5000, 'x-kubernetes-list-type': 'atomic' }),
+  },
+  { required: ['keyGeneration', 'reason', 'startedAt'] },
+);
 
 export const ipsecMeshStatus: Schema = obj('What the controller reports for the mesh, from the members\' IpsecNodeStates.', {
   observedGeneration: int('Generation last processed.', 0, Number.MAX_SAFE_INTEGER),
@@ -163,6 +175,23 @@ export const ipsecMeshStatus: Schema = obj('What the controller reports for the 
     rotating: int('Nodes rotating now.', 0, 1_000_000),
   }),
   nodes: list('Per member.', nodeSummary, { 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'], maxItems: 5000 }),
+  rotationRequests: list(
+    'Rotations the controller asks nodes to make now (src/crd/mesh-contract.ts): the node\'s agent makes a new key generation for a requestId it has not acted on and reports progress in its IpsecNodeState status.meshes[].rotation; the controller drops the request once the node reports Done.',
+    obj(
+      'One rotation of one node.',
+      {
+        node: str('Node name.', { maxLength: 253 }),
+        requestId: str('Unique per request; an agent acts on each requestId once, across restarts.', { minLength: 1, maxLength: 128 }),
+        reason: oneOf('Why: the interval elapsed, a person asked (the rotate annotation or the CLI), or an SA of the node reached a soft limit.', ['Interval', 'Manual', 'SoftLimit']),
+        requestedAt: str('When the controller asked.', { format: 'date-time' }),
+      },
+      { required: ['node', 'requestId', 'reason', 'requestedAt'] },
+    ),
+    { 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['node'], maxItems: 1000 },
+  ),
+  round,
+  requestSerial: int('Rotation requests issued so far (the serial in each requestId, so that none is reused).', 0, Number.MAX_SAFE_INTEGER),
+  rotateAnnotationHandled: bool('The controller acted on the ipsec.xfrm.io/rotate annotation and is removing it: a controller restarted in between does not act on it twice.'),
 });
 
 /** The CRD object, as renderCrds() lists it. */

@@ -12,7 +12,8 @@ import { errnoDescription } from '../netlink/errno.js';
 import { isNotFound } from '../netlink/error.js';
 import type { KernelChange, KernelOutcome } from '../apply/applier.js';
 import type { KernelTables } from './converge.js';
-import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
+import type { SecurityAssociation, SecurityPolicy, StateId } from '../xfrm/types.js';
+import type { SequenceReport } from '../xfrm/aevent-codec.js';
 
 export interface OpenKernelTables extends KernelTables {
   /** Port id of the socket the changes go out on (events caused by them carry it). */
@@ -23,6 +24,10 @@ export interface OpenKernelTables extends KernelTables {
   readonly skipped: () => number;
   /** The boot and network namespace these tables belong to (what the ownership ledger describes). */
   readonly scope: LedgerScope;
+  /** An SA's replay state and thresholds (XFRM_MSG_GETAE); undefined when there is no such SA. */
+  readSequence(id: StateId): Promise<SequenceReport | undefined>;
+  /** Sets an SA's replay threshold (XFRM_MSG_NEWAE), for SAs created before NEWSA carried one. */
+  setReplayThreshold(id: StateId, packets: number): Promise<void>;
   close(): void;
 }
 
@@ -76,6 +81,8 @@ export async function openKernelTables(netns: string | undefined): Promise<OpenK
             },
       );
     },
+    readSequence: (id) => absentIfNotFound(client.getSequenceReport(id)),
+    setReplayThreshold: (id, packets) => client.setReplayThreshold(id, packets),
     close: () => client.close(),
   };
 }

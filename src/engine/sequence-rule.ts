@@ -29,6 +29,7 @@ import type { KeyUsage, UsageView } from '../ownership/usage.js';
 import { provesOwnership, type OwnershipView } from '../ownership/settle.js';
 import { recordIncarnation, recordIntents } from '../ownership/records.js';
 import type { SecurityAssociation } from '../xfrm/types.js';
+import { SEQUENCE_REPORT_PACKETS } from '../xfrm/messages.js';
 
 /** Smallest skip past a mark: covers a rate measured low over a short interval. */
 export const RESUME_FLOOR = 1n << 20n;
@@ -40,8 +41,11 @@ export const RATE_SAFETY = 4;
  * bound, not a guess. A legacy 32-bit counter thus allows about 4 minutes of unmeasured gap.
  */
 export const CEILING_RATE = 1 << 24;
-/** A mark is written again when the counter moved this far past it (not per packet). */
-export const PERSIST_STEP = 1n << 16n;
+/**
+ * A mark is written again when the counter moved this far past it (not per packet): the replay
+ * threshold every SA is created with, so the kernel's report at each crossing is a mark due.
+ */
+export const PERSIST_STEP = BigInt(SEQUENCE_REPORT_PACKETS);
 /** ...or when it is this old (seconds): an idle SA's mark stays fresh, so its margin stays small. */
 export const PERSIST_INTERVAL_SECONDS = 60;
 

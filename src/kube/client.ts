@@ -77,13 +77,14 @@ function loadFiles(kubeConfig: KubeConfig, files: string[]): void {
   }
 }
 
-export const IPSEC_PLURALS = ['securityassociations', 'ipsecpolicies', 'ipsecnodestates'] as const;
+export const IPSEC_PLURALS = ['securityassociations', 'ipsecpolicies', 'ipsecnodestates', 'ipsecmeshes'] as const;
 export type IpsecPlural = (typeof IPSEC_PLURALS)[number];
 
 export const IPSEC_KINDS: Readonly<Record<IpsecPlural, string>> = {
   securityassociations: 'SecurityAssociation',
   ipsecpolicies: 'IpsecPolicy',
   ipsecnodestates: 'IpsecNodeState',
+  ipsecmeshes: 'IpsecMesh',
 };
 
 /** `/apis/ipsec.xfrm.io/v1alpha1/<plural>`: the collection (list and watch). */

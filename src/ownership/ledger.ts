@@ -24,7 +24,9 @@
  * Formats (versioned, so a future layout is migrated instead of misread):
  *   snapshot: { "formatVersion": 3, "salt": hex, "scope": {bootId, netns}, "generation": n, "records": [...], "usage": [...] }
  *   journal:  a header line {"generation": n}, then lines `JSON<TAB>sha256-prefix`, each
- *             `{"set"?: [records], "remove"?: [keys], "usage"?: [usage entries, upserted by key]}`
+ *             `{"set"?: [records], "remove"?: [keys], "usage"?: [usage entries, upserted by key],
+ *             "forget"?: [usage keys]}` (forget: the retention of ./retention.ts passed; a
+ *             reader that ignores it only remembers more)
  * A format-2 ledger (the same without usage) is migrated with an empty history: an SA its
  * records prove gets its first mark from the next dump, and one that is gone by then cannot be
  * installed again with the same key (../engine/sequence-rule.ts: installed before, no mark).
@@ -79,13 +81,19 @@ interface JournalLine {
   readonly set?: readonly OwnershipRecord[];
   readonly remove?: readonly string[];
   readonly usage?: readonly Record<string, unknown>[];
+  readonly forget?: readonly string[];
 }
 
-/** A change to the ledger: records set and removed, key usage entries upserted (never removed). */
+/**
+ * A change to the ledger: records set and removed, key usage entries upserted, and usage
+ * entries forgotten (only past their retention, ./retention.ts; a key upserted by the same
+ * commit is kept).
+ */
 export interface LedgerCommit {
   readonly set?: readonly OwnershipRecord[];
   readonly remove?: readonly string[];
   readonly usage?: readonly KeyUsage[];
+  readonly forget?: readonly string[];
 }
 
 /** Where the ledger of a namespace lives under a state directory. */
@@ -114,6 +122,7 @@ export class Ledger implements OwnershipView, UsageView {
   #journalLines = 0;
   #broken: string | undefined;
   #closed = false;
+  #serial: Promise<unknown> = Promise.resolve();
   /** Records of another boot or namespace that were set aside when this ledger was opened. */
   readonly setAside: number;
 
@@ -218,28 +227,64 @@ export class Ledger implements OwnershipView, UsageView {
     return this.#usage;
   }
 
-  /** Applies record changes and makes them durable before returning; on failure nothing changes. */
-  async commit(changes: LedgerCommit): Promise<void> {
+  /**
+   * Applies record changes and makes them durable before returning; on failure nothing changes.
+   * Commits run one at a time, in call order: the agent's reconcile and its sequence reports
+   * (../agent/sequence-watch.ts) commit independently, and two appends must never interleave.
+   */
+  commit(changes: LedgerCommit): Promise<void> {
+    return this.#exclusive(() => this.#commitNow(changes));
+  }
+
+  /**
+   * Raises the marks of live keys, as one commit: an entry is written only when the history has
+   * no entry for its key yet, or a live one with a lower mark. A key retired meanwhile (NeedsRekey,
+   * Expired) stays retired and a higher mark written meanwhile stays: the check and the write are
+   * one step among the serialised commits. Returns how many marks were written.
+   */
+  raiseMarks(marks: readonly KeyUsage[]): Promise<number> {
+    return this.#exclusive(async () => {
+      const raised = marks.filter((mark) => {
+        const current = this.#usage.get(mark.key);
+        return mark.state === 'live' && (current === undefined || (current.state === 'live' && current.mark < mark.mark));
+      });
+      await this.#commitNow({ usage: raised });
+      return raised.length;
+    });
+  }
+
+  #exclusive<T>(run: () => Promise<T>): Promise<T> {
+    const result = this.#serial.then(run);
+    this.#serial = result.catch(() => undefined);
+    return result;
+  }
+
+  async #commitNow(changes: LedgerCommit): Promise<void> {
     if (this.#closed) throw new LedgerError('ledger is closed', { code: 'CLOSED' });
     if (this.#broken) throw new LedgerError(this.#broken, { code: 'EIO' });
     const set = changes.set ?? [];
     const remove = changes.remove ?? [];
     const usage = changes.usage ?? [];
-    if (set.length === 0 && remove.length === 0 && usage.length === 0) return;
+    const forget = (changes.forget ?? []).filter((key) => this.#usage.has(key));
+    if (set.length === 0 && remove.length === 0 && usage.length === 0 && forget.length === 0) return;
     const line: JournalLine = {
       ...(set.length > 0 ? { set } : {}),
       ...(remove.length > 0 ? { remove } : {}),
+      ...(forget.length > 0 ? { forget } : {}),
       ...(usage.length > 0 ? { usage: usage.map(usageToJson) } : {}),
     };
     await this.#append(line);
     for (const key of remove) this.#records.delete(key);
     for (const record of set) this.#records.set(record.key, record);
+    for (const key of forget) this.#usage.delete(key);
     for (const entry of usage) this.#usage.set(entry.key, entry);
     if (this.#journalLines >= this.#compactAfterLines) await this.#compact().catch(() => undefined); // the journal stays valid
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
+    // A commit in flight is not waited for: a process that stops mid-commit is the crash the
+    // journal is built for (a later commit fails with CLOSED).
     this.#closed = true;
     await this.#journal?.close().catch(() => undefined);
     await this.#lock.release();
@@ -366,6 +411,7 @@ async function readLedger(path: string, scope: LedgerScope | undefined): Promise
   for (const line of journal.lines) {
     for (const key of line.remove) records.delete(key);
     for (const record of line.set) records.set(record.key, record);
+    for (const key of line.forget) usage.delete(key);
     for (const entry of line.usage) usage.set(entry.key, entry);
   }
   if (scope && !sameScope(snapshot.scope, scope)) {
@@ -381,7 +427,7 @@ async function readJournal(
   path: string,
   generation: number,
   damaged: (why: string) => Error,
-): Promise<{ lines: { set: OwnershipRecord[]; remove: string[]; usage: KeyUsage[] }[]; bytes: number; stale: boolean }> {
+): Promise<{ lines: { set: OwnershipRecord[]; remove: string[]; usage: KeyUsage[]; forget: string[] }[]; bytes: number; stale: boolean }> {
   const text = await readText(path);
   if (text === undefined) return { lines: [], bytes: 0, stale: true };
   const newline = text.indexOf('\n');
@@ -394,7 +440,7 @@ async function readJournal(
   }
   if (header.generation === generation - 1) return { lines: [], bytes: 0, stale: true }; // already folded in
   if (header.generation !== generation) throw damaged(`has a journal of generation ${String(header.generation).slice(0, 20)} beside snapshot generation ${generation}`);
-  const lines: { set: OwnershipRecord[]; remove: string[]; usage: KeyUsage[] }[] = [];
+  const lines: { set: OwnershipRecord[]; remove: string[]; usage: KeyUsage[]; forget: string[] }[] = [];
   let offset = newline + 1;
   let position = 0;
   while (offset < text.length) {
@@ -408,15 +454,17 @@ async function readJournal(
       if (end < 0 || end === text.length - 1) break;
       throw damaged(`has a damaged journal line ${position + 1}`);
     }
-    let line: { set?: unknown; remove?: unknown; usage?: unknown };
+    let line: { set?: unknown; remove?: unknown; usage?: unknown; forget?: unknown };
     try {
-      line = JSON.parse(body) as { set?: unknown; remove?: unknown; usage?: unknown };
+      line = JSON.parse(body) as { set?: unknown; remove?: unknown; usage?: unknown; forget?: unknown };
     } catch {
       throw damaged(`has a journal line ${position + 1} that is not JSON`);
     }
     const remove = line.remove ?? [];
     if (!Array.isArray(remove) || !remove.every((key) => typeof key === 'string')) throw damaged(`has a journal line ${position + 1} with invalid removals`);
-    lines.push({ set: [...parseRecords(line.set ?? [], damaged).values()], remove, usage: [...parseUsageList(line.usage ?? [], damaged).values()] });
+    const forget = line.forget ?? [];
+    if (!Array.isArray(forget) || !forget.every((key) => typeof key === 'string')) throw damaged(`has a journal line ${position + 1} with invalid forgotten keys`);
+    lines.push({ set: [...parseRecords(line.set ?? [], damaged).values()], remove, usage: [...parseUsageList(line.usage ?? [], damaged).values()], forget });
     offset = end + 1;
     position += 1;
   }

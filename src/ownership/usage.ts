@@ -8,7 +8,8 @@
  * all of that: AES-GCM in ESP derives each packet's nonce from its sequence number (seqiv), so
  * the same key installed again with its counter back at 0 repeats nonces — after a flush, after
  * a reboot (the kernel forgets, a hand-written key does not change), after the kernel removed
- * the SA at its hard lifetime. So the history is never set aside and never pruned with records.
+ * the SA at its hard lifetime. So the history is never set aside and never pruned with records;
+ * only its retention (./retention.ts) forgets keys nobody has used for a long time.
  *
  * A key is named by a salted hash of (family, daddr, SPI, protocol, algorithms with their key
  * bytes): the ledger never holds key material, and the per-ledger salt keeps equal keys on two

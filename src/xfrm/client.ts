@@ -24,6 +24,9 @@ import {
   getStateRequest,
   newPolicyRequest,
   newStateRequest,
+  getSequenceReportRequest,
+  setReplayThresholdRequest,
+  parseSequenceReport,
   parsePolicyMessage,
   parseSadInfo,
   parseSpdInfo,
@@ -37,6 +40,7 @@ import {
 } from './messages.js';
 import { describePolicyId } from './policy-codec.js';
 import { describeStateId } from './state-codec.js';
+import type { SequenceReport } from './aevent-codec.js';
 import type { PolicyId, PolicyType, SadInfo, SecurityAssociation, SecurityPolicy, SpdInfo, StateId, XfrmProtocol } from './types.js';
 import { XfrmError } from './xfrm-error.js';
 
@@ -147,6 +151,17 @@ export class XfrmClient {
    */
   async updateState(sa: SecurityAssociation): Promise<void> {
     await this.#ack(this.#build(`XFRM_MSG_UPDSA ${describeStateId(sa.id)}`, () => updateStateRequest(sa)));
+  }
+
+  /** An SA's replay state, counters and thresholds (XFRM_MSG_GETAE). Rejects with ESRCH when there is no such SA. */
+  async getSequenceReport(id: StateId): Promise<SequenceReport> {
+    const request = this.#build(`XFRM_MSG_GETAE ${describeStateId(id)}`, () => getSequenceReportRequest(id));
+    return this.#single(request, parseSequenceReport);
+  }
+
+  /** Sets an SA's replay threshold: how far its counter moves between two reports on XFRMNLGRP_AEVENTS. */
+  async setReplayThreshold(id: StateId, packets: number): Promise<void> {
+    await this.#ack(this.#build(`XFRM_MSG_NEWAE ${describeStateId(id)}`, () => setReplayThresholdRequest(id, packets)));
   }
 
   /** `ip xfrm state delete ID`. Rejects with ESRCH (isNotFound) when there is no such SA. */

@@ -6,7 +6,7 @@
  * tell its own changes (origin.portId === its request socket's portId) from everyone else's.
  * Groups: XFRMNLGRP_SA (NEWSA/UPDSA/DELSA/FLUSHSA), XFRMNLGRP_POLICY (NEWPOLICY/UPDPOLICY/
  * DELPOLICY/FLUSHPOLICY, and GETDEFAULT when the default policy changes), XFRMNLGRP_EXPIRE
- * (EXPIRE, POLEXPIRE), XFRMNLGRP_ACQUIRE (ACQUIRE).
+ * (EXPIRE, POLEXPIRE), XFRMNLGRP_ACQUIRE (ACQUIRE), XFRMNLGRP_AEVENTS (NEWAE, ./aevent-codec.ts).
  */
 import { AttributeDecoder } from '../netlink/attributes.js';
 import { NetlinkCodecError, UnsupportedEntryError } from '../netlink/codec-error.js';
@@ -30,6 +30,7 @@ import { decodePolicyFrom, policyDirection } from './policy-codec.js';
 import { decodeStateFrom } from './state-codec.js';
 import type { PolicyType, SecurityAssociation, SecurityPolicy, Selector, XfrmProtocol } from './types.js';
 import { decodeSelector } from './selector.js';
+import { decodeSequenceReport, type SequenceReport } from './aevent-codec.js';
 
 /** Who caused a change: the requester's netlink port id and request sequence (0/0: the kernel). */
 export interface EventOrigin {
@@ -75,6 +76,8 @@ export type XfrmEvent =
       readonly out: DefaultPolicyAction;
       readonly origin: EventOrigin;
     }
+  /** XFRM_MSG_NEWAE (group AEVENTS): an SA's replay state, at a threshold crossing or on its timer. */
+  | { readonly kind: 'sequence-reported'; readonly report: SequenceReport; readonly origin: EventOrigin }
   /**
    * Events were lost (the receive buffer overflowed: ENOBUFS) or one could not be decoded: the
    * listener's picture may be stale. Resynchronise from a dump.
@@ -111,7 +114,7 @@ function policyWithInfoAttribute(message: NetlinkMessage, where: string): Securi
 
 /**
  * Decodes one notification. Returns undefined for messages that are not XFRM events this
- * union describes (AEVENTS, REPORT, MIGRATE, MAPPING) and for well-formed entries outside the
+ * union describes (REPORT, MIGRATE, MAPPING) and for well-formed entries outside the
  * model (per-socket policies, Mobile IPv6 SAs). Throws NetlinkCodecError for garbled ones.
  */
 export function decodeEvent(message: NetlinkMessage): XfrmEvent | undefined {
@@ -180,6 +183,8 @@ export function decodeEvent(message: NetlinkMessage): XfrmEvent | undefined {
           origin,
         };
       }
+      case K.XFRM_MSG_NEWAE:
+        return { kind: 'sequence-reported', report: decodeSequenceReport(message.payload, where), origin };
       case K.XFRM_MSG_GETDEFAULT: {
         if (message.payload.length < xfrm_userpolicy_default.size) {
           throw new NetlinkCodecError(where, `${message.payload.length}-byte payload, struct xfrm_userpolicy_default needs 3`);

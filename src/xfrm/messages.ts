@@ -14,6 +14,17 @@ import { POLICY_TYPE, PROTOCOL } from './enums.js';
 import { describePolicyId, encodePolicy, encodePolicyId, decodePolicy } from './policy-codec.js';
 import { describeStateId, encodeState, encodeStateId, decodeState } from './state-codec.js';
 import type { PolicyId, PolicyType, SadInfo, SecurityAssociation, SecurityPolicy, SpdInfo, StateId, XfrmProtocol } from './types.js';
+import { decodeSequenceReport, encodeReplayThreshold, encodeSequenceQuery, replayThresholdAttribute, type SequenceReport } from './aevent-codec.js';
+import { NLM_F_REPLACE } from '../netlink/constants.js';
+
+/**
+ * The replay threshold every SA is created with (XFRMA_REPLAY_THRESH): while the agent listens
+ * on XFRMNLGRP_AEVENTS, the kernel reports an SA's counter each time it moved this far (and on
+ * the SA's event timer), instead of every other packet (the sysctl default, 2). It equals the
+ * step at which a sequence mark is persisted (../engine/sequence-rule.ts PERSIST_STEP), so a
+ * report at a threshold crossing is a mark due to be written.
+ */
+export const SEQUENCE_REPORT_PACKETS = 1 << 16;
 
 /** A request body with its message type, ready for the connection to frame and send. */
 export interface XfrmRequest {
@@ -33,15 +44,38 @@ function request(type: number, body: Buffer, subject: string, extra: Partial<Pic
   return extra.replyType === undefined ? base : { ...base, replyType: extra.replyType };
 }
 
-/** NEWSA and UPDSA share one builder: only the message type differs. */
+/**
+ * NEWSA and UPDSA share one builder: only the message type differs. Both carry the replay
+ * threshold SEQUENCE_REPORT_PACKETS (an UPDSA of a live SA ignores it, like the keys).
+ */
 function stateRequest(type: number, sa: SecurityAssociation): XfrmRequest {
   const subject = describeStateId(sa.id);
-  return request(type, encodeState(sa, `${K.xfrmMessageName(type)} ${subject}`), subject);
+  const where = `${K.xfrmMessageName(type)} ${subject}`;
+  return request(type, Buffer.concat([encodeState(sa, where), replayThresholdAttribute(SEQUENCE_REPORT_PACKETS, where)]), subject);
 }
 
 /** `ip xfrm state add ...` */
 export function newStateRequest(sa: SecurityAssociation): XfrmRequest {
   return stateRequest(K.XFRM_MSG_NEWSA, sa);
+}
+
+/** `ip xfrm state get ID` for the replay state and thresholds only (XFRM_MSG_GETAE; the answer is a NEWAE). */
+export function getSequenceReportRequest(id: StateId): XfrmRequest {
+  const subject = describeStateId(id);
+  return request(K.XFRM_MSG_GETAE, encodeSequenceQuery(id, `XFRM_MSG_GETAE ${subject}`), subject, { replyType: K.XFRM_MSG_NEWAE });
+}
+
+/** Sets one SA's replay threshold (XFRM_MSG_NEWAE; the kernel insists on NLM_F_REPLACE). */
+export function setReplayThresholdRequest(id: StateId, packets: number): XfrmRequest {
+  const subject = describeStateId(id);
+  return request(K.XFRM_MSG_NEWAE, encodeReplayThreshold(id, packets, `XFRM_MSG_NEWAE ${subject}`), subject, { flags: NLM_F_REPLACE });
+}
+
+/** A sequence report from a NEWAE (the answer to a GETAE, or a notification). */
+export function parseSequenceReport(message: NetlinkMessage): SequenceReport {
+  const where = `${K.xfrmMessageName(message.type)} (seq ${message.sequence})`;
+  expectType(message, [K.XFRM_MSG_NEWAE], where);
+  return decodeSequenceReport(message.payload, where);
 }
 
 /** `ip xfrm state update ...` (the kernel changes only lifetimes, encap ports, care-of address, output mark and if_id of a live SA). */

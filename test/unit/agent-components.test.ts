@@ -26,7 +26,7 @@ function recorder(name: string, journal: string[], behaviour: { start?: (signal:
   };
 }
 
-const ROLES = ['kernel', 'healthServer', 'encapSockets', 'nodeStateReporter', 'caches', 'kernelMonitor', 'workers'] as const satisfies readonly (keyof AgentComponents)[];
+const ROLES = ['kernel', 'healthServer', 'encapSockets', 'nodeStateReporter', 'caches', 'kernelMonitor', 'sequenceMonitor', 'workers'] as const satisfies readonly (keyof AgentComponents)[];
 
 function components(journal: string[], overrides: Partial<AgentComponents> = {}): AgentComponents {
   const built = Object.fromEntries(ROLES.map((role) => [role, recorder(role, journal)])) as unknown as AgentComponents;

@@ -148,12 +148,12 @@ describe('RBAC (least privilege)', () => {
     for (const name of ['ipsec-operator-controller', 'ipsec-operator-agent']) only(objects, 'ServiceAccount', name);
   });
 
-  it('gives the controller exactly: reads, finalizers and status of SAs and policies, Events; Secrets and its Lease in its namespace', () => {
+  it('gives the controller exactly: reads, finalizers and status of SAs and policies, the rotate annotation and status of meshes, Events; Secrets and its Lease in its namespace', () => {
     expect(permissionsOf(objects, NS, 'ipsec-operator-controller')).toEqual(
       permissionTable({
         cluster: {
-          'ipsec.xfrm.io/securityassociations,ipsecpolicies': 'get,list,watch,update,patch',
-          'ipsec.xfrm.io/ipsecnodestates,ipsecmeshes': 'get,list,watch',
+          'ipsec.xfrm.io/securityassociations,ipsecpolicies,ipsecmeshes': 'get,list,watch,update,patch',
+          'ipsec.xfrm.io/ipsecnodestates': 'get,list,watch',
           'ipsec.xfrm.io/securityassociations,ipsecpolicies,ipsecmeshes/status': 'update,patch',
           'core/nodes': 'get,list,watch',
           'core/events': 'create,patch',

@@ -222,6 +222,19 @@ export const UDP_ENCAP_ESPINUDP_NON_IKE = 1;
 export const UDP_ENCAP_ESPINUDP = 2;
 export const TCP_ENCAP_ESPINTCP = 7;
 
+/**
+ * struct xfrm_aevent_id.flags (enum xfrm_ae_ftype_t): in a GETAE request, which thresholds the
+ * reply reports (RTHR, ETHR); in a NEWAE the kernel sends, why it sent it (CR: the counter moved
+ * by the replay threshold; CE: the event timer fired; CU: someone set the values with NEWAE).
+ */
+export const XFRM_AE_RTHR = 1;
+export const XFRM_AE_RVAL = 2;
+export const XFRM_AE_LVAL = 4;
+export const XFRM_AE_ETHR = 8;
+export const XFRM_AE_CR = 16;
+export const XFRM_AE_CE = 32;
+export const XFRM_AE_CU = 64;
+
 /** XFRMA_REPLAY_ESN_MAX: the largest replay window, in packets. */
 export const XFRMA_REPLAY_ESN_MAX = 4096;
 /** The legacy replay state is a 32-bit bitmap (struct xfrm_replay_state.bitmap). */

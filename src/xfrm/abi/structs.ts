@@ -294,6 +294,18 @@ export const xfrmu_spdhinfo = struct('xfrmu_spdhinfo', 8, {
   spdhmcnt: at(4, u32),
 });
 
+/**
+ * struct xfrm_aevent_id {
+ *   struct xfrm_usersa_id sa_id; xfrm_address_t saddr; __u32 flags; __u32 reqid;
+ * };   // XFRM_MSG_NEWAE / XFRM_MSG_GETAE
+ */
+export const xfrm_aevent_id = struct('xfrm_aevent_id', 48, {
+  sa_id: at(0, xfrm_usersa_id),
+  saddr: at(24, xfrm_address_t),
+  flags: at(40, u32),
+  reqid: at(44, u32),
+});
+
 /** struct xfrm_userpolicy_default { __u8 in, fwd, out; }; (XFRM_MSG_GETDEFAULT) */
 export const xfrm_userpolicy_default = struct('xfrm_userpolicy_default', 3, {
   in: at(0, u8),
@@ -330,6 +342,7 @@ export const XFRM_LAYOUTS = [
   xfrmu_spdinfo,
   xfrmu_spdhinfo,
   xfrm_userpolicy_default,
+  xfrm_aevent_id,
 ] as const;
 
 export type RawSelector = ReturnType<typeof xfrm_selector.zero>;

@@ -33,6 +33,7 @@ import {
   containerdConfig,
   cniConfig,
   ctr,
+  asNodeDaemon,
   guestKubeconfig,
   kubeletCommand,
   kubeletConfig,
@@ -125,7 +126,7 @@ export async function startNodeCluster(options: StartNodeClusterOptions = {}): P
     writeGuestFiles(params, readFileSync(controlPlane.kubeconfigPath, 'utf8'));
     await vm.sh(prepareScript(params), { timeoutMs: 180_000 });
 
-    const relay = await vm.spawn(['node', RELAY, '--listen', `${NODE_NET.serviceIp}:443`, '--to', `${NODE_NET.hostFromGuest}:${controlPlane.port}`]);
+    const relay = await vm.spawn(asNodeDaemon(['node', RELAY, '--listen', `${NODE_NET.serviceIp}:443`, '--to', `${NODE_NET.hostFromGuest}:${controlPlane.port}`]));
     const containerd = await vm.spawn(containerdCommand(params));
     const daemons = { relay, containerd } as Record<string, { id: string }>;
     await waitGuest(vm, 'containerd to answer', ctr('version').join(' '), 120_000);
