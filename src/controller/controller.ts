@@ -201,6 +201,11 @@ export async function runController(options: ControllerOptions): Promise<void> {
       update: (_old, node) => enqueueKeys(index.setNode(node.metadata?.name ?? '', node.metadata?.labels ?? {})),
       delete: (node) => enqueueKeys(index.setNode(node.metadata?.name ?? '', undefined)),
     });
+    nodeStates.addHandlers({
+      add: (state) => enqueueKeys(index.setNodeState(state.metadata?.name ?? '', reportedNode(state), state.status?.resources ?? [])),
+      update: (_old, state) => enqueueKeys(index.setNodeState(state.metadata?.name ?? '', reportedNode(state), state.status?.resources ?? [])),
+      delete: (state) => enqueueKeys(index.setNodeState(state.metadata?.name ?? '', reportedNode(state), undefined)),
+    });
     // Membership and reports of every mesh may change with any Node or IpsecNodeState (meshes
     // are few; a reconcile that changes nothing writes nothing).
     const meshHandlers = { add: () => enqueueKeys(mesh.allKeys()), update: () => enqueueKeys(mesh.allKeys()), delete: () => enqueueKeys(mesh.allKeys()) };
