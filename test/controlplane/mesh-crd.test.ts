@@ -29,6 +29,14 @@ beforeAll(async () => {
 }, 120_000);
 
 describe('IpsecMesh on the API server', () => {
+  it('accepts examples/mesh as it is', async () => {
+    const result = await kubectl(['create', '--dry-run=server', '-o', 'json', '-f', join(REPO_ROOT, 'examples/mesh/mesh.yaml')], { kubeconfig });
+    expect(result.code, `${result.stdout}${result.stderr}`).toBe(0);
+    const object = JSON.parse(result.stdout) as { spec: { failClosed: boolean; exemptions: unknown[]; rotation: { interval: string } } };
+    expect(object.spec).toMatchObject({ failClosed: true, rotation: { interval: '24h' } });
+    expect(object.spec.exemptions).toHaveLength(2);
+  });
+
   it('accepts an empty spec and fills in every default', async () => {
     const result = await dryRun('defaults', '{}');
     expect(result.code, result.out).toBe(0);
