@@ -8,20 +8,7 @@ import { parseAcknowledgement, parseDone } from '../../src/netlink/ack.js';
 import { NetlinkCodecError } from '../../src/netlink/codec-error.js';
 import { NetlinkError, NetlinkTimeoutError, isExists, isNotFound } from '../../src/netlink/error.js';
 import type { NetlinkMessage } from '../../src/netlink/message.js';
-
-function tlv(type: number, payload: Buffer): Buffer {
-  const out = Buffer.alloc(Math.ceil((4 + payload.length) / 4) * 4);
-  out.writeUInt16LE(4 + payload.length, 0);
-  out.writeUInt16LE(type, 2);
-  payload.copy(out, 4);
-  return out;
-}
-
-function u32(value: number): Buffer {
-  const out = Buffer.alloc(4);
-  out.writeUInt32LE(value);
-  return out;
-}
+import { attribute as tlv, u32 } from './fixtures/netlink-bytes.js';
 
 /** struct nlmsgerr: int error, then the request's nlmsghdr. */
 function nlmsgerr(errno: number, requestLength: number, requestType: number, requestSeq: number): Buffer {

@@ -16,20 +16,7 @@ import { makeState } from '../../src/xfrm/defaults.js';
 import { decodeEvent } from '../../src/xfrm/events.js';
 import { getSequenceReportRequest, newStateRequest, parseSequenceReport, SEQUENCE_REPORT_PACKETS, setReplayThresholdRequest } from '../../src/xfrm/messages.js';
 import { key } from './fixtures/xfrm-builders.js';
-
-function attribute(type: number, payload: Buffer): Buffer {
-  const out = Buffer.alloc(Math.ceil((4 + payload.length) / 4) * 4);
-  out.writeUInt16LE(4 + payload.length, 0);
-  out.writeUInt16LE(type, 2);
-  payload.copy(out, 4);
-  return out;
-}
-
-function u32(value: number): Buffer {
-  const out = Buffer.alloc(4);
-  out.writeUInt32LE(value, 0);
-  return out;
-}
+import { attribute, u32 } from './fixtures/netlink-bytes.js';
 
 /** struct xfrm_aevent_id for 192.0.2.2 / spi / esp, source 192.0.2.1. */
 function aeventId(spi: number, flags: number, reqid: number): Buffer {

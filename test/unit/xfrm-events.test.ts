@@ -14,6 +14,7 @@ import { decodeEvent, isOwnEvent } from '../../src/xfrm/events.js';
 import { encodePolicy, encodePolicyId } from '../../src/xfrm/policy-codec.js';
 import { encodeState, encodeStateId } from '../../src/xfrm/state-codec.js';
 import { key } from './fixtures/xfrm-builders.js';
+import { attribute } from './fixtures/netlink-bytes.js';
 
 const SA = makeState({
   id: { family: 'inet', destination: '192.0.2.2', spi: 0x1234, protocol: 'esp', mark: { value: 1, mask: 1 } },
@@ -35,14 +36,6 @@ const POLICY = makePolicy({
 
 function message(type: number, payload: Buffer, portId = 777, sequence = 12): NetlinkMessage {
   return { type, flags: 0, sequence, portId, payload };
-}
-
-function attribute(type: number, payload: Buffer): Buffer {
-  const out = Buffer.alloc(Math.ceil((4 + payload.length) / 4) * 4);
-  out.writeUInt16LE(4 + payload.length, 0);
-  out.writeUInt16LE(type, 2);
-  payload.copy(out, 4);
-  return out;
 }
 
 /** Splits an encoded body into its fixed struct and its attributes. */
