@@ -65,6 +65,7 @@ describe('zero-loss instruments on the real kernel', () => {
         await sleep(250);
       }
     }
+    for (const id of ids) await vm.kill(id, 'SIGUSR1'); // all listen: start sending
     return async () => {
       const summaries = [];
       for (const id of ids) await vm.kill(id, 'SIGTERM');

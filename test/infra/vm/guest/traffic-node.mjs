@@ -2,7 +2,9 @@
 // Runs in one node's network namespace (`ip netns exec NS node traffic-node.mjs ...`); plain ESM
 // JavaScript because it runs in the guest as is, without a build step.
 //
-// Every 1000/rate ms it sends one datagram to each peer: 8 bytes, the big-endian number of the
+// It binds, prints `ready ADDR`, and waits for SIGUSR1 (sent to every node once all are ready, so
+// that nothing is sent to a peer that is not listening yet). Then every 1000/rate ms it sends one
+// datagram to each peer: 8 bytes, the big-endian number of the
 // datagram in that direction (1, 2, 3, ...). It counts what each peer sent it. On SIGTERM it
 // stops sending, keeps receiving for --drain-ms (datagrams still in flight), prints one JSON line
 //   {"self": ADDR, "sent": {PEER: n}, "received": {PEER: {"unique": n, "duplicates": n,
@@ -46,7 +48,10 @@ socket.bind(port, args.self, () => {
   process.stdout.write(`ready ${args.self}\n`);
 });
 
-let sending = true;
+let sending = false;
+process.on('SIGUSR1', () => {
+  sending = true;
+});
 const timer = setInterval(() => {
   if (!sending) return;
   for (const peer of peers) {
