@@ -10,7 +10,7 @@
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { PatchStrategy, setHeaderOptions, type CustomObjectsApi, type V1Node } from '@kubernetes/client-node';
-import type { IpsecMeshObject, NodeMeshReport } from '../crd/mesh-contract.js';
+import { meshReportOf, type IpsecMeshObject, type NodeMeshReport } from '../crd/mesh-contract.js';
 import { MESH_ROTATE_ANNOTATION } from '../crd/mesh-schema.js';
 import type { IpsecMeshStatus } from '../crd/mesh-object.js';
 import { reportedNode, type IpsecNodeState } from '../crd/node-state.js';
@@ -83,8 +83,7 @@ export interface MeshReconcilerOptions {
 export function meshReports(states: readonly IpsecNodeState[], mesh: string, uid: string): Map<string, NodeMeshReport> {
   const reports = new Map<string, NodeMeshReport>();
   for (const state of states) {
-    const meshes = (state.status as { meshes?: readonly NodeMeshReport[] } | undefined)?.meshes ?? [];
-    const report = meshes.find((entry) => entry.mesh === mesh && entry.uid === uid);
+    const report = meshReportOf(state.status, mesh, uid);
     if (report !== undefined) reports.set(reportedNode(state), report);
   }
   return reports;

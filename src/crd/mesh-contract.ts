@@ -16,6 +16,13 @@
  *               the new generation in its key store, publishes rotation {requestId, Rotating}
  *   agent:      once the old generation retired (rule 4 of src/mesh/rotation.ts): {.., Done}
  *   controller: sees Done for the requestId -> drops the request, schedules the next node
+ *
+ * `rotation {requestId, Rotating}` is the agent's acknowledgement that it acted on a request:
+ * it is published in the same report that clears `rotationWanted` (the new generation's SAs
+ * have not reached any soft limit), so the controller never asks twice for one SoftLimit.
+ *
+ * Readers of reports from the API (the controller, peers' agents) go through
+ * `normalizeMeshReport`: a report that lost its empty lists on the way still reads as one.
  */
 import type { MeshAead } from '../mesh/aead.js';
 import type { MeshAdvertisement } from '../mesh/types.js';
@@ -114,4 +121,29 @@ export interface IpsecMeshObject {
   };
   readonly spec: IpsecMeshSpec;
   readonly status?: IpsecMeshStatusContract & Readonly<Record<string, unknown>>;
+}
+
+/** A report as read from the API, with its empty lists put back (the schema requires them, a hand-written or older object may lack them). */
+export function normalizeMeshReport(report: NodeMeshReport): NodeMeshReport {
+  const ad = (report.advertisement ?? {}) as Partial<MeshAdvertisement>;
+  return {
+    ...report,
+    advertisement: {
+      node: ad.node ?? '',
+      bootId: ad.bootId ?? '',
+      addresses: ad.addresses ?? {},
+      podCIDRs: ad.podCIDRs ?? [],
+      generations: ad.generations ?? [],
+      inbound: ad.inbound ?? [],
+      outbound: ad.outbound ?? [],
+      peers: ad.peers ?? [],
+      leaving: ad.leaving ?? false,
+    },
+  };
+}
+
+/** This node state's report for one mesh (by name and uid), normalized; undefined when it has none. */
+export function meshReportOf(status: { readonly meshes?: readonly NodeMeshReport[] } | undefined, mesh: string, uid: string): NodeMeshReport | undefined {
+  const report = status?.meshes?.find((entry) => entry.mesh === mesh && entry.uid === uid);
+  return report === undefined ? undefined : normalizeMeshReport(report);
 }

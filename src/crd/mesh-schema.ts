@@ -194,6 +194,99 @@ export const ipsecMeshStatus: Schema = obj('What the controller reports for the 
   rotateAnnotationHandled: bool('The controller acted on the ipsec.xfrm.io/rotate annotation and is removing it: a controller restarted in between does not act on it twice.'),
 });
 
+// What an agent publishes about its part of a mesh (IpsecNodeState status.meshes[], the types
+// are NodeMeshReport and MeshAdvertisement in ./mesh-contract.ts and ../mesh/types.ts). Public
+// keys, SPIs, generations and boot ids only: nothing here is secret.
+const NODE_NAME = { maxLength: 253, minLength: 1 };
+const BOOT_ID = { maxLength: 64, minLength: 1 };
+/** 32 bytes of X25519 public key in base64: 43 characters and one `=`. */
+const PUBLIC_KEY_PATTERN = '^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$';
+const family = oneOf('Address family (the kernel name).', ['inet', 'inet6']);
+const meshSpi = int('SPI the receiver allocated (256 and above; 1-255 are reserved).', 256, 0xffff_ffff);
+const keyGeneration = (description: string) => int(description, 1, Number.MAX_SAFE_INTEGER);
+const meshAddress = (description: string) => str(description, { pattern: '^([0-9]{1,3}(\\.[0-9]{1,3}){3}|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$', maxLength: 45 });
+
+const advertisement: Schema = obj(
+  'The protocol data peers act on. Published only once the kernel holds what it claims.',
+  {
+    node: str('The node.', NODE_NAME),
+    bootId: str("The node's boot id (/proc/sys/kernel/random/boot_id): every SA key is bound to it, so a reboot means new keys.", BOOT_ID),
+    addresses: obj('One node address per family.', { inet: meshAddress('IPv4 node address.'), inet6: meshAddress('IPv6 node address.') }),
+    podCIDRs: list("The node's pod CIDRs (tunnel mode).", str('A CIDR.', { maxLength: 49 }), { maxItems: 16, 'x-kubernetes-list-type': 'atomic' }),
+    generations: list(
+      'Published key generations, ascending; the last is current.',
+      obj('One public key.', { generation: keyGeneration('Key generation.'), publicKey: str('Raw X25519 public key, base64 (32 bytes).', { pattern: PUBLIC_KEY_PATTERN }) }, { required: ['generation', 'publicKey'] }),
+      { maxItems: 8, 'x-kubernetes-list-type': 'atomic' },
+    ),
+    inbound: list(
+      'Inbound SAs the kernel holds: the sender switches to one only once it is here.',
+      obj(
+        'I hold the inbound SA from `from` at `fromGeneration` to me at `generation`, with this SPI.',
+        {
+          from: str('Sending node.', NODE_NAME),
+          family,
+          fromGeneration: keyGeneration("The sender's key generation."),
+          fromBootId: str("The sender's boot id.", BOOT_ID),
+          generation: keyGeneration("This node's key generation."),
+          spi: meshSpi,
+        },
+        { required: ['from', 'family', 'fromGeneration', 'fromBootId', 'generation', 'spi'] },
+      ),
+      { maxItems: 20000, 'x-kubernetes-list-type': 'atomic' },
+    ),
+    outbound: list(
+      'The SA each outbound policy pins: what this node sends on.',
+      obj(
+        'My outbound policy to `to` pins this SA.',
+        {
+          to: str('Receiving node.', NODE_NAME),
+          family,
+          generation: keyGeneration("This node's key generation."),
+          toGeneration: keyGeneration("The receiver's key generation."),
+          toBootId: str("The receiver's boot id.", BOOT_ID),
+          spi: meshSpi,
+        },
+        { required: ['to', 'family', 'generation', 'toGeneration', 'toBootId', 'spi'] },
+      ),
+      { maxItems: 10000, 'x-kubernetes-list-type': 'atomic' },
+    ),
+    peers: list(
+      'The peers (and their boot ids) this node keeps SAs with: a leaving peer learns here that it was let go.',
+      obj('A peer.', { node: str('Peer node.', NODE_NAME), bootId: str("The peer's boot id.", BOOT_ID) }, { required: ['node', 'bootId'] }),
+      { maxItems: 5000, 'x-kubernetes-list-type': 'atomic' },
+    ),
+    leaving: bool('The node is leaving the mesh: it installs nothing new, keeps what peers still use, then withdraws.'),
+  },
+  { required: ['node', 'bootId', 'addresses', 'generations', 'inbound', 'outbound', 'peers', 'leaving'] },
+);
+
+export const nodeMeshReport: Schema = obj(
+  "One mesh as this node's agent reports it (src/crd/mesh-contract.ts NodeMeshReport).",
+  {
+    mesh: str('IpsecMesh name.', NODE_NAME),
+    uid: str('IpsecMesh uid (a mesh made again under the same name is another mesh).', { minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9-]+$' }),
+    advertisement,
+    rotation: obj(
+      'The last rotation request this node acted on. Rotating acknowledges the request (the agent made its new generation); Done: the older generations retired.',
+      {
+        requestId: str('The requestId of IpsecMesh status.rotationRequests[].', { minLength: 1, maxLength: 128 }),
+        state: oneOf('Rotating or Done.', ['Rotating', 'Done']),
+        generation: keyGeneration('The generation the request made.'),
+        startedAt: str('When the agent started it.', { format: 'date-time' }),
+        completedAt: str('When it was done.', { format: 'date-time' }),
+      },
+      { required: ['requestId', 'state', 'generation', 'startedAt'] },
+    ),
+    rotationWanted: oneOf('The agent asks for a rotation: an outbound SA of this mesh reached a soft limit, or a key cannot be installed again. Cleared once a rotation starts.', ['SoftLimit']),
+    expectedPeers: int('Members this node should have SAs with.', 0, 1_000_000),
+    readyPeers: int('Members it has SAs with in both directions.', 0, 1_000_000),
+    sequenceUsage: { type: 'number', description: 'Highest fraction of sequence space used by an outbound SA of this mesh.', minimum: 0, maximum: 1 },
+    reason: str('CamelCase, when the node cannot take part (NoAddress, KeyStoreError, ...).', { maxLength: 1024 }),
+    message: str('Detail for reason. Never key material.', { maxLength: 4096 }),
+  },
+  { required: ['mesh', 'uid', 'advertisement', 'expectedPeers', 'readyPeers'] },
+);
+
 /** The CRD object, as renderCrds() lists it. */
 export function renderMeshCrd(): Schema {
   return {

@@ -6,6 +6,7 @@
  * test/unit/crd-node-state.test.ts checks these shapes against it.
  */
 import type { Condition } from '../kube/conditions.js';
+import type { NodeMeshReport } from './mesh-contract.js';
 
 /** How one resource stands on one node (`status.resources[]`). */
 export interface ResourceReport {
@@ -68,6 +69,8 @@ export interface IpsecNodeStateStatus {
   readonly driftRepairs?: number;
   readonly resources?: readonly ResourceReport[];
   readonly encapsulationSockets?: readonly EncapsulationSocketReport[];
+  /** The IpsecMeshes this node takes part in or is leaving (./mesh-contract.ts); absent when none. */
+  readonly meshes?: readonly NodeMeshReport[];
   readonly conditions?: readonly Condition[];
 }
 

@@ -7,7 +7,7 @@
  * server would refuse (test/controlplane proves the agreement against a real apiserver).
  */
 import { API_GROUP, API_VERSION } from './types.js';
-import { renderMeshCrd } from './mesh-schema.js';
+import { nodeMeshReport, renderMeshCrd } from './mesh-schema.js';
 
 export type Schema = Record<string, unknown>;
 
@@ -364,6 +364,11 @@ export const ipsecNodeStateStatus: Schema = obj(
     resources: list('Per resource.', resourceReport, { 'x-kubernetes-list-type': 'atomic' }),
     encapsulationSockets: list('UDP encapsulation sockets (NAT-T) the SAs of this node need, and where each stands.', encapSocketReport, {
       'x-kubernetes-list-type': 'atomic',
+    }),
+    meshes: list('The IpsecMeshes this node takes part in (or is leaving): public keys, SPIs and acknowledgements that peers and the controller act on (src/crd/mesh-contract.ts).', nodeMeshReport, {
+      maxItems: 64,
+      'x-kubernetes-list-type': 'map',
+      'x-kubernetes-list-map-keys': ['uid'],
     }),
     conditions: list('Conditions (Ready).', condition, { 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'] }),
   },

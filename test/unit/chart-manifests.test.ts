@@ -166,12 +166,12 @@ describe('RBAC (least privilege)', () => {
     );
   });
 
-  it('gives the agent exactly: reads of SAs, policies and Nodes, its IpsecNodeStates, Events; Secrets in its namespace', () => {
+  it('gives the agent exactly: reads of SAs, policies, meshes, Nodes and IpsecNodeStates, writes of its IpsecNodeStates, Events; Secrets in its namespace', () => {
     expect(permissionsOf(objects, NS, 'ipsec-operator-agent')).toEqual(
       permissionTable({
         cluster: {
           'ipsec.xfrm.io/securityassociations,ipsecpolicies,ipsecmeshes': 'get,list,watch',
-          'ipsec.xfrm.io/ipsecnodestates': 'get,create,update,patch',
+          'ipsec.xfrm.io/ipsecnodestates': 'get,list,watch,create,update,patch',
           'ipsec.xfrm.io/ipsecnodestates/status': 'get,create,update,patch',
           'core/nodes': 'get,list,watch',
           'core/events': 'create,patch',

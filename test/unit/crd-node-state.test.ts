@@ -6,6 +6,38 @@ import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
 import { ipsecNodeStateSpec, ipsecNodeStateStatus, type Schema } from '../../src/crd/schema.js';
 import { reportedNode, type EncapsulationSocketReport, type IpsecNodeStateSpec, type IpsecNodeStateStatus, type NodeEntryCounts, type ResourceReport } from '../../src/crd/node-state.js';
+import type { MeshRotationProgress, NodeMeshReport } from '../../src/crd/mesh-contract.js';
+import type { InboundAck, MeshAdvertisement, OutboundUse, PublishedGeneration } from '../../src/mesh/types.js';
+
+// 32 bytes of public key (not a real one: the schema checks the form only).
+const PUBLIC_KEY = Buffer.alloc(32, 7).toString('base64');
+const generation = { generation: 2, publicKey: PUBLIC_KEY } satisfies Required<PublishedGeneration>;
+const ack = { from: 'b', family: 'inet', fromGeneration: 1, fromBootId: 'boot-b', generation: 2, spi: 0x1234 } satisfies Required<InboundAck>;
+const use = { to: 'b', family: 'inet', generation: 2, toGeneration: 1, toBootId: 'boot-b', spi: 0x5678 } satisfies Required<OutboundUse>;
+const advertisement = {
+  node: 'a',
+  bootId: 'boot-a',
+  addresses: { inet: '192.0.2.1', inet6: '2001:db8::1' },
+  podCIDRs: ['10.244.1.0/24'],
+  generations: [generation],
+  inbound: [ack],
+  outbound: [use],
+  peers: [{ node: 'b', bootId: 'boot-b' }],
+  leaving: false,
+} satisfies Required<MeshAdvertisement>;
+const rotation = { requestId: '3-a', state: 'Done', generation: 2, startedAt: '2026-12-02T01:00:00Z', completedAt: '2026-12-02T01:00:40Z' } satisfies Required<MeshRotationProgress>;
+const meshReport = {
+  mesh: 'cluster',
+  uid: '0b6f6c9e-1d2a-4c4b-9a53-1f6f0f0c2d11',
+  advertisement,
+  rotation,
+  rotationWanted: 'SoftLimit',
+  expectedPeers: 1,
+  readyPeers: 1,
+  sequenceUsage: 0.25,
+  reason: 'NoAddress',
+  message: 'the Node has no InternalIP address in IPv6',
+} satisfies Required<NodeMeshReport>;
 
 const report = {
   kind: 'SecurityAssociation',
@@ -38,6 +70,7 @@ const status = {
   driftRepairs: 4,
   resources: [report, { kind: 'IpsecPolicy', name: 'a-out', state: 'Applied' }],
   encapsulationSockets: [socket],
+  meshes: [meshReport],
   conditions: [{ type: 'Ready', status: 'False', reason: 'ResourcesFailed', message: '1 resource(s) not applied', lastTransitionTime: '2026-12-02T01:00:30Z' }],
 } satisfies Required<IpsecNodeStateStatus>;
 
@@ -59,6 +92,31 @@ describe('the IpsecNodeState contract', () => {
     const socketSchema = (properties(ipsecNodeStateStatus)['encapsulationSockets'] as { items: Schema }).items;
     expect(Object.keys(socket).sort()).toEqual(Object.keys(properties(socketSchema)).sort());
     expect(Object.keys(spec)).toEqual(Object.keys(properties(ipsecNodeStateSpec)));
+    const meshSchema = (properties(ipsecNodeStateStatus)['meshes'] as { items: Schema }).items;
+    expect(Object.keys(meshReport).sort()).toEqual(Object.keys(properties(meshSchema)).sort());
+    expect(Object.keys(rotation).sort()).toEqual(Object.keys(properties(properties(meshSchema)['rotation']!)).sort());
+    const adSchema = properties(meshSchema)['advertisement']!;
+    expect(Object.keys(advertisement).sort()).toEqual(Object.keys(properties(adSchema)).sort());
+    const itemsOf = (name: string) => properties((properties(adSchema)[name] as { items: Schema }).items);
+    expect(Object.keys(generation).sort()).toEqual(Object.keys(itemsOf('generations')).sort());
+    expect(Object.keys(ack).sort()).toEqual(Object.keys(itemsOf('inbound')).sort());
+    expect(Object.keys(use).sort()).toEqual(Object.keys(itemsOf('outbound')).sort());
+    expect(Object.keys(advertisement.peers[0]!).sort()).toEqual(Object.keys(itemsOf('peers')).sort());
+  });
+
+  it('refuses malformed mesh reports', () => {
+    const validate = ajv.compile(ipsecNodeStateStatus);
+    const withReport = (report: unknown) => ({ ...status, meshes: [report] });
+    const withAd = (changes: Record<string, unknown>) => withReport({ ...meshReport, advertisement: { ...advertisement, ...changes } });
+    expect(validate(withReport({ ...meshReport, advertisement: undefined }))).toBe(false);
+    expect(validate(withAd({ generations: [{ generation: 2, publicKey: 'not a key' }] }))).toBe(false);
+    expect(validate(withAd({ generations: [{ generation: 0, publicKey: PUBLIC_KEY }] }))).toBe(false);
+    expect(validate(withAd({ inbound: [{ ...ack, spi: 255 }] }))).toBe(false);
+    expect(validate(withAd({ outbound: [{ ...use, family: 'ipx' }] }))).toBe(false);
+    expect(validate(withAd({ addresses: { inet: 'not an address' } }))).toBe(false);
+    expect(validate(withReport({ ...meshReport, rotation: { ...rotation, state: 'Started' } }))).toBe(false);
+    expect(validate(withReport({ ...meshReport, sequenceUsage: 2 }))).toBe(false);
+    expect(validate(withReport({ ...meshReport, uid: 'has/slash' }))).toBe(false);
   });
 
   it('a complete report is valid; one with a field the schema lacks, or a state it does not know, is not', () => {
