@@ -40,6 +40,8 @@ import { DriftWatch } from './drift-watch.js';
 import { NodeCaches } from './node-caches.js';
 import { NodeStateReporter } from './node-state-reporter.js';
 import { NODE_KEY, NodeWorker } from './node-worker.js';
+import { MeshCaches } from './mesh-caches.js';
+import { MeshWorker, readBootId } from './mesh-worker.js';
 import { VERSION } from '../version.js';
 
 export interface AgentOptions {
@@ -58,6 +60,8 @@ export interface AgentOptions {
   readonly signal: AbortSignal;
   /** Bound on the whole shutdown; default ../kube/runnables.ts DEFAULT_SHUTDOWN_GRACE_MS. */
   readonly shutdownGraceMs?: number;
+  /** The boot id mesh keys are bound to; default /proc/sys/kernel/random/boot_id. */
+  readonly bootId?: string;
 }
 
 /**
@@ -76,6 +80,8 @@ export interface AgentComponents {
   readonly nodeStateReporter: Runnable;
   /** The informers; started means every cache synced once (./node-caches.ts). */
   readonly caches: Runnable;
+  /** The IpsecMeshes' informers (./mesh-caches.ts): started, not waited for. */
+  readonly meshCaches: Runnable;
   /** Kernel events, for drift (./kernel-monitor.ts). */
   readonly kernelMonitor: Runnable;
   /** The kernel's sequence reports (AEVENTS), for sequence marks (./sequence-watch.ts). */
@@ -90,7 +96,9 @@ export interface AgentComponents {
  *   start, and must say so before waiting on the API server;
  * - the health server next, so probes answer (not ready) while the caches sync;
  * - the encapsulation sockets and the node-state reporter before anything can use them;
- * - the caches: nothing is reconciled from a partial view;
+ * - the caches: nothing is reconciled from a partial view; the mesh caches after them, not
+ *   waited for (a cluster without meshes, or without the CRD, reconciles all the same: until
+ *   they sync, the mesh entries stay as they are);
  * - the kernel monitor after the caches and before the workers, so that no event falls between
  *   the first reconcile's dump and the monitor; the sequence monitor likewise (its reports count
  *   once a pass has tracked the owned SAs, and the watch writes through the open ledger);
@@ -104,6 +112,7 @@ export function agentStartOrder(components: AgentComponents): Runnable[] {
     components.encapSockets,
     components.nodeStateReporter,
     components.caches,
+    components.meshCaches,
     components.kernelMonitor,
     components.sequenceMonitor,
     components.workers,
@@ -127,6 +136,9 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   const queue = new WorkQueue({ name: 'agent', hooks: operatorMetrics.queueHooks('agent') });
   const trigger = (): void => queue.add(NODE_KEY);
   caches.onChange(trigger);
+  const meshCaches = new MeshCaches({ kubeConfig: options.kubeConfig, resources, logger, metrics: operatorMetrics });
+  meshCaches.onChange(trigger);
+  const mesh = new MeshWorker({ nodeName, stateDirectory: options.stateDirectory, bootId: options.bootId ?? readBootId(), caches: meshCaches, logger });
   const drift = new DriftWatch({
     ownPortId: () => kernel.handles().tables.portId,
     owns: (key) => kernel.handles().ledger.records().has(key),
@@ -135,6 +147,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
       metrics.expireEvents.inc({ kind: hard ? 'hard' : 'soft' });
       const resource = kernel.handles().ledger.records().get(stateKey(sa.id))?.resource;
       if (!hard && resource !== undefined) agentEvents.softExpired(resource, sa, caches.snapshot()?.resources ?? []);
+      if (!hard && resource !== undefined) mesh.softLimitReached(resource);
     },
   });
   const sequences = new SequenceWatch({
@@ -144,7 +157,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     persisted: (count) => metrics.sequenceMarks.inc(count),
     failed: (what, error) => logger.warn(`sequence marks: ${what} failed`, { error: error instanceof Error ? error.message : String(error) }),
   });
-  const worker = new NodeWorker({ nodeName, netns, resyncSeconds: options.resyncSeconds, logger, caches, kernel, drift, metrics, encapSockets, reporter, sequences, events: agentEvents });
+  const worker = new NodeWorker({ nodeName, netns, resyncSeconds: options.resyncSeconds, logger, caches, kernel, drift, metrics, encapSockets, reporter, sequences, events: agentEvents, mesh });
 
   const health = new HealthServer({ address: options.metricsAddress, registry, logger });
   health.addReadinessCheck('caches-synced', () => caches.synced() || 'waiting for the first list of every resource');
@@ -156,6 +169,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     encapSockets: encapSocketsRunnable(encapSockets),
     nodeStateReporter: reporter.runnable,
     caches: caches.runnable,
+    meshCaches: meshCaches.runnable,
     kernelMonitor: kernelMonitorRunnable(netns, (event) => drift.observe(event)),
     sequenceMonitor: sequenceMonitorRunnable(netns, (report) => sequences.observe(report)),
     workers: loopRunnable(

@@ -35,6 +35,11 @@ export interface NodeInputs {
    * applied again (an SA replaced) on every resync.
    */
   readonly notKept?: Map<string, { readonly generation: number; readonly message: string }>;
+  /**
+   * Entries that are not built from resources here: the IpsecMeshes' (./mesh-worker.ts), under
+   * their own resource names, with the mesh resources whose entries must be kept as they are.
+   */
+  readonly extra?: { readonly desired: DesiredTables; readonly protect: ReadonlySet<string> };
 }
 
 export interface NodeReconcileResult {
@@ -54,6 +59,8 @@ export interface NodeReconcileResult {
    * (../ownership/retention.ts) must keep.
    */
   readonly desiredKeys: { readonly states: readonly SecurityAssociation[]; readonly complete: boolean };
+  /** Every resource set aside by this pass (hand-written or not), with why. */
+  readonly setAside: ReadonlyMap<string, { readonly reason: string; readonly message: string }>;
 }
 
 /** Bound on retries after kernel refusals: each round sets at least one resource aside. */
@@ -86,7 +93,10 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
 
   // An SA that vanished (a hand flush, a reboot) is restored by the engine's sequence rule
   // (../engine/sequence-rule.ts): past its persisted mark, or not at all (NeedsRekey, Expired).
-  let desired: DesiredTables = built.tables;
+  let desired: DesiredTables = inputs.extra
+    ? { states: [...built.tables.states, ...inputs.extra.desired.states], policies: [...built.tables.policies, ...inputs.extra.desired.policies] }
+    : built.tables;
+  const kept = inputs.extra?.protect ?? new Set<string>();
   // ESP in TCP is set aside (above); inbound ESP in UDP gets the exemption for its carrier datagrams.
   desired = withEncapExemptions(without(desired, new Set(failures.keys())), { skip: exemptionOptOuts(live) });
   let changes = 0;
@@ -95,7 +105,7 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
   let lastPlan: Plan | undefined;
   let converged = false;
   for (let round = 0; round < MAX_ROUNDS; round++) {
-    const result = await converge(kernel, ownership, { desired, prune: true, dryRun: false, conflicts: 'skip', protect: new Set(failures.keys()) });
+    const result = await converge(kernel, ownership, { desired, prune: true, dryRun: false, conflicts: 'skip', protect: new Set([...failures.keys(), ...kept]) });
     lastPlan = result.plan;
     // Keys the sequence rule will not install again: set aside (protected), reason NeedsRekey/Expired.
     for (const refusal of result.sequence) failures.set(refusal.resource, { reason: refusal.reason, message: refusal.message });
@@ -155,7 +165,11 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
     changes,
     converged,
     plan: lastPlan ?? { steps: [], conflicts: [], ledger: { set: [], remove: [] } },
-    desiredKeys: { states: built.tables.states.map((entry) => entry.entry), complete: built.errors.length === 0 },
+    desiredKeys: {
+      states: [...built.tables.states, ...(inputs.extra?.desired.states ?? [])].map((entry) => entry.entry),
+      complete: built.errors.length === 0 && kept.size === 0,
+    },
+    setAside: failures,
   };
 }
 

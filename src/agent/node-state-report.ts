@@ -6,6 +6,7 @@
 import { setCondition, type Condition } from '../kube/conditions.js';
 import { statusEqual } from '../kube/status.js';
 import type { EncapsulationSocketReport, IpsecNodeStateStatus, ResourceReport } from '../crd/node-state.js';
+import type { NodeMeshReport } from '../crd/mesh-contract.js';
 
 /**
  * How stale lastAttemptTime and lastSyncTime may grow while nothing else changes. Refreshing
@@ -32,6 +33,8 @@ export interface NodeStateInputs {
   readonly algorithms: Readonly<Record<string, readonly string[]>>;
   readonly driftRepairs: number;
   readonly encapsulationSockets: readonly EncapsulationSocketReport[];
+  /** The meshes' reports (../agent/mesh-worker.ts); absent or empty: none. */
+  readonly meshes?: readonly NodeMeshReport[];
   /** The status as last written (or read back): its times are kept while nothing else moved. */
   readonly previous?: IpsecNodeStateStatus | undefined;
   /** Default HEARTBEAT_SECONDS. */
@@ -91,6 +94,12 @@ function freshStatus(inputs: NodeStateInputs): IpsecNodeStateStatus & { readonly
     driftRepairs: inputs.driftRepairs,
     resources: inputs.reports,
     encapsulationSockets: inputs.encapsulationSockets,
+    ...meshesOf(inputs),
     conditions,
   };
+}
+
+/** Absent when there are none: a cluster without meshes writes what it wrote before meshes existed. */
+function meshesOf(inputs: NodeStateInputs): { meshes?: readonly NodeMeshReport[] } {
+  return inputs.meshes !== undefined && inputs.meshes.length > 0 ? { meshes: inputs.meshes } : {};
 }

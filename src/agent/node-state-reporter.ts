@@ -52,8 +52,20 @@ export class NodeStateReporter {
 
   async report(facts: NodeStateFacts): Promise<void> {
     if (this.stopped) throw new Error('the node-state reporter has stopped');
+    // Mesh reports unknown this pass (the mesh caches have not synced): the ones last written
+    // stay. Withdrawing them would tell every peer this node left its meshes. After a restart
+    // they are read back from the API server.
+    let existing: IpsecNodeState | undefined | null = null;
+    let meshes = facts.meshes;
+    if (meshes === undefined) {
+      if (this.written === undefined) {
+        existing = await this.resources.get<IpsecNodeState>('ipsecnodestates', this.nodeName);
+        meshes = existing?.status?.meshes;
+      } else meshes = this.written.meshes;
+    }
     const status = nodeStateStatus({
       ...facts,
+      ...(meshes !== undefined ? { meshes } : {}),
       conditions: this.conditions,
       now: new Date(),
       agentVersion: VERSION,
@@ -63,7 +75,7 @@ export class NodeStateReporter {
     });
     this.conditions = status.conditions;
     if (this.written !== undefined && statusEqual(this.written, status)) return;
-    const existing = await this.resources.get<IpsecNodeState>('ipsecnodestates', this.nodeName);
+    if (existing === null) existing = await this.resources.get<IpsecNodeState>('ipsecnodestates', this.nodeName);
     if (!existing) await this.resources.apply('ipsecnodestates', { metadata: { name: this.nodeName }, spec: { nodeName: this.nodeName } satisfies IpsecNodeStateSpec }, AGENT_FIELD_MANAGER);
     await this.statusWriter.write('ipsecnodestates', this.nodeName, existing?.status, { ...status });
     this.written = status;

@@ -26,6 +26,7 @@ import type { NodeStateReporter } from './node-state-reporter.js';
 import type { SequenceWatch } from './sequence-watch.js';
 import type { AgentEvents } from './agent-events.js';
 import { UsageRetention } from '../ownership/retention.js';
+import type { MeshWorker } from './mesh-worker.js';
 
 /** The work queue's single key: the whole node is reconciled at once. */
 export const NODE_KEY = 'node';
@@ -50,6 +51,8 @@ export interface NodeWorkerParts {
   readonly events?: Pick<AgentEvents, 'reports'>;
   /** How long the usage history keeps an unused key (../ownership/retention.ts); default its USAGE_RETENTION_SECONDS. */
   readonly usageRetentionSeconds?: number;
+  /** The IpsecMeshes' part of each pass (./mesh-worker.ts); absent: no mesh work. */
+  readonly mesh?: Pick<MeshWorker, 'prepare' | 'publish' | 'committed'>;
 }
 
 export class NodeWorker {
@@ -89,8 +92,11 @@ export class NodeWorker {
       drift.putBackExpired(expired);
       throw error;
     }
+    const ownerOf = (key: string) => ledger.records().get(key)?.resource;
+    const meshPass = await this.parts.mesh?.prepare(tables, ownerOf, [...ledger.records().values()].map((record) => record.resource));
     const result = await reconcileNode(
       {
+        ...(meshPass ? { extra: { desired: meshPass.desired, protect: meshPass.protect } } : {}),
         resources: view.resources,
         secrets: view.secrets,
         nodeLabels: view.node.metadata?.labels ?? {},
@@ -123,7 +129,9 @@ export class NodeWorker {
     this.parts.sequences?.track(observed.states);
     await this.forgetUnusedKeys(result.desiredKeys, observed, ledger);
     encapSockets.sync(observed.states, (sa) => ledger.records().get(stateKey(sa.id))?.resource);
+    const meshes = meshPass ? await this.parts.mesh!.publish(meshPass, observed, ownerOf, result.setAside) : undefined;
     await this.parts.reporter.report({
+      ...(meshes !== undefined ? { meshes } : {}),
       converged: result.converged,
       reports: result.reports,
       kernelStates: observed.states.length,
@@ -133,6 +141,7 @@ export class NodeWorker {
       driftRepairs: drift.totalRepairs,
       encapsulationSockets: encapSockets.reports(),
     });
+    if (meshes !== undefined) this.parts.mesh!.committed();
     return { requeueAfter: this.parts.resyncSeconds * 1000 };
   }
 

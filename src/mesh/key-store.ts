@@ -10,7 +10,7 @@
  * A file readable by anyone but its owner is refused: its keys may have leaked, and the fix
  * (remove the file; the node rekeys with every peer) is the operator's call.
  */
-import { open } from 'node:fs/promises';
+import { open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { ensureDirectory, replaceFile } from '../ownership/durable-file.js';
@@ -26,7 +26,22 @@ interface StoredFile {
   readonly version: number;
   readonly mesh: MeshIdentity;
   readonly state: MeshLocalState;
+  /** The last rotation request acted on (absent before the first). */
+  readonly rotation?: RotationRecord;
   readonly keys: readonly { readonly generation: number; readonly privateKey: string }[];
+}
+
+/**
+ * The last rotation request this node acted on, kept with the generation it made so that a
+ * restarted agent never acts on one request twice (src/crd/mesh-contract.ts MeshRotationProgress).
+ */
+export interface RotationRecord {
+  readonly requestId: string;
+  readonly state: 'Rotating' | 'Done';
+  readonly generation: number;
+  /** RFC 3339. */
+  readonly startedAt: string;
+  readonly completedAt?: string;
 }
 
 export class MeshKeyStoreError extends Error {
@@ -45,13 +60,15 @@ export class MeshKeyStore {
   readonly path: string;
   readonly mesh: MeshIdentity;
   #state: MeshLocalState;
+  #rotation: RotationRecord | undefined;
   readonly #keys = new Map<number, KeyMaterial>();
   readonly #publicKeys = new Map<number, string>();
 
-  private constructor(path: string, mesh: MeshIdentity, state: MeshLocalState, keys: ReadonlyMap<number, KeyMaterial>) {
+  private constructor(path: string, mesh: MeshIdentity, state: MeshLocalState, keys: ReadonlyMap<number, KeyMaterial>, rotation?: RotationRecord) {
     this.path = path;
     this.mesh = mesh;
     this.#state = state;
+    this.#rotation = rotation;
     for (const [generation, key] of keys) this.#keys.set(generation, key);
   }
 
@@ -73,11 +90,15 @@ export class MeshKeyStore {
     for (const generation of stored.state.generations) {
       if (!keys.has(generation.generation)) throw new MeshKeyStoreError(`${path}: generation ${generation.generation} has no private key`);
     }
-    return new MeshKeyStore(path, mesh, stored.state, keys);
+    return new MeshKeyStore(path, mesh, stored.state, keys, stored.rotation);
   }
 
   get state(): MeshLocalState {
     return this.#state;
+  }
+
+  get rotation(): RotationRecord | undefined {
+    return this.#rotation;
   }
 
   privateKey(generation: number): KeyMaterial {
@@ -97,19 +118,28 @@ export class MeshKeyStore {
   }
 
   /** Stores the key pair of a new generation together with the state that names it. */
-  async addGeneration(generation: number, pair: X25519KeyPair, state: MeshLocalState): Promise<void> {
+  async addGeneration(generation: number, pair: X25519KeyPair, state: MeshLocalState, rotation: RotationRecord | undefined = this.#rotation): Promise<void> {
     if (this.#keys.has(generation)) throw new MeshKeyStoreError(`mesh ${this.mesh.name}: generation ${generation} exists already`);
     if (!state.generations.some((g) => g.generation === generation)) throw new MeshKeyStoreError(`mesh ${this.mesh.name}: the new state does not name generation ${generation}`);
     const keys = new Map(this.#keys).set(generation, pair.privateKey);
-    await this.#write(state, keys);
+    await this.#write(state, keys, rotation);
   }
 
-  /** Persists `state`; private keys of generations it no longer names are deleted. */
-  async save(state: MeshLocalState): Promise<void> {
-    await this.#write(state, this.#keys);
+  /** Persists `state` (and `rotation`); private keys of generations it no longer names are deleted. */
+  async save(state: MeshLocalState, rotation: RotationRecord | undefined = this.#rotation): Promise<void> {
+    await this.#write(state, this.#keys, rotation);
   }
 
-  async #write(state: MeshLocalState, keys: ReadonlyMap<number, KeyMaterial>): Promise<void> {
+  /** Deletes the file (the node left the mesh and nothing of it is left): its private keys are gone. */
+  async remove(): Promise<void> {
+    await rm(this.path, { force: true });
+    this.#keys.clear();
+    this.#publicKeys.clear();
+    this.#state = EMPTY_LOCAL_STATE;
+    this.#rotation = undefined;
+  }
+
+  async #write(state: MeshLocalState, keys: ReadonlyMap<number, KeyMaterial>, rotation: RotationRecord | undefined): Promise<void> {
     const named = new Set(state.generations.map((g) => g.generation));
     for (const generation of named) {
       if (!keys.has(generation)) throw new MeshKeyStoreError(`mesh ${this.mesh.name}: generation ${generation} has no private key`);
@@ -119,10 +149,12 @@ export class MeshKeyStore {
       version: FORMAT_VERSION,
       mesh: this.mesh,
       state,
+      ...(rotation !== undefined ? { rotation } : {}),
       keys: kept.map(([generation, key]) => ({ generation, privateKey: key.reveal().toString('base64') })),
     };
     await replaceFile(this.path, `${JSON.stringify(file, null, 1)}\n`, { mode: 0o600, what: `writing the mesh key store ${this.path}` });
     this.#state = state;
+    this.#rotation = rotation;
     this.#keys.clear();
     for (const [generation, key] of kept) this.#keys.set(generation, key);
     for (const generation of [...this.#publicKeys.keys()]) if (!named.has(generation)) this.#publicKeys.delete(generation);

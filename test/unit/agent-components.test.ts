@@ -26,7 +26,7 @@ function recorder(name: string, journal: string[], behaviour: { start?: (signal:
   };
 }
 
-const ROLES = ['kernel', 'healthServer', 'encapSockets', 'nodeStateReporter', 'caches', 'kernelMonitor', 'sequenceMonitor', 'workers'] as const satisfies readonly (keyof AgentComponents)[];
+const ROLES = ['kernel', 'healthServer', 'encapSockets', 'nodeStateReporter', 'caches', 'meshCaches', 'kernelMonitor', 'sequenceMonitor', 'workers'] as const satisfies readonly (keyof AgentComponents)[];
 
 function components(journal: string[], overrides: Partial<AgentComponents> = {}): AgentComponents {
   const built = Object.fromEntries(ROLES.map((role) => [role, recorder(role, journal)])) as unknown as AgentComponents;
@@ -34,7 +34,7 @@ function components(journal: string[], overrides: Partial<AgentComponents> = {})
 }
 
 describe("the agent's components", () => {
-  it('start kernel and ledger first, the caches before the kernel monitor, the workers last; and stop the other way round', async () => {
+  it('start kernel and ledger first, the caches (then the mesh caches) before the kernel monitor, the workers last; and stop the other way round', async () => {
     const journal: string[] = [];
     const stop = new AbortController();
     const running = runInOrder(agentStartOrder(components(journal)), stop.signal);
