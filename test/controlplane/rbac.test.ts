@@ -44,7 +44,7 @@ describe('RBAC of the chart, exercised with ServiceAccount tokens', () => {
   beforeAll(async () => {
     const run = (args: string[], input?: string) => check(kubectl(args, { kubeconfig, ...(input === undefined ? {} : { input }) }), `kubectl ${args.join(' ')}`);
     await run(['apply', '--server-side', '--force-conflicts', '-f', join(REPO_ROOT, 'deploy/crds')]);
-    await run(['wait', '--for=condition=Established', 'crd/securityassociations.ipsec.xfrm.io', 'crd/ipsecpolicies.ipsec.xfrm.io', 'crd/ipsecnodestates.ipsec.xfrm.io']);
+    await run(['wait', '--for=condition=Established', 'crd/securityassociations.ipsec.xfrm.io', 'crd/ipsecpolicies.ipsec.xfrm.io', 'crd/ipsecnodestates.ipsec.xfrm.io', 'crd/ipsecmeshes.ipsec.xfrm.io']);
     await run(['create', 'namespace', namespace]);
     const helmHome = mkdtempSync(join(tmpdir(), 'rbac-helm-'));
     const rendered = await check(
@@ -85,6 +85,9 @@ describe('RBAC of the chart, exercised with ServiceAccount tokens', () => {
     expect(await status(() => custom.listClusterCustomObject({ group, version, plural: 'ipsecpolicies' }))).toBe(200);
     expect(await status(() => agent.makeApiClient(CoreV1Api).readNamespacedSecret({ namespace, name: 'keys' }))).toBe(200);
     expect(await status(() => agent.makeApiClient(CoreV1Api).listNode())).toBe(200);
+    // IpsecMesh: the meshes, and every node's IpsecNodeState (the peers' public keys and acknowledgements).
+    expect(await status(() => custom.listClusterCustomObject({ group, version, plural: 'ipsecmeshes' }))).toBe(200);
+    expect(await status(() => custom.listClusterCustomObject({ group, version, plural: 'ipsecnodestates' }))).toBe(200);
     const body = { apiVersion: `${group}/${version}`, kind: 'IpsecNodeState', metadata: { name: `rbac-node-${suffix}` }, spec: { nodeName: 'n' } };
     expect(await status(() => custom.createClusterCustomObject({ group, version, plural: 'ipsecnodestates', body }))).toBe(200);
   });
