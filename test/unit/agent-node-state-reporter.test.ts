@@ -5,9 +5,9 @@ import { describe, expect, it } from 'vitest';
 import { NodeStateReporter, type NodeStateFacts } from '../../src/agent/node-state-reporter.js';
 import type { IpsecResources } from '../../src/kube/client.js';
 
-function fakeApi() {
+function fakeApi(initial?: { status?: unknown }) {
   const calls: string[] = [];
-  let stored: { status?: unknown } | undefined;
+  let stored: { status?: unknown } | undefined = initial;
   const api = {
     get: async () => {
       calls.push('get');
@@ -25,7 +25,7 @@ function fakeApi() {
       },
     }),
   };
-  return { calls, api: api as unknown as IpsecResources };
+  return { calls, api: api as unknown as IpsecResources, stored: () => stored };
 }
 
 const facts = (kernelPolicies: number): NodeStateFacts => ({
@@ -51,5 +51,20 @@ describe('the node-state reporter', () => {
     expect(calls).toEqual([]);
     await reporter.report(facts(2)); // one more foreign policy
     expect(calls).toEqual(['get', 'write']);
+  });
+
+  it('keeps the mesh reports it finds on the server while the mesh caches have not synced, and replaces them once they have', async () => {
+    const published = [{ mesh: 'm', uid: 'u', expectedPeers: 1, readyPeers: 1, advertisement: { node: 'a', bootId: 'x', addresses: {}, podCIDRs: [], generations: [], inbound: [], outbound: [], peers: [], leaving: false } }];
+    const { api, stored } = fakeApi({ status: { meshes: published } });
+    const reporter = new NodeStateReporter(api, 'a');
+    await reporter.runnable.start(new AbortController().signal);
+    // A restarted agent: its first pass has no mesh view (facts without meshes).
+    await reporter.report(facts(1));
+    expect((stored()!.status as { meshes?: unknown }).meshes).toEqual(published);
+    await reporter.report(facts(2));
+    expect((stored()!.status as { meshes?: unknown }).meshes).toEqual(published);
+    // Synced, and the node takes part in no mesh: the reports go.
+    await reporter.report({ ...facts(2), meshes: [] });
+    expect((stored()!.status as { meshes?: unknown }).meshes).toBeUndefined();
   });
 });
