@@ -51,6 +51,7 @@ Controller, agent and mesh options:
   --netns NAME             (agent) Reconcile this named network namespace instead of the pod's.
   --resync-seconds N       (agent) Full reconcile at least this often. Default 30.
   --per-sa-metrics         (agent) Byte and packet counters per resource.
+  --boot-id ID             (agent) The boot id IpsecMesh keys are bound to, instead of the kernel's (tests that simulate a reboot).
   -h, --help            This text.
 `;
 
@@ -85,6 +86,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         'node-name': { type: 'string' },
         'resync-seconds': { type: 'string' },
         'per-sa-metrics': { type: 'boolean', default: false },
+        'boot-id': { type: 'string' },
         'retry-seconds': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -133,6 +135,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           netns: values.netns,
           resyncSeconds: values['resync-seconds'],
           perSaMetrics: values['per-sa-metrics'],
+          bootId: values['boot-id'],
         });
       case 'mesh':
         return await (await import('./mesh.js')).runMesh({ args: positionals, kubeconfig: values.kubeconfig });

@@ -29,10 +29,11 @@ function required(value: string | undefined, what: string, env: string): string 
   return value;
 }
 
-export async function runAgentCommand(options: ServeOptions & { nodeName: string | undefined; stateDirectory: string; netns: string | undefined; resyncSeconds: string | undefined; perSaMetrics: boolean }): Promise<number> {
+export async function runAgentCommand(options: ServeOptions & { nodeName: string | undefined; stateDirectory: string; netns: string | undefined; resyncSeconds: string | undefined; perSaMetrics: boolean; bootId?: string | undefined }): Promise<number> {
   const resyncSeconds = Number(options.resyncSeconds ?? '30');
   if (!Number.isInteger(resyncSeconds) || resyncSeconds < 1) throw new UsageError('--resync-seconds must be a positive whole number');
   const nodeName = required(options.nodeName ?? process.env['NODE_NAME'], '--node-name', 'NODE_NAME');
+  if (options.bootId !== undefined && !/^[A-Za-z0-9-]{1,64}$/.test(options.bootId)) throw new UsageError('--boot-id must be 1 to 64 letters, digits or dashes');
   const logger = createLogger({ fields: { component: 'agent', node: nodeName } });
   await runAgent({
     kubeConfig: loadKubeConfig(options.kubeconfig === undefined ? {} : { path: options.kubeconfig }),
@@ -43,6 +44,7 @@ export async function runAgentCommand(options: ServeOptions & { nodeName: string
     metricsAddress: options.metricsAddress ?? ':9090',
     resyncSeconds,
     perSaMetrics: options.perSaMetrics,
+    ...(options.bootId !== undefined ? { bootId: options.bootId } : {}),
     logger,
     signal: stopSignal(),
   });
