@@ -17,7 +17,7 @@ import { converge } from '../../src/engine/converge.js';
 import type { IpsecMeshObject, NodeMeshReport } from '../../src/crd/mesh-contract.js';
 import type { IpsecNodeState } from '../../src/crd/node-state.js';
 import { MeshWorker } from '../../src/agent/mesh-worker.js';
-import { silentLogger } from '../../src/kube/logger.js';
+import { createLogger } from '../../src/kube/logger.js';
 import type { SecurityAssociation } from '../../src/xfrm/types.js';
 import { FakeKernel } from './fake-kernel.js';
 import { MemoryOwnership } from './ownership.js';
@@ -38,6 +38,9 @@ export class MeshCluster {
   readonly nodes: SimNode[] = [];
   mesh: IpsecMeshObject;
   clock = 1_800_000_000_000;
+  /** Every line every agent logged (debug included), for the no-key-bytes check. */
+  readonly logs: string[] = [];
+  readonly #logger = createLogger({ level: 'debug', write: (line) => void this.logs.push(line) });
 
   constructor(mesh: IpsecMeshObject) {
     this.mesh = mesh;
@@ -85,7 +88,7 @@ export class MeshCluster {
       stateDirectory: node.stateDirectory,
       bootId: node.bootId,
       caches: { snapshot: () => ({ meshes: [this.mesh], nodes: this.nodeObjects(), nodeStates: this.nodeStates() }) },
-      logger: silentLogger,
+      logger: this.#logger.child({ node: node.name }),
       now: () => this.clock,
     });
   }

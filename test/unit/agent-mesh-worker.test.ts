@@ -58,6 +58,8 @@ describe('the agent mesh worker, three nodes', () => {
     expect(new Set(outbound).size).toBe(6);
     const published = JSON.stringify(cluster.nodes.map((n) => n.reports));
     for (const key of allKeys(cluster)) expect(published).not.toContain(key);
+    expect(cluster.logs.length).toBeGreaterThan(0);
+    for (const key of allKeys(cluster)) expect(cluster.logs.join('')).not.toContain(key);
   });
 
   it('acknowledges a rotation request, switches without loss, completes it once, and a restarted agent changes nothing', async () => {
@@ -79,6 +81,8 @@ describe('the agent mesh worker, three nodes', () => {
     expect(a.kernel.states).toHaveLength(4);
     expect(a.kernel.states.filter((sa) => before.has(sa.id.spi))).toEqual([]);
     for (const name of ['b', 'c']) expect(cluster.report(name)!.readyPeers).toBe(2);
+    expect(cluster.logs.some((line) => line.includes('rotation started')) && cluster.logs.some((line) => line.includes('rotation done'))).toBe(true);
+    for (const key of allKeys(cluster)) expect(cluster.logs.join('')).not.toContain(key);
 
     // The request stays in the mesh's status until the controller drops it: acted on once only.
     cluster.restart(a);
