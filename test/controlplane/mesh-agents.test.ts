@@ -146,7 +146,9 @@ const reportOf = async (node: string): Promise<NodeMeshReport | undefined> => {
 beforeAll(async () => {
   const run = (args: string[]) => check(kubectl(args, { kubeconfig }), `kubectl ${args.join(' ')}`);
   for (const crd of ['ipsecnodestates', 'ipsecmeshes']) await run(['apply', '--server-side', '--force-conflicts', '-f', join(REPO_ROOT, `deploy/crds/${crd}.ipsec.xfrm.io.yaml`)]);
-  await run(['wait', '--for=condition=Established', 'crd/ipsecnodestates.ipsec.xfrm.io', 'crd/ipsecmeshes.ipsec.xfrm.io']);
+  // Right after the CRD is created (here, or by another file at the same time) it may have no
+  // conditions yet, and kubectl wait then fails instead of waiting: ask again.
+  await eventually('the CRDs established', () => run(['wait', '--for=condition=Established', '--timeout=30s', 'crd/ipsecnodestates.ipsec.xfrm.io', 'crd/ipsecmeshes.ipsec.xfrm.io']), 60_000);
   for (const node of NODES) {
     await core.createNode({ body: { metadata: { name: node.name, labels: { [LABEL]: suffix } } } });
     await core.patchNodeStatus(
