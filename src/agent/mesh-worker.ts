@@ -24,6 +24,8 @@
  * generations only.
  */
 import { readFileSync } from 'node:fs';
+import { readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { NodeMeshReport } from '../crd/mesh-contract.js';
 import type { Logger } from '../kube/logger.js';
 import type { KernelTables } from '../engine/converge.js';
@@ -144,10 +146,27 @@ export class MeshWorker {
         this.#parts.logger.warn('mesh: this pass could not decide the entries; they are kept as they are', { mesh: view.identity.name, error: (error as Error).message });
       }
     }
-    // Meshes deleted from the cluster: their entries are pruned (nothing desires them), their stores closed.
+    // Meshes deleted from the cluster: their entries are pruned (nothing desires them, nothing
+    // needs a key to delete them), their key stores removed: no private key outlives its mesh.
     const liveUids = new Set(live.map((mesh) => mesh.metadata.uid ?? ''));
     for (const uid of [...this.#stores.keys()]) if (!liveUids.has(uid)) this.#forget(uid);
+    await this.#removeStoresOfDeletedMeshes(liveUids);
     return { desired, protect, synced: true, contexts };
+  }
+
+  async #removeStoresOfDeletedMeshes(liveUids: ReadonlySet<string>): Promise<void> {
+    let files: string[];
+    try {
+      files = await readdir(join(this.#parts.stateDirectory, 'mesh'));
+    } catch {
+      return; // no mesh was ever here
+    }
+    for (const file of files) {
+      const uid = file.endsWith('.json') ? file.slice(0, -'.json'.length) : undefined;
+      if (uid === undefined || liveUids.has(uid)) continue;
+      await rm(join(this.#parts.stateDirectory, 'mesh', file), { force: true });
+      this.#parts.logger.info('mesh: removed the key store of a mesh that no longer exists', { uid });
+    }
   }
 
   /** The reports to publish, from the kernel as the pass left it. */

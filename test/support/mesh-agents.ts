@@ -36,13 +36,14 @@ export interface SimNode {
 
 export class MeshCluster {
   readonly nodes: SimNode[] = [];
-  mesh: IpsecMeshObject;
+  /** Undefined: the mesh was deleted. */
+  mesh: IpsecMeshObject | undefined;
   clock = 1_800_000_000_000;
   /** Every line every agent logged (debug included), for the no-key-bytes check. */
   readonly logs: string[] = [];
   readonly #logger = createLogger({ level: 'debug', write: (line) => void this.logs.push(line) });
 
-  constructor(mesh: IpsecMeshObject) {
+  constructor(mesh: IpsecMeshObject | undefined) {
     this.mesh = mesh;
   }
 
@@ -87,7 +88,7 @@ export class MeshCluster {
       nodeName: node.name,
       stateDirectory: node.stateDirectory,
       bootId: node.bootId,
-      caches: { snapshot: () => ({ meshes: [this.mesh], nodes: this.nodeObjects(), nodeStates: this.nodeStates() }) },
+      caches: { snapshot: () => ({ meshes: this.mesh ? [this.mesh] : [], nodes: this.nodeObjects(), nodeStates: this.nodeStates() }) },
       logger: this.#logger.child({ node: node.name }),
       now: () => this.clock,
     });
@@ -133,7 +134,7 @@ export class MeshCluster {
   }
 
   report(name: string): NodeMeshReport | undefined {
-    return this.node(name).reports?.find((r) => r.uid === this.mesh.metadata.uid);
+    return this.node(name).reports?.find((r) => r.uid === this.mesh?.metadata.uid);
   }
 
   /** Every pinned outbound SA has its twin at the receiver. Returns the broken links. */

@@ -130,4 +130,18 @@ describe('the agent mesh worker, three nodes', () => {
     expect(cluster.report('a')!.advertisement.generations).toEqual([]);
     expect(cluster.node('a').kernel.states).toEqual([]);
   });
+
+  it('removes everything of a deleted mesh: its entries on every node and the key stores', async () => {
+    const cluster = await threeNodes();
+    cluster.mesh = undefined;
+    // Deleting the mesh ends it on each node at its next pass, not in two phases: not checked for loss.
+    await cluster.settle(20, 1000, { check: false });
+    for (const node of cluster.nodes) {
+      expect(node.kernel.states).toEqual([]);
+      expect(node.kernel.policies).toEqual([]);
+      expect(node.ownership.records().size).toBe(0);
+      expect(node.reports).toEqual([]);
+      expect(() => statSync(meshStatePath(node.stateDirectory, { name: 'cluster', uid: UID }))).toThrow();
+    }
+  });
 });
