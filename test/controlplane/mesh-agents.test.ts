@@ -21,7 +21,7 @@ import { eventually, ensure } from './kube-support.js';
 import { IpsecResources, coreListerWatcher } from '../../src/kube/client.js';
 import { Informer } from '../../src/kube/informer.js';
 import { EventRecorder, kubeEventSink } from '../../src/kube/events.js';
-import { silentLogger } from '../../src/kube/logger.js';
+import { createLogger } from '../../src/kube/logger.js';
 import { MeshMetrics, meshReconciler } from '../../src/controller/mesh-controller.js';
 import type { IpsecMeshObject, NodeMeshReport } from '../../src/crd/mesh-contract.js';
 import type { IpsecMeshStatus } from '../../src/crd/mesh-object.js';
@@ -63,19 +63,30 @@ let stopped = false;
 const loops: Promise<void>[] = [];
 const failures: string[] = [];
 const controllerInformers: Informer<never>[] = [];
+// Everything the agents and the controller log (debug included) and their metrics registries,
+// and every SA key the kernels ever held: for the check that no key byte left the kernels.
+const logs: string[] = [];
+const logger = createLogger({ level: 'debug', write: (line) => void logs.push(line) });
+const registries: Registry[] = [];
+const keysSeen = new Set<string>();
+const recordKeys = () => {
+  for (const agent of agents) for (const sa of agent.kernel.states) keysSeen.add(keyBytes(sa).toString('hex'));
+};
 
 async function startAgent(node: { name: string }): Promise<Agent> {
   const dir = mkdtempSync(join(tmpdir(), `mesh-agent-${node.name}-`));
   const kernel = new FakeKernel();
   const ledger = await Ledger.open(join(dir, 'ledger.json'));
-  const caches = new MeshCaches({ kubeConfig: kc, resources, logger: silentLogger });
+  const agentLogger = logger.child({ component: 'agent', node: node.name });
+  const caches = new MeshCaches({ kubeConfig: kc, resources, logger: agentLogger });
   const registry = new Registry();
-  const mesh = new MeshWorker({ nodeName: node.name, stateDirectory: dir, bootId: `${node.name}-boot`, caches, logger: silentLogger });
+  registries.push(registry);
+  const mesh = new MeshWorker({ nodeName: node.name, stateDirectory: dir, bootId: `${node.name}-boot`, caches, logger: agentLogger });
   const worker = new NodeWorker({
     nodeName: node.name,
     netns: undefined,
     resyncSeconds: 60,
-    logger: silentLogger,
+    logger: agentLogger,
     // The hand-written resources are not this test's: none (another file's SA must not reach these kernels).
     caches: { snapshot: () => ({ resources: [], secrets: new Map(), node: { metadata: { name: node.name, labels: { [LABEL]: suffix } } } }) },
     kernel: { handles: () => ({ tables: kernel as never, ledger }) },
@@ -92,6 +103,7 @@ async function startAgent(node: { name: string }): Promise<Agent> {
       while (!stopped) {
         try {
           await worker.reconcile();
+          recordKeys();
         } catch (error) {
           failures.push(`${node.name}: ${(error as Error).message}`);
         }
@@ -103,6 +115,9 @@ async function startAgent(node: { name: string }): Promise<Agent> {
 }
 
 function startController(): void {
+  const controllerLogger = logger.child({ component: 'controller' });
+  const registry = new Registry();
+  registries.push(registry);
   const nodes = new Informer<V1Node>(coreListerWatcher(kc, 'nodes'), { resource: 'nodes' });
   const meshes = resources.informer<IpsecMeshObject>('ipsecmeshes');
   const nodeStates = resources.informer<IpsecNodeState>('ipsecnodestates');
@@ -116,9 +131,9 @@ function startController(): void {
     nodeStates,
     statusWriter: resources.statusWriter('ipsec-operator-controller'),
     api: custom,
-    events: new EventRecorder(kubeEventSink(kc), { component: 'ipsec-operator-controller', defaultNamespace: 'default', logger: silentLogger }),
-    metrics: new MeshMetrics(new Registry()),
-    logger: silentLogger,
+    events: new EventRecorder(kubeEventSink(kc), { component: 'ipsec-operator-controller', defaultNamespace: 'default', logger: controllerLogger }),
+    metrics: new MeshMetrics(registry),
+    logger: controllerLogger,
     requeueAfter: () => undefined, // the loop below looks again anyway
   });
   loops.push(
@@ -282,5 +297,26 @@ describe('three agents and the controller on a real API server', () => {
     // And no key byte went into any object the API server holds for the mesh.
     const objects = JSON.stringify([await meshStatus(), ...(await Promise.all(NODES.map((n) => reportOf(n.name))))]);
     for (const agent of agents) for (const sa of agent.kernel.states) expect(objects).not.toContain(keyBytes(sa).toString('base64'));
+  });
+
+  it('left no byte of any SA key in any object of the API server (Secrets and Events included), any log line or any metric', async () => {
+    recordKeys();
+    // Both generations of every pair: 6 SAs before the rotation, 6 after.
+    expect(keysSeen.size).toBeGreaterThanOrEqual(12);
+    const kinds = (await check(kubectl(['api-resources', '--verbs=list', '-o', 'name'], { kubeconfig }), 'kubectl api-resources')).split('\n').filter((kind) => kind.trim() !== '');
+    const everything = await check(kubectl(['get', kinds.join(','), '--all-namespaces', '-o', 'json'], { kubeconfig }), 'kubectl get everything');
+    expect(everything).toContain(MESH);
+    const metrics = (await Promise.all(registries.map((registry) => registry.metrics()))).join('\n');
+    expect(metrics).toContain('ipsec_operator_mesh_members');
+    expect(logs.some((line) => line.includes('rotation started'))).toBe(true);
+    const haystacks = { objects: everything, logs: logs.join(''), metrics };
+    for (const hex of keysSeen) {
+      const key = Buffer.from(hex, 'hex');
+      for (const [where, text] of Object.entries(haystacks)) {
+        for (const form of [hex, key.toString('base64'), key.subarray(0, 16).toString('hex'), key.subarray(0, 12).toString('base64')]) {
+          expect(text.includes(form), `a key (as ${form.length} characters) in the ${where}`).toBe(false);
+        }
+      }
+    }
   });
 });
