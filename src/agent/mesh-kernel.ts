@@ -3,7 +3,7 @@
  * (../mesh/rotation.ts InstalledMesh): which of its inbound SAs the kernel holds, which SA each
  * outbound policy pins, which SPIs to this node other SAs hold (never allocated to the mesh),
  * how far its outbound counters are through their sequence space, and whether an inbound SA
- * still carries packets (InboundActivity). Only entries the ledger records for the mesh's
+ * still carries packets (InboundActivity), and whether an outbound SA reached a soft limit. Only entries the ledger records for the mesh's
  * resource count as the mesh's: the kernel may hold anything else. Pure but for the activity
  * tracker's memory; the time is an input.
  */
@@ -83,6 +83,20 @@ export function sequenceUsage(input: MeshKernelInput): number {
     usage = Math.max(usage, Number((sequence * 1_000_000n) / sequenceSpace(sa)) / 1_000_000);
   }
   return Math.min(1, usage);
+}
+
+/**
+ * Whether an outbound SA of the mesh has reached its soft packet or byte limit, from its
+ * counters in the dump: the kernel's soft-expire event comes once, and an agent restarted since
+ * would not know; the counters say it again at every pass until the SA is replaced.
+ */
+export function softLimitReached(input: MeshKernelInput): boolean {
+  return input.observed.states.some((sa) => {
+    if (!owned(input, sa) || sa.source !== input.self.addresses[sa.id.family]) return false;
+    const current = sa.observed?.current;
+    if (current === undefined) return false;
+    return current.packets >= sa.lifetime.softPacketLimit || current.bytes >= sa.lifetime.softByteLimit;
+  });
 }
 
 /**

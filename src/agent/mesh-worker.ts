@@ -36,7 +36,7 @@ import { advertise, decide, startRotation, type MeshDecision, type RotationInput
 import type { MeshAdvertisement } from '../mesh/types.js';
 import { generateX25519KeyPair, type X25519KeyPair } from '../mesh/x25519.js';
 import { statusEqual } from '../kube/status.js';
-import { InboundActivity, foreignSpis, installedMesh, sequenceUsage, type MeshKernelInput, type OwnerOf } from './mesh-kernel.js';
+import { InboundActivity, foreignSpis, installedMesh, sequenceUsage, softLimitReached, type MeshKernelInput, type OwnerOf } from './mesh-kernel.js';
 import { apiTime, emptyAdvertisement, meshReport, progressed, readyPeers, shouldStart } from './mesh-progress.js';
 import { meshEntriesSpec, meshTimers, meshView, type MeshView } from './mesh-view.js';
 import type { MeshSnapshot } from './mesh-caches.js';
@@ -213,7 +213,7 @@ export class MeshWorker {
           mesh: view.identity,
           advertisement: published.advertisement,
           rotation,
-          rotationWanted: needsKeys || this.#softLimit.has(resource),
+          rotationWanted: needsKeys || this.#softLimit.has(resource) || softLimitReached(kernelInput),
           expectedPeers: context.leaving ? 0 : expectedPeers,
           readyPeers: readyPeers(published.advertisement, view.peers, new Set(view.members)),
           sequenceUsage: sequenceUsage(kernelInput),

@@ -7,7 +7,7 @@ import type { IpsecMeshObject, NodeMeshReport } from '../../src/crd/mesh-contrac
 import { normalizeMeshReport } from '../../src/crd/mesh-contract.js';
 import type { IpsecNodeState } from '../../src/crd/node-state.js';
 import { meshInputsChanged, meshNodeChanged, nodeStateMeshesChanged } from '../../src/agent/mesh-changes.js';
-import { InboundActivity, foreignSpis, installedMesh, sequenceUsage, type MeshKernelInput } from '../../src/agent/mesh-kernel.js';
+import { InboundActivity, foreignSpis, installedMesh, sequenceUsage, softLimitReached, type MeshKernelInput } from '../../src/agent/mesh-kernel.js';
 import { emptyAdvertisement, meshReport, progressed, readyPeers, shouldStart } from '../../src/agent/mesh-progress.js';
 import { meshEntriesSpec, meshTimers, meshView, nodeAddresses } from '../../src/agent/mesh-view.js';
 import type { RotationRecord } from '../../src/mesh/key-store.js';
@@ -148,6 +148,19 @@ describe('what a dump says of a mesh', () => {
     const used = { ...observed, states: [sa('192.0.2.1', '192.0.2.2', 0x2002, { observed: { current: { bytes: 0n, packets: 0n, addTime: 0n, useTime: 0n }, statistics: { replayWindow: 0, replay: 0, integrityFailed: 0 }, replayState, sequence: 0 } } as never)] };
     expect(sequenceUsage({ ...input, observed: used })).toBe(0.25);
     expect(sequenceUsage(input)).toBe(0);
+  });
+
+  it('tells from the counters that an outbound SA of the mesh reached its soft limit (after a restart too)', () => {
+    const counted = (packets: bigint, bytes: bigint, limits: Partial<typeof DEFAULT_LIFETIME>, source = '192.0.2.1', destination = '192.0.2.2', spi = 0x2002) =>
+      sa(source, destination, spi, { lifetime: { ...DEFAULT_LIFETIME, ...limits }, observed: { current: { bytes, packets, addTime: 0n, useTime: 0n } } as never });
+    const withState = (state: SecurityAssociation) => ({ ...input, observed: { ...observed, states: [state] } });
+    expect(softLimitReached(withState(counted(999n, 0n, { softPacketLimit: 1000n })))).toBe(false);
+    expect(softLimitReached(withState(counted(1000n, 0n, { softPacketLimit: 1000n })))).toBe(true);
+    expect(softLimitReached(withState(counted(1n, 1n << 30n, { softByteLimit: 1n << 30n })))).toBe(true);
+    // Inbound SAs, and SAs that are not the mesh's, do not count.
+    expect(softLimitReached(withState(counted(5000n, 0n, { softPacketLimit: 1000n }, '192.0.2.2', '192.0.2.1', 0x1001)))).toBe(false);
+    expect(softLimitReached(withState(counted(5000n, 0n, { softPacketLimit: 1000n }, '192.0.2.1', '192.0.2.3', 0x4005)))).toBe(false);
+    expect(softLimitReached(input)).toBe(false);
   });
 
   it('calls an inbound SA idle once its packet counter stood still for the grace period', () => {
