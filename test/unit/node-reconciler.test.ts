@@ -9,6 +9,8 @@ import { FakeKernel } from '../support/fake-kernel.js';
 import { stateKey } from '../../src/plan/identity.js';
 import { CEILING_RATE, retiredUsage } from '../../src/engine/sequence-rule.js';
 import { policySpec, saSpec, TEST_KEYS } from '../support/entries.js';
+import { desiredTables } from '../../src/model/desired.js';
+import type { DesiredTables } from '../../src/plan/planner.js';
 
 let directory: string;
 let ledger: Ledger;
@@ -133,5 +135,45 @@ describe('restoring an owned SA that vanished', () => {
     const rekeyed = await reconcileNode(inputs([saResource('expiring', { spi: 0x101 })]), kernel, ledger);
     expect(rekeyed.reports[0]).toMatchObject({ state: 'Applied' });
     expect(kernel.states).toHaveLength(1);
+  });
+
+  describe('entries that are not built from resources (an IpsecMesh)', () => {
+    // Entries as the mesh worker hands them over: under the resource IpsecMesh/<name>.
+    const meshEntries = (spi: number): DesiredTables => {
+      const built = desiredTables({ securityAssociations: [{ resource: saResource('m', { spi }), source: undefined }], policies: [], secrets }, { labels: undefined, resolveDevice: () => undefined });
+      return { states: built.tables.states.map((entry) => ({ ...entry, resource: 'IpsecMesh/m' })), policies: [] };
+    };
+    const none = new Set<string>();
+
+    it('are applied beside the resources, recorded under their own resource, and pruned once not desired', async () => {
+      const kernel = new FakeKernel();
+      const hand = saResource('hand', { spi: 0x100 });
+      const first = await reconcileNode({ ...inputs([hand]), extra: { desired: meshEntries(0x900), protect: none } }, kernel, ledger);
+      expect(first.converged).toBe(true);
+      expect(kernel.states.map((sa) => sa.id.spi).sort((a, b) => a - b)).toEqual([0x100, 0x900]);
+      expect(ledger.records().get(stateKey(kernel.states.find((sa) => sa.id.spi === 0x900)!.id))?.resource).toBe('IpsecMesh/m');
+      // No report for them among the resources' (the mesh reports in status.meshes[]).
+      expect(first.reports.map((report) => report.name)).toEqual(['hand']);
+      const again = await reconcileNode({ ...inputs([hand]), extra: { desired: meshEntries(0x900), protect: none } }, kernel, ledger);
+      expect(again.changes).toBe(0);
+      await reconcileNode({ ...inputs([hand]), extra: { desired: { states: [], policies: [] }, protect: none } }, kernel, ledger);
+      expect(kernel.states.map((sa) => sa.id.spi)).toEqual([0x100]);
+    });
+
+    it('are kept as they are while protected (the mesh caches have not synced), and the usage history is then incomplete', async () => {
+      const kernel = new FakeKernel();
+      await reconcileNode({ ...inputs([]), extra: { desired: meshEntries(0x900), protect: none } }, kernel, ledger);
+      const kept = await reconcileNode({ ...inputs([]), extra: { desired: { states: [], policies: [] }, protect: new Set(['IpsecMesh/m']) } }, kernel, ledger);
+      expect(kernel.states.map((sa) => sa.id.spi)).toEqual([0x900]);
+      expect(kept.desiredKeys.complete).toBe(false);
+    });
+
+    it('name their resource when the kernel refuses one of them, and the rest is applied', async () => {
+      const kernel = new FakeKernel();
+      kernel.refuse = (entry) => 'id' in entry && 'spi' in entry.id && entry.id.spi === 0x900;
+      const result = await reconcileNode({ ...inputs([saResource('hand', { spi: 0x100 })]), extra: { desired: meshEntries(0x900), protect: none } }, kernel, ledger);
+      expect(result.setAside.get('IpsecMesh/m')).toMatchObject({ reason: 'KernelRejected' });
+      expect(kernel.states.map((sa) => sa.id.spi)).toEqual([0x100]);
+    });
   });
 });
