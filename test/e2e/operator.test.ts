@@ -1,6 +1,7 @@
 // The operator end to end, on the real control plane and the VM's kernel: examples/host-to-host
 // applied with kubectl → Ready → ESP between the nodes → edits converge → a hand flush is
-// repaired and reported → an agent killed and restarted during a ping loses no packet →
+// repaired and reported (the restored SA continues its sequence: the first pings after the
+// repair are answered) → an agent killed and restarted during a ping loses no packet →
 // deleting the resources removes their entries from every node, also from a node whose agent
 // was down at the time → foreign entries untouched from start to end.
 import { join } from 'node:path';
@@ -10,7 +11,7 @@ import { injectedKubeconfigPath } from '../infra/controlplane/inject.js';
 import { REPO_ROOT } from '../infra/controlplane/binaries.js';
 import { startCluster, type Cluster } from '../infra/cluster/cluster.js';
 import { warmCrypto } from '../support/vm-cli.js';
-import { resourceStates, timed, waitFor } from './support.js';
+import { outboundSequence, resourceStates, timed, waitFor, xfrmStat } from './support.js';
 
 const vm = vmFromInject();
 const EXAMPLE = join(REPO_ROOT, 'examples/host-to-host');
@@ -116,6 +117,9 @@ describe('ipsec-operator end to end', () => {
 
   it('repairs a hand flush of both tables and reports the drift', async () => {
     const owned = (await node('a').sh('ip xfrm state count; ip xfrm policy count')).stdout;
+    await node('a').sh(`ping -c 2 -W 5 ${B}`);
+    const counterBefore = await outboundSequence(node('a'), A, B, 0x2000); // a-to-b-2, since the rekey
+    const seqErrors = await xfrmStat(node('b'), 'XfrmInStateSeqError');
     const started = Date.now();
     await node('a').sh('ip xfrm state flush; ip xfrm policy flush');
     // Our own entries come back; the foreign ones are their owner's to restore, as here.
@@ -139,23 +143,21 @@ describe('ipsec-operator end to end', () => {
       return current.status.driftRepairs > 0;
     });
     expect(state.status).toBeDefined();
-    // Traffic flows again. The restored outbound SA resumes past its last sequence number so
-    // the peer's replay window accepts it at once; should that fall short, the window lets it
-    // through again after as many packets as the old SA had sent — so this waits, and says.
-    let attempts = 0;
-    await waitFor('ping through the restored SAs', async () => {
-      attempts++;
-      const ping = await node('a').trySh(`ping -c 2 -W 2 ${B}`);
-      if (/2 packets transmitted, 2 (packets )?received/.test(ping.stdout)) return true;
-      if (attempts === 1) {
-        for (const name of ['a', 'b']) {
-          const diagnostics = await node(name).trySh('grep -v " 0$" /proc/net/xfrm_stat; ip xfrm state | grep -E "spi|anti-replay"');
-          console.log(`[e2e] node ${name} after a failed ping:\n${diagnostics.stdout}`);
-        }
+    // Traffic flows again at once: the restored outbound SA (same key) resumes past its last
+    // sequence number, so node b's replay window takes its first packet and no nonce repeats.
+    // A counter started again from 0 fails here (the window would drop the first packets).
+    const resumed = await outboundSequence(node('a'), A, B, 0x2000);
+    console.log(`[e2e] a→b counter ${counterBefore} before the flush, ${resumed} after the repair`);
+    expect(resumed, 'the restored SA resumes above its last sequence number').toBeGreaterThan(counterBefore);
+    const ping = await node('a').trySh(`ping -c 2 -W 5 ${B}`);
+    if (!/2 packets transmitted, 2 (packets )?received/.test(ping.stdout)) {
+      for (const name of ['a', 'b']) {
+        const diagnostics = await node(name).trySh('grep -v " 0$" /proc/net/xfrm_stat; ip xfrm state | grep -E "spi|anti-replay"');
+        console.log(`[e2e] node ${name} after a failed ping:\n${diagnostics.stdout}`);
       }
-      return undefined;
-    }, 120_000, 500);
-    console.log(`[e2e] traffic through the restored SAs on ping attempt ${attempts}`);
+    }
+    expect(ping.stdout, 'the first pings after the repair are answered').toMatch(/2 packets transmitted, 2 (packets )?received/);
+    expect(await xfrmStat(node('b'), 'XfrmInStateSeqError'), 'node b counted no sequence error').toBe(seqErrors);
   });
 
   it('loses no packet of a continuous ping while the agent is killed (SIGKILL) and restarted', async () => {
