@@ -14,7 +14,7 @@ import type { ResourceReport } from '../crd/node-state.js';
 import type { IpsecResource } from '../crd/types.js';
 import { API_GROUP, API_VERSION } from '../crd/types.js';
 import { describeState } from '../plan/describe.js';
-import type { SecurityAssociation } from '../xfrm/types.js';
+import type { ExpiredState } from '../xfrm/types.js';
 
 /** The part of ../kube/events.ts EventRecorder this needs. */
 export interface WarningSink {
@@ -51,7 +51,7 @@ export class AgentEvents {
   }
 
   /** A soft lifetime limit of an owned SA was reached (XFRM_MSG_EXPIRE, soft). */
-  softExpired(resource: string, sa: SecurityAssociation, resources: readonly IpsecResource[]): void {
+  softExpired(resource: string, sa: ExpiredState, resources: readonly IpsecResource[]): void {
     const [kind, ...rest] = resource.split('/');
     if (kind !== 'SecurityAssociation' && kind !== 'IpsecPolicy') return;
     this.sink.warning(

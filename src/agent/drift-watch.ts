@@ -6,11 +6,13 @@
  * any other change to the tables may be drift, and so is a lost event (an overrun: we no longer
  * know what happened). A soft expiry is counted for an SA we own but changes nothing; a hard
  * expiry removed an entry: the reconcile it triggers first retires the SA's key (takeExpired),
- * so that the repair never installs that key again (../engine/sequence-rule.ts, Expired).
+ * so that the repair never installs that key again (../engine/sequence-rule.ts, Expired). The
+ * kernel reports an expiry without the SA's algorithms and keys (ExpiredState): the pass finds
+ * the key in its last dump.
  */
 import { isOwnEvent, type XfrmEvent } from '../xfrm/events.js';
 import { stateKey } from '../plan/identity.js';
-import type { SecurityAssociation } from '../xfrm/types.js';
+import type { ExpiredState } from '../xfrm/types.js';
 
 export interface DriftWatchOptions {
   /** The netlink port id of our request socket (events it caused carry it). */
@@ -20,7 +22,7 @@ export interface DriftWatchOptions {
   /** Called once per event that may be drift: enqueue a reconcile. */
   readonly trigger: () => void;
   /** An owned SA reached a lifetime limit. */
-  readonly expired?: (hard: boolean, state: SecurityAssociation) => void;
+  readonly expired?: (hard: boolean, state: ExpiredState) => void;
   readonly now?: () => number;
 }
 
@@ -35,7 +37,7 @@ export class DriftWatch {
   private suspected = false;
   private since: number | undefined;
   private repairs = 0;
-  private expiredStates: SecurityAssociation[] = [];
+  private expiredStates: ExpiredState[] = [];
 
   constructor(private readonly options: DriftWatchOptions) {}
 
@@ -63,14 +65,14 @@ export class DriftWatch {
   }
 
   /** Owned SAs the kernel removed at a hard lifetime since the last call (their keys must be retired before any repair). */
-  takeExpired(): SecurityAssociation[] {
+  takeExpired(): ExpiredState[] {
     const taken = this.expiredStates;
     this.expiredStates = [];
     return taken;
   }
 
   /** Gives expiries back that a pass could not retire (it failed; the next one tries again). */
-  putBackExpired(states: readonly SecurityAssociation[]): void {
+  putBackExpired(states: readonly ExpiredState[]): void {
     this.expiredStates.unshift(...states);
   }
 

@@ -15,7 +15,7 @@ import { inboundStateKeys, type ObservedTables } from '../plan/planner.js';
 import { stateKey } from '../plan/identity.js';
 import { retiredUsage } from '../engine/sequence-rule.js';
 import { describeState } from '../plan/describe.js';
-import type { SecurityAssociation } from '../xfrm/types.js';
+import type { ExpiredState, SecurityAssociation } from '../xfrm/types.js';
 import { reconcileNode, type NodeInputs, type NodeReconcileResult } from './node-reconciler.js';
 import type { AgentMetrics } from './agent-metrics.js';
 import type { AgentEncapSockets } from './encap-sockets.js';
@@ -60,6 +60,11 @@ export class NodeWorker {
   private readonly notKept: NonNullable<NodeInputs['notKept']> = new Map();
   private lastSyncAt: Date | undefined;
   private readonly retention: UsageRetention;
+  /**
+   * The SAs of the last pass's dump, by identity key: an expiry names an SA without its key
+   * (ExpiredState), and the key is what the usage history retires.
+   */
+  private lastStates = new Map<string, SecurityAssociation>();
 
   constructor(private readonly parts: NodeWorkerParts) {
     this.retention = new UsageRetention(parts.usageRetentionSeconds);
@@ -87,7 +92,7 @@ export class NodeWorker {
     const suspicion = drift.take();
     const expired = drift.takeExpired();
     try {
-      await retireExpired(expired, ledger, logger);
+      await retireExpired(expired, (state) => dumpedIncarnation(this.lastStates, state), ledger, logger);
     } catch (error) {
       drift.putBackExpired(expired);
       throw error;
@@ -125,6 +130,7 @@ export class NodeWorker {
     this.parts.events?.reports(result.reports, view.resources);
     // One dump after the reconcile serves the metrics and the node state.
     const observed = await tables.dump();
+    this.lastStates = new Map(observed.states.map((sa) => [stateKey(sa.id), sa]));
     this.recordTables(observed, ledger);
     this.parts.sequences?.track(observed.states);
     await this.forgetUnusedKeys(result.desiredKeys, observed, ledger);
@@ -165,18 +171,38 @@ export class NodeWorker {
 }
 
 /**
- * Before the repair a hard expiry triggers: the expired SAs' keys are retired in the ledger, so
- * the repair reports them Expired instead of installing them again. Should the write fail, the
- * pass fails and is retried (the caller puts the expiries back), never repairs without it.
+ * The SA of a dump that an expiry is about: same identity and same add time (the same
+ * incarnation, not one added again since), or undefined.
  */
-async function retireExpired(expired: readonly SecurityAssociation[], ledger: Ledger, logger: Logger): Promise<void> {
+export function dumpedIncarnation(dumped: ReadonlyMap<string, SecurityAssociation>, expired: ExpiredState): SecurityAssociation | undefined {
+  const sa = dumped.get(stateKey(expired.id));
+  const addTime = expired.observed?.current.addTime;
+  return sa && addTime !== undefined && sa.observed?.current.addTime === addTime ? sa : undefined;
+}
+
+/**
+ * Before the repair a hard expiry triggers: the expired SAs' keys are retired in the ledger, so
+ * the repair reports them Expired instead of installing them again. The kernel's EXPIRE carries
+ * no key, so each is found in the last dump (`known`); one added and expired between two dumps
+ * is not, and is logged: for an add-time limit the sequence rule's deadline (counted from the
+ * first install) refuses the key anyway. Should the write fail, the pass fails and is retried
+ * (the caller puts the expiries back), never repairs without it.
+ */
+async function retireExpired(expired: readonly ExpiredState[], known: (state: ExpiredState) => SecurityAssociation | undefined, ledger: Ledger, logger: Logger): Promise<void> {
   if (expired.length === 0) return;
   const now = Math.floor(Date.now() / 1000);
-  const usage = expired.map((sa) => {
+  const found: SecurityAssociation[] = [];
+  for (const state of expired) {
+    const sa = known(state);
+    if (sa) found.push(sa);
+    else logger.warn('an owned SA reached its hard lifetime but was not in the last dump, so its key is not known to retire', { sa: describeState(state) });
+  }
+  if (found.length === 0) return;
+  const usage = found.map((sa) => {
     const key = ledger.usageKey(sa);
     return retiredUsage(key, ledger.usage(key), 'expired', 'the kernel removed this key at its hard lifetime', now);
   });
   await ledger.commit({ usage });
-  for (const sa of expired) logger.warn('an owned SA reached its hard lifetime; its key is not installed again (Expired)', { sa: describeState(sa) });
+  for (const sa of found) logger.warn('an owned SA reached its hard lifetime; its key is not installed again (Expired)', { sa: describeState(sa) });
 }
 

@@ -22,7 +22,8 @@ export function describeSelector(selector: Selector): string {
   return parts.join(' ');
 }
 
-export function describeState(sa: SecurityAssociation): string {
+/** An SA in one line; `algorithms` may be absent (an XFRM_MSG_EXPIRE carries none). */
+export function describeState(sa: Pick<SecurityAssociation, 'id' | 'source' | 'mode' | 'reqid' | 'encapsulation'> & { readonly algorithms?: SecurityAssociation['algorithms'] }): string {
   const parts = [
     `${sa.id.protocol === 'ipcomp' ? 'comp' : sa.id.protocol} spi ${hex(sa.id.spi)}`,
     `${sa.source} -> ${sa.id.destination}`,
@@ -30,7 +31,7 @@ export function describeState(sa: SecurityAssociation): string {
   ];
   if (sa.reqid !== 0) parts.push(`reqid ${sa.reqid}`);
   const algorithms = sa.algorithms;
-  switch (algorithms.kind) {
+  switch (algorithms?.kind) {
     case 'aead':
       parts.push(`aead ${algorithms.aead.name} ${algorithms.aead.icvBits}`);
       break;

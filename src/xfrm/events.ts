@@ -27,8 +27,8 @@ import { formatAddress } from './address.js';
 import { indexAttributes, splitBody, structAttribute } from './body.js';
 import { FAMILY, POLICY_TYPE, PROTOCOL } from './enums.js';
 import { decodePolicyFrom, policyDirection } from './policy-codec.js';
-import { decodeStateFrom } from './state-codec.js';
-import type { PolicyType, SecurityAssociation, SecurityPolicy, Selector, XfrmProtocol } from './types.js';
+import { decodeStateFrom, decodeStateHead } from './state-codec.js';
+import type { ExpiredState, PolicyType, SecurityAssociation, SecurityPolicy, Selector, XfrmProtocol } from './types.js';
 import { decodeSelector } from './selector.js';
 import { decodeSequenceReport, type SequenceReport } from './aevent-codec.js';
 
@@ -46,8 +46,11 @@ export type XfrmEvent =
   | { readonly kind: 'state-deleted'; readonly state: SecurityAssociation; readonly origin: EventOrigin }
   /** XFRM_MSG_FLUSHSA: every SA of `protocol` ('any': esp, ah and ipcomp) is gone. */
   | { readonly kind: 'states-flushed'; readonly protocol: XfrmProtocol | 'any'; readonly origin: EventOrigin }
-  /** XFRM_MSG_EXPIRE: a soft limit was reached (renew), or a hard one (the SA is deleted). */
-  | { readonly kind: 'state-expired'; readonly state: SecurityAssociation; readonly hard: boolean; readonly origin: EventOrigin }
+  /**
+   * XFRM_MSG_EXPIRE: a soft limit was reached (renew), or a hard one (the SA is deleted). The
+   * kernel sends the SA without its algorithms (./types.ts ExpiredState).
+   */
+  | { readonly kind: 'state-expired'; readonly state: ExpiredState; readonly hard: boolean; readonly origin: EventOrigin }
   | { readonly kind: 'policy-added'; readonly policy: SecurityPolicy; readonly origin: EventOrigin }
   | { readonly kind: 'policy-updated'; readonly policy: SecurityPolicy; readonly origin: EventOrigin }
   | { readonly kind: 'policy-deleted'; readonly policy: SecurityPolicy; readonly origin: EventOrigin }
@@ -137,7 +140,8 @@ export function decodeEvent(message: NetlinkMessage): XfrmEvent | undefined {
       }
       case K.XFRM_MSG_EXPIRE: {
         const { head, attributes } = splitBody(message.payload, xfrm_user_expire, where);
-        return { kind: 'state-expired', state: decodeStateFrom(head.state, attributes, where), hard: head.hard !== 0, origin };
+        // Only the mark and if_id follow xfrm_user_expire (build_expire): no algorithms, no keys.
+        return { kind: 'state-expired', state: decodeStateHead(head.state, attributes, where), hard: head.hard !== 0, origin };
       }
       case K.XFRM_MSG_NEWPOLICY:
       case K.XFRM_MSG_UPDPOLICY: {

@@ -42,6 +42,7 @@ import type {
   Encapsulation,
   ReplayConfig,
   ReplayState,
+  ExpiredState,
   SecurityAssociation,
   StateAlgorithms,
   StateId,
@@ -321,9 +322,18 @@ function stateFamily(raw: number, where: string): AddressFamily {
 /**
  * The SA described by a decoded xfrm_usersa_info and the message's attributes. Throws
  * UnsupportedEntryError for well-formed SAs outside the model (Mobile IPv6 protocols, unknown
- * modes), NetlinkCodecError for malformed ones.
+ * modes, no algorithm attribute), NetlinkCodecError for malformed ones.
  */
 export function decodeStateFrom(info: RawUsersaInfo, attributes: Map<number, RawAttribute>, where: string): SecurityAssociation {
+  const head = decodeStateHead(info, attributes, where);
+  return { ...head, algorithms: decodeAlgorithms(attributes, where) };
+}
+
+/**
+ * The same without the algorithms: what an XFRM_MSG_EXPIRE carries (../xfrm/types.ts
+ * ExpiredState), whose attributes are only the mark and the interface id.
+ */
+export function decodeStateHead(info: RawUsersaInfo, attributes: Map<number, RawAttribute>, where: string): ExpiredState {
   const family = stateFamily(info.family, where);
   const protocol = PROTOCOL.lookup(info.id.proto);
   if (!protocol) throw new UnsupportedEntryError(where, `protocol ${info.id.proto} is not esp, ah or ipcomp (e.g. a Mobile IPv6 state)`);
@@ -385,7 +395,6 @@ export function decodeStateFrom(info: RawUsersaInfo, attributes: Map<number, Raw
     mode,
     reqid: info.reqid,
     selector: decodeSelector(info.sel, where),
-    algorithms: decodeAlgorithms(attributes, where),
     replay,
     flags: STATE_FLAGS.fromBits(info.flags),
     extraFlags: extraFlags === undefined ? [] : STATE_EXTRA_FLAGS.fromBits(extraFlags),

@@ -194,6 +194,14 @@ export interface StateId {
   readonly mark: Mark | undefined;
 }
 
+/**
+ * An SA as XFRM_MSG_EXPIRE reports it. The kernel's build_expire sends struct xfrm_usersa_info
+ * and only XFRMA_MARK and XFRMA_IF_ID after it (XFRMA_SA_DIR too on 6.10+): no algorithms, no
+ * keys, no replay state. Whoever needs the key (the usage history names keys by it) looks the SA
+ * up by its identity and add time in a dump taken before it expired.
+ */
+export type ExpiredState = Omit<SecurityAssociation, 'algorithms' | 'resumeSequence'>;
+
 /** One Security Association, as `ip xfrm state` shows it. */
 export interface SecurityAssociation {
   readonly id: StateId;

@@ -2,7 +2,7 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { agentStartOrder, type AgentComponents } from '../../src/agent/agent.js';
 import { DriftWatch } from '../../src/agent/drift-watch.js';
-import { NodeWorker } from '../../src/agent/node-worker.js';
+import { dumpedIncarnation, NodeWorker } from '../../src/agent/node-worker.js';
 import { AgentMetrics } from '../../src/agent/agent-metrics.js';
 import { AgentEncapSockets, encapSocketsRunnable } from '../../src/agent/encap-sockets.js';
 import { runInOrder, RunnableError, type Runnable } from '../../src/kube/runnables.js';
@@ -155,6 +155,22 @@ describe('the drift watch', () => {
     expect(drift.takeExpired()).toEqual([]);
     drift.putBackExpired(taken);
     expect(drift.takeExpired()).toEqual([ours]);
+  });
+
+  it('finds the key of an expired SA in the last dump: same identity and add time only', () => {
+    const observed = (spi: number, addTime: bigint) => ({
+      ...sa({ spi }),
+      observed: { current: { bytes: 0n, packets: 0n, addTime, useTime: 0n }, statistics: { replayWindow: 0, replay: 0, integrityFailed: 0 }, replayState: undefined, sequence: 0 },
+    });
+    const dumped = observed(0x100, 1000n);
+    const dump = new Map([[stateKey(dumped.id), dumped]]);
+    // What the kernel's EXPIRE carries: the SA without algorithms.
+    const { algorithms: _omitted, ...expired } = dumped;
+    expect(dumpedIncarnation(dump, expired)).toBe(dumped);
+    const { algorithms: _again, ...readded } = observed(0x100, 1001n); // added again since the dump
+    expect(dumpedIncarnation(dump, readded)).toBeUndefined();
+    const { algorithms: _other, ...other } = observed(0x200, 1000n);
+    expect(dumpedIncarnation(dump, other)).toBeUndefined();
   });
 
   it('adds up repairs', () => {

@@ -65,14 +65,21 @@ describe('SA events', () => {
     expect(() => decodeEvent(message(K.XFRM_MSG_DELSA, encodeStateId(SA.id)))).toThrow(/XFRM_MSG_DELSA without XFRMA_SA/);
   });
 
-  it('EXPIRE: xfrm_user_expire (the SA info and a hard flag), sent by the kernel with port 0', () => {
-    const { head, attributes } = parts(encodeState(SA), 224);
+  it('EXPIRE: xfrm_user_expire (the SA info and a hard flag) and only XFRMA_MARK after it, as build_expire sends it with port 0: no algorithms, no key', () => {
+    const { head } = parts(encodeState(SA), 224);
     const expire = Buffer.alloc(232);
     head.copy(expire);
     expire[224] = 1; // hard
-    const event = decodeEvent(message(K.XFRM_MSG_EXPIRE, Buffer.concat([expire, attributes]), 0, 0));
-    expect(event).toMatchObject({ kind: 'state-expired', hard: true, origin: { portId: 0, sequence: 0 } });
+    const mark = Buffer.alloc(8);
+    mark.writeUInt32LE(1, 0);
+    mark.writeUInt32LE(1, 4);
+    const event = decodeEvent(message(K.XFRM_MSG_EXPIRE, Buffer.concat([expire, attribute(K.XFRMA_MARK, mark)]), 0, 0));
+    expect(event).toMatchObject({ kind: 'state-expired', hard: true, state: { id: SA.id, source: SA.source, reqid: 9, mode: 'tunnel' }, origin: { portId: 0, sequence: 0 } });
+    expect(event && 'state' in event && 'algorithms' in event.state).toBe(false);
     expect(event && isOwnEvent(event, 777)).toBe(false);
+    // A soft expiry the same way.
+    expire[224] = 0;
+    expect(decodeEvent(message(K.XFRM_MSG_EXPIRE, Buffer.concat([expire, attribute(K.XFRMA_MARK, mark)]), 0, 0))).toMatchObject({ kind: 'state-expired', hard: false, state: { id: SA.id } });
   });
 
   it('FLUSHSA: the protocol, or any', () => {
