@@ -13,7 +13,7 @@ import { applyPlan, type ApplyReport, type KernelWriter, type OwnershipStore } f
 import { plan, type DesiredTables, type ObservedTables, type Plan, type Step } from '../plan/planner.js';
 import { describePolicy, describeState } from '../plan/describe.js';
 import type { PolicyId, SecurityAssociation, SecurityPolicy, StateId } from '../xfrm/types.js';
-import { policyKey, stateKey } from '../plan/identity.js';
+import { desiredPolicyKey, desiredStateKey, stateKey } from '../plan/identity.js';
 import { unsupportedFields, type KernelFeatures } from '../xfrm/kernel-features.js';
 import { provesOwnership, type OwnershipView } from '../ownership/settle.js';
 import type { KeyUsage, UsageView } from '../ownership/usage.js';
@@ -279,8 +279,8 @@ async function verifyingSurvey(
   // The resource first: a cheap test that spares computing the identity key of every desired entry.
   const resources = new Set(steps.map((step) => step.resource));
   const desired: DesiredTables = {
-    states: options.desired.states.filter(({ resource, entry }) => resources.has(resource) && keys.has(stateKey(entry.id))),
-    policies: options.desired.policies.filter(({ resource, entry }) => resources.has(resource) && keys.has(policyKey(entry.id))),
+    states: options.desired.states.filter(({ resource, entry }) => resources.has(resource) && keys.has(desiredStateKey(entry.id))),
+    policies: options.desired.policies.filter(({ resource, entry }) => resources.has(resource) && keys.has(desiredPolicyKey(entry.id))),
   };
   return surveyOf(observed, withRecordsOf(ownership, keys), { ...options, desired });
 }

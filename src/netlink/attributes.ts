@@ -80,12 +80,12 @@ export class AttributeEncoder {
   }
 
   /** Encodes `value` with `layout` as the fixed header of the message, in place. */
-  headerStruct<T extends object>(layout: StructLayout<T>, value: T): this {
+  headerStruct<T extends object>(layout: StructLayout<T>, value: T, what = `${layout.name} header`): this {
     if (this.#error) return this;
     const space = nlaAlign(layout.size);
     this.#reserve(space);
     const start = this.#length;
-    const written = this.attempt(`${layout.name} header`, () => {
+    const written = this.attempt(what, () => {
       layout.encodeInto(this.#buffer, start, value);
       this.#buffer.fill(0, start + layout.size, start + space);
       return true;

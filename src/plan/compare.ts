@@ -111,8 +111,43 @@ export function comparePolicies(desired: SecurityPolicy, observed: SecurityPolic
   return { inPlace, replace };
 }
 
+/** Every field of LifetimeConfig (checked below: adding a field without listing it fails to compile). */
+const LIFETIME_FIELDS = [
+  'softByteLimit',
+  'hardByteLimit',
+  'softPacketLimit',
+  'hardPacketLimit',
+  'softAddExpiresSeconds',
+  'hardAddExpiresSeconds',
+  'softUseExpiresSeconds',
+  'hardUseExpiresSeconds',
+] as const satisfies readonly (keyof LifetimeConfig)[];
+const everyLifetimeField: Exclude<keyof LifetimeConfig, (typeof LIFETIME_FIELDS)[number]> extends never ? true : never = true;
+
+/** Every field of PolicyTemplate (checked the same way). */
+const TEMPLATE_FIELDS = [
+  'family',
+  'source',
+  'destination',
+  'protocol',
+  'spi',
+  'reqid',
+  'mode',
+  'share',
+  'level',
+  'authAlgorithmMask',
+  'encryptionAlgorithmMask',
+  'compressionAlgorithmMask',
+] as const satisfies readonly (keyof PolicyTemplate)[];
+const everyTemplateField: Exclude<keyof PolicyTemplate, (typeof TEMPLATE_FIELDS)[number]> extends never ? true : never = true;
+void everyLifetimeField;
+void everyTemplateField;
+
+// Fixed field lists instead of Object.keys per call: a no-op pass over 10,000 policies compares
+// 10,000 lifetimes and templates, and the key arrays were garbage.
 function sameLifetime(a: LifetimeConfig, b: LifetimeConfig): boolean {
-  return (Object.keys(a) as (keyof LifetimeConfig)[]).every((field) => a[field] === b[field]);
+  for (const field of LIFETIME_FIELDS) if (a[field] !== b[field]) return false;
+  return true;
 }
 
 export function sameSelector(a: Selector, b: Selector): boolean {
@@ -133,19 +168,26 @@ export function sameSelector(a: Selector, b: Selector): boolean {
 }
 
 function sameTemplates(a: readonly PolicyTemplate[], b: readonly PolicyTemplate[]): boolean {
-  return a.length === b.length && a.every((template, index) => sameTemplate(template, b[index]!));
+  if (a.length !== b.length) return false;
+  for (let index = 0; index < a.length; index++) if (!sameTemplate(a[index]!, b[index]!)) return false;
+  return true;
 }
 
 function sameTemplate(a: PolicyTemplate, b: PolicyTemplate): boolean {
-  return (Object.keys(a) as (keyof PolicyTemplate)[]).every((field) => a[field] === b[field]);
+  for (const field of TEMPLATE_FIELDS) if (a[field] !== b[field]) return false;
+  return true;
 }
 
 function sameMark(a: Mark | undefined, b: Mark | undefined): boolean {
   return a?.value === b?.value && a?.mask === b?.mask;
 }
 
+/** Flag lists are sets. Most are empty or hold one flag: those are compared without sorting copies. */
 function sameList(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  if (a.length === 0) return true;
+  if (a.length === 1) return a[0] === b[0];
   const left = [...a].sort();
   const right = [...b].sort();
-  return left.length === right.length && left.every((value, index) => value === right[index]);
+  return left.every((value, index) => value === right[index]);
 }

@@ -23,7 +23,7 @@
  */
 import type { PolicyTemplate, SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
 import { compareStates, comparePolicies } from './compare.js';
-import { policyKey, stateKey } from './identity.js';
+import { desiredPolicyKey, desiredStateKey, policyKey, stateKey } from './identity.js';
 import { settle, type LedgerChanges, type OwnershipView } from '../ownership/settle.js';
 import { stateLookupHits } from './lookup.js';
 
@@ -108,8 +108,10 @@ export function plan(input: PlanInput): Plan {
   const conflicts: Conflict[] = [];
   const inbound = inboundStateKeys(input);
 
-  const observedStates = new Map(input.observed.states.map((sa) => [stateKey(sa.id), sa]));
-  const observedPolicies = new Map(input.observed.policies.map((policy) => [policyKey(policy.id), policy]));
+  const observedStates = new Map<string, SecurityAssociation>();
+  for (const sa of input.observed.states) observedStates.set(stateKey(sa.id), sa);
+  const observedPolicies = new Map<string, SecurityPolicy>();
+  for (const policy of input.observed.policies) observedPolicies.set(policyKey(policy.id), policy);
   const settlement = settle(input.ownership, (record) => (record.target === 'state' ? observedStates.get(record.key) : observedPolicies.get(record.key)));
   const owned = settlement.owned;
   const foreignStates = input.observed.states.filter((sa) => !owned.has(stateKey(sa.id)));
@@ -120,7 +122,7 @@ export function plan(input: PlanInput): Plan {
   // SAs
   const desiredStateKeys = new Map<string, string>();
   for (const { resource, entry } of input.desired.states) {
-    const key = stateKey(entry.id);
+    const key = desiredStateKey(entry.id);
     const other = desiredStateKeys.get(key);
     if (other !== undefined) {
       conflicts.push({ key, resource, otherResource: other, target: 'state', reason: `${other} asks for an SA with the same destination, SPI, protocol and mark` });
@@ -164,7 +166,7 @@ export function plan(input: PlanInput): Plan {
   // Policies
   const desiredPolicyKeys = new Map<string, string>();
   for (const { resource, entry } of input.desired.policies) {
-    const key = policyKey(entry.id);
+    const key = desiredPolicyKey(entry.id);
     const other = desiredPolicyKeys.get(key);
     if (other !== undefined) {
       conflicts.push({ key, resource, otherResource: other, target: 'policy', reason: `${other} asks for a policy with the same direction, selector, type, mark and if_id` });
@@ -194,9 +196,19 @@ export function plan(input: PlanInput): Plan {
     steps.push({ op: 'delete', target: 'policy', key, resource: owned.get(key)!, stage, previous: observed });
   }
 
-  // Stable order: by stage, then as listed (desired order, then kernel dump order).
-  const ordered = steps.map((step, position) => ({ step, position })).sort((a, b) => a.step.stage - b.step.stage || a.position - b.position);
-  return { steps: ordered.map(({ step }) => step), conflicts, ledger: settlement.changes };
+  return { steps: inStageOrder(steps), conflicts, ledger: settlement.changes };
+}
+
+/**
+ * Stable order: by stage, then as listed (desired order, then kernel dump order). One bucket
+ * per stage (what a stable sort by stage gives, without sorting 10,000 wrapped steps).
+ */
+function inStageOrder(steps: readonly Step[]): Step[] {
+  const buckets: Step[][] = [];
+  for (const step of steps) (buckets[step.stage] ??= []).push(step);
+  const ordered: Step[] = [];
+  for (const bucket of buckets) if (bucket) for (const step of bucket) ordered.push(step);
+  return ordered;
 }
 
 function markText(mark: { value: number; mask: number } | undefined): string {
@@ -209,6 +221,7 @@ function markText(mark: { value: number; mask: number } | undefined): string {
  * template names them). Everything else is treated as outbound, i.e. created later.
  */
 export function inboundStateKeys(input: Pick<PlanInput, 'desired' | 'observed'>): Set<string> {
+  if (input.desired.states.length === 0 && input.observed.states.length === 0) return new Set();
   const inboundPolicies = [...input.desired.policies.map((desired) => desired.entry), ...input.observed.policies].filter(
     (policy) => policy.id.direction !== 'out',
   );

@@ -106,25 +106,33 @@ function encodeIdentityAttributes(encoder: AttributeEncoder, id: PolicyId, templ
     encoder.struct(K.XFRMA_POLICY_TYPE, xfrm_userpolicy_type, { type: POLICY_TYPE.toNumber(id.type), reserved1: 0, reserved2: 0 });
   }
   if (templates && templates.length > 0) {
-    const bytes = encoder.attempt('XFRMA_TMPL', () =>
-      Buffer.concat(templates.map((template, i) => xfrm_user_tmpl.encode(encodeTemplate(template, i, where)))),
-    );
+    const bytes = encoder.attempt('XFRMA_TMPL', () => {
+      // One buffer for every template, each written in place (not one buffer each, concatenated).
+      const out = Buffer.alloc(templates.length * xfrm_user_tmpl.size);
+      templates.forEach((template, i) => xfrm_user_tmpl.encodeInto(out, i * xfrm_user_tmpl.size, encodeTemplate(template, i, where)));
+      return out;
+    });
     if (bytes) encoder.bytes(K.XFRMA_TMPL, bytes);
   }
   if (id.mark) encoder.struct(K.XFRMA_MARK, xfrm_mark, { v: id.mark.value, m: id.mark.mask });
   if (id.ifId !== undefined) encoder.u32(K.XFRMA_IF_ID, id.ifId);
 }
 
+/** A request's curlft: the kernel ignores it on NEWPOLICY/UPDPOLICY; zero, like iproute2. */
+const NO_CURRENT_LIFETIME = Object.freeze(xfrm_lifetime_cur.zero());
+/** Room for the info struct, one template, a mark and an if_id without growing the buffer. */
+const POLICY_REQUEST_CAPACITY = 256;
+
 /** The body of XFRM_MSG_NEWPOLICY / XFRM_MSG_UPDPOLICY. Throws NetlinkCodecError. */
 export function encodePolicy(policy: SecurityPolicy, where = `policy ${describePolicyId(policy.id)}`): Buffer {
   const problem = validatePolicy(policy);
   if (problem) throw new NetlinkCodecError(where, problem);
-  const encoder = new AttributeEncoder(where, K.xfrmAttributeName);
+  const encoder = new AttributeEncoder(where, K.xfrmAttributeName, POLICY_REQUEST_CAPACITY);
   const info = encoder.attempt('xfrm_userpolicy_info', () => {
     const raw: RawUserpolicyInfo = {
       sel: encodeSelector(policy.id.selector, where),
       lft: encodeLifetime(policy.lifetime),
-      curlft: xfrm_lifetime_cur.zero(),
+      curlft: NO_CURRENT_LIFETIME,
       priority: policy.priority,
       index: policy.index,
       dir: POLICY_DIRECTION.toNumber(policy.id.direction),
@@ -132,9 +140,10 @@ export function encodePolicy(policy: SecurityPolicy, where = `policy ${describeP
       flags: POLICY_FLAGS.toBits(policy.flags),
       share: SHARE.toNumber(policy.share),
     };
-    return xfrm_userpolicy_info.encode(raw);
+    return raw;
   });
-  if (info) encoder.header(info);
+  // Written into the message in place (not encoded apart and copied in).
+  if (info) encoder.headerStruct(xfrm_userpolicy_info, info, 'xfrm_userpolicy_info');
   encodeIdentityAttributes(encoder, policy.id, policy.templates, where);
   return encoder.finish();
 }
