@@ -4,7 +4,7 @@
  * behind our back is recognised as different, yet the ledger never holds key material: the
  * per-ledger random salt keeps equal keys on different nodes from having equal fingerprints.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
 import { KeyMaterial } from '../xfrm/key-material.js';
 import type { Incarnation } from './records.js';
@@ -12,7 +12,7 @@ import { writePolicyIntent, writeStableState } from './canonical.js';
 
 /** The whole configuration of an entry: what a format-1 ledger recorded (see ./ledger.ts). */
 export function fingerprintEntry(salt: string, entry: SecurityAssociation | SecurityPolicy): string {
-  return hash(salt, withoutRuntime(entry));
+  return hashValue(salt, withoutRuntime(entry));
 }
 
 /**
@@ -46,7 +46,7 @@ export function intentFingerprint(salt: string, entry: SecurityAssociation | Sec
  * key bytes, salted, so that the ledger names a key without holding it.
  */
 export function usageKeyOf(salt: string, sa: SecurityAssociation): string {
-  return hash(salt, { keyUsage: { family: sa.id.family, destination: sa.id.destination, spi: sa.id.spi, protocol: sa.id.protocol }, algorithms: sa.algorithms });
+  return hashValue(salt, { keyUsage: { family: sa.id.family, destination: sa.id.destination, spi: sa.id.spi, protocol: sa.id.protocol }, algorithms: sa.algorithms });
 }
 
 /** The incarnation of an entry read from the kernel (see ./records.ts). */
@@ -63,12 +63,15 @@ export function addTimeOf(entry: SecurityAssociation | SecurityPolicy): number |
   return addTime === undefined ? undefined : Number(addTime);
 }
 
-function hash(salt: string, value: unknown): string {
+function hashValue(salt: string, value: unknown): string {
   return digest(salt, canonicalJson(value));
 }
 
 function digest(salt: string, canonical: string): string {
-  return createHash('sha256').update(salt).update(canonical).digest('hex');
+  // One-shot crypto.hash (node >= 20.12; package.json asks for 20.19) over salt + text: the same
+  // digest as a Hash object fed both in turn, at about half the cost (an apply of 10,000 policies
+  // computes 20,000 of these).
+  return hash('sha256', salt + canonical, 'hex');
 }
 
 function withoutRuntime(entry: SecurityAssociation | SecurityPolicy): object {

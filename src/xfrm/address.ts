@@ -146,6 +146,15 @@ export function formatAddress(family: AddressFamily, bytes: Buffer): string {
   return formatIPv6(bytes);
 }
 
+/** formatAddress of the xfrm_address_t at `offset` of `buffer` (without a view of its own for IPv4). */
+export function formatAddressAt(family: AddressFamily, buffer: Buffer, offset: number): string {
+  if (family === 'inet') {
+    if (buffer.length < offset + 4) throw new AddressError(`an IPv4 address needs 4 bytes, got ${Math.max(0, buffer.length - offset)}`);
+    return formatIPv4(buffer, offset);
+  }
+  return formatAddress(family, buffer.subarray(offset, offset + 16));
+}
+
 /** The canonical form of an address string (`fd00:0::01` → `fd00::1`). Throws AddressError. */
 export function canonicalAddress(text: string): string {
   const parsed = parseAddress(text);

@@ -29,6 +29,7 @@ import { formatAddress, formatPrefix } from './address.js';
 import { FAMILY, MODE, POLICY_ACTION, POLICY_DIRECTION, POLICY_FLAGS, POLICY_TYPE, PROTOCOL, SHARE } from './enums.js';
 import { addressBytes, decodeLifetime, decodeLifetimeCurrent, decodeSelector, encodeLifetime, encodeSelector } from './selector.js';
 import { isU32, markAttribute, splitBody, u32Attribute } from './body.js';
+import { decodePolicyFast } from './policy-fast-decode.js';
 import type { PolicyDirection, PolicyId, PolicyTemplate, PolicyType, SecurityPolicy, Selector } from './types.js';
 
 /** `ip`-like text of a selector: `10.0.0.0/24 -> 10.0.1.0/24 proto 6 dport 443`. */
@@ -249,6 +250,12 @@ export function decodePolicyFrom(info: RawUserpolicyInfo, attributes: Map<number
 
 /** Decodes the body of a NEWPOLICY / UPDPOLICY / GETPOLICY reply. */
 export function decodePolicy(payload: Buffer, where = 'XFRM policy'): SecurityPolicy {
+  // Our own policies, and nearly every other, take the direct path; the rest (and every error) this one.
+  return decodePolicyFast(payload) ?? decodePolicyByTable(payload, where);
+}
+
+/** decodePolicy through the layout tables alone: every shape, and every error (exported for the test that compares the two). */
+export function decodePolicyByTable(payload: Buffer, where = 'XFRM policy'): SecurityPolicy {
   const { head, attributes } = splitBody(payload, xfrm_userpolicy_info, where);
   return decodePolicyFrom(head, attributes, where);
 }
