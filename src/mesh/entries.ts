@@ -118,7 +118,10 @@ export function buildMeshEntries(
       bootId: allocation.fromBootId,
       publicKey: Buffer.from(allocation.fromPublicKey, 'base64'),
     };
-    const receiver: SaEndpoint = { node: self.node, address: own, generation: allocation.generation, bootId: self.bootId, publicKey: keys.publicKey(allocation.generation) };
+    // The boot id the SPI was allocated (and its key published) under, not the current one: an SA
+    // kept across this node's boot id change while its sender still uses it keeps its key (the
+    // same SPI with another key would fail every packet the sender sends on it).
+    const receiver: SaEndpoint = { node: self.node, address: own, generation: allocation.generation, bootId: allocation.bootId, publicKey: keys.publicKey(allocation.generation) };
     const key = deriveSaKey({ mesh: spec.mesh, aead: spec.aead, sender, receiver }, 'receiver', keys.privateKey(allocation.generation));
     states.push({ resource, entry: sa(allocation.family, allocation.fromAddress, own, allocation.spi, key, DEFAULT_LIFETIME) });
   }

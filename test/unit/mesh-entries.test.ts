@@ -89,6 +89,23 @@ describe('mesh kernel entries', () => {
     expect(JSON.stringify(ta, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))).not.toContain(aToB.algorithms.kind === 'aead' ? aToB.algorithms.aead.key.reveal().toString('hex') : 'x');
   });
 
+  it('keeps the key of an inbound SA across its own boot id change: an SPI never gets a second key', () => {
+    const [a, b] = [member('a', '10.0.0.1'), member('b', '10.0.0.2')];
+    const before = converge([a, b]).get('b')!;
+    const keyOf = (sa: SecurityAssociation) => (sa.algorithms.kind === 'aead' ? sa.algorithms.aead.key.reveal().toString('hex') : '');
+    const inboundBefore = new Map(saTo(before.states, '10.0.0.2').map((sa) => [sa.id.spi, keyOf(sa)]));
+    expect(inboundBefore.size).toBe(1);
+    // b comes back with another boot id (its kernel, here, still holding the old SAs): a keeps
+    // sending on the SA b allocated under the old boot id until it has switched, so b keeps that
+    // SA while it carries packets, and with the key a derived for it (bound to the old boot id).
+    b.self = { ...b.self, bootId: 'boot-b-2' };
+    const decision = decide({ ...input(b, [a, b]), idle: () => false });
+    const after = buildMeshEntries(spec, b.self, new Map([['a', a.ad!]]), decision, keysOf(b));
+    const kept = saTo(after.states, '10.0.0.2').filter((sa) => inboundBefore.has(sa.id.spi));
+    expect(kept).toHaveLength(1);
+    for (const sa of kept) expect(keyOf(sa) === inboundBefore.get(sa.id.spi), `SPI ${sa.id.spi} kept its key`).toBe(true);
+  });
+
   it('pins the outbound SPI in the out policy and accepts any mesh SPI inbound, required once the peer encrypts', () => {
     const [a, b] = [member('a', '10.0.0.1'), member('b', '10.0.0.2')];
     const ta = converge([a, b]).get('a')!;
