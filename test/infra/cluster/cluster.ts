@@ -23,8 +23,14 @@ export const NODE_LABEL = 'ipsec.xfrm.io/node';
 // The bundled CLI (scripts/bundle.mjs): agents in the VM start in seconds instead of minutes.
 const CLI = join(REPO_ROOT, 'dist/bundle/ipsec-operator.mjs');
 const GUEST_DIR = '/run/ipsecop-e2e';
-/** Agents' ledgers: inside the VM (its writes never reach the host), kept across agent restarts. */
+/**
+ * Agents' state (ledgers, mesh key stores): inside the VM (its writes never reach the host), kept
+ * across agent restarts, one directory per node under this one: an agent's state directory is
+ * its own (docs/design.md, "Starting an agent for a mesh"; a mesh's key store is named by the
+ * mesh alone, so agents sharing one would read each other's key pairs after a restart).
+ */
 export const AGENT_STATE_DIR = '/var/lib/ipsec-operator-e2e';
+export const agentStateDir = (node: string): string => `${AGENT_STATE_DIR}/${node}`;
 
 export interface ClusterOptions {
   readonly vm: VmClient;
@@ -51,7 +57,11 @@ export interface Cluster {
   readonly agents: ReadonlyMap<string, AgentHandle>;
   readonly controllerMetricsPort: number;
   kubectl(args: string[], input?: string): Promise<string>;
-  startAgent(node: string): Promise<void>;
+  /**
+   * Starts the node's agent; `extraArgs` (e.g. `['--boot-id', ID]`) are added to its command line
+   * and kept for its later restarts, as a node's configuration would be.
+   */
+  startAgent(node: string, extraArgs?: readonly string[]): Promise<void>;
   /** Sends `signal` to the agent's process group and waits for it to end. */
   stopAgent(node: string, signal?: NodeJS.Signals): Promise<void>;
   agentLogs(node: string): Promise<string>;
@@ -100,7 +110,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   writeFileSync(controllerKubeconfig, controllerConfig.exportConfig(), { mode: 0o600 });
   const guestKubeconfig = `${GUEST_DIR}/agent.kubeconfig`;
   const server = controllerConfig.getCurrentCluster()!.server.replace('127.0.0.1', GUEST_HOST_ADDRESS);
-  await vm.run({ script: `mkdir -p ${GUEST_DIR} ${AGENT_STATE_DIR} && cat > ${guestKubeconfig} && chmod 600 ${guestKubeconfig}` }, { stdin: withServer(agentConfig, server).exportConfig() });
+  await vm.run({ script: `mkdir -p ${GUEST_DIR} ${options.nodes.map(agentStateDir).join(' ')} && cat > ${guestKubeconfig} && chmod 600 ${guestKubeconfig}` }, { stdin: withServer(agentConfig, server).exportConfig() });
 
   log('starting the controller (host) and one agent per node (VM)');
   const controllerMetricsPort = await freePort();
@@ -116,11 +126,13 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   controller.stderr?.on('data', keep);
 
   const agents = new Map<string, AgentHandle>();
-  const startAgent = async (node: string) => {
+  const agentArgs = new Map<string, readonly string[]>();
+  const startAgent = async (node: string, extraArgs?: readonly string[]) => {
+    if (extraArgs !== undefined) agentArgs.set(node, extraArgs);
     const netns = topology.node(node).netns;
     const metricsPort = agents.get(node)?.metricsPort ?? 9100 + options.nodes.indexOf(node);
     const { id } = await vm.spawn({
-      argv: [...(options.agentPrefix ?? []), 'node', CLI, 'agent', '--node-name', node, '--netns', netns, '--namespace', NAMESPACE, '--kubeconfig', guestKubeconfig, '--state-dir', AGENT_STATE_DIR, '--metrics-address', `10.0.2.15:${metricsPort}`, '--resync-seconds', String(options.resyncSeconds ?? 10)],
+      argv: [...(options.agentPrefix ?? []), 'node', CLI, 'agent', '--node-name', node, '--netns', netns, '--namespace', NAMESPACE, '--kubeconfig', guestKubeconfig, '--state-dir', agentStateDir(node), '--metrics-address', `10.0.2.15:${metricsPort}`, '--resync-seconds', String(options.resyncSeconds ?? 10), ...(agentArgs.get(node) ?? [])],
     });
     agents.set(node, { node, netns, id, metricsPort });
   };
