@@ -1,0 +1,286 @@
+// What the IpsecMesh tests on real kernels share: the mesh's status and the agents' reports as
+// the API server holds them, SA dumps into one SequenceTracker (and their keys into one list for
+// the key scan), the kernels' XFRM counters, numbered traffic among a set of nodes, and the key
+// scan over everything the cluster shows. The instruments are test/support/traffic-proof.ts.
+import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
+import type { VmClient } from '../infra/vm/client.js';
+import type { Cluster } from '../infra/cluster/cluster.js';
+import type { TopologyNode } from '../infra/vm/topology.js';
+import { waitFor } from '../e2e/support.js';
+import { directionCounts, dumpedKeys, parseStateDump, parseTrafficSummary, parseXfrmStat, scanKeys, SequenceTracker, xfrmStatIncrease, type DirectionCount, type KeyFinding } from '../support/traffic-proof.js';
+
+const TRAFFIC_NODE = fileURLToPath(new URL('../infra/vm/guest/traffic-node.mjs', import.meta.url));
+export const RATE = 25; // datagrams per second per direction (the issue's floor is 20)
+const PORT = 7000;
+export const MESH_LABEL = 'ipsec.xfrm.io/mesh';
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export interface MeshStatus {
+  keyGeneration?: number;
+  lastRotationTime?: string;
+  conditions?: { type: string; status: string; reason?: string; message?: string }[];
+  members?: { selected?: number; ready?: number; rotating?: number };
+  nodes?: { name: string; generation?: number; lastRotationTime?: string; rotating?: boolean; peers?: number; expectedPeers?: number }[];
+  rotationRequests?: { node: string; requestId: string }[];
+}
+
+export interface MeshReport {
+  advertisement: { bootId: string; generations: { generation: number }[]; peers: { node: string; bootId: string }[] };
+  readyPeers?: number;
+  expectedPeers?: number;
+  rotation?: { requestId: string; state: string; generation: number };
+}
+
+export const condition = (status: MeshStatus, type: string) => status.conditions?.find((c) => c.type === type);
+
+export function meshManifest(name: string, maxConcurrent: number): string {
+  return `apiVersion: ipsec.xfrm.io/v1alpha1
+kind: IpsecMesh
+metadata:
+  name: ${name}
+spec:
+  nodeSelector: {matchLabels: {${MESH_LABEL}: ${name}}}
+  addressFamilies: [IPv4]
+  mode: transport
+  aead: rfc4106-gcm-aes256
+  rotation:
+    interval: 24h
+    gracePeriod: 3s
+    backstop: 10m
+    maxConcurrent: ${maxConcurrent}
+`;
+}
+
+export class MeshRun {
+  readonly tracker = new SequenceTracker();
+  /** Every SA key the dumps showed, for the key scan. Never print these. */
+  readonly keys: Buffer[] = [];
+  readonly timings: string[] = [];
+  /** Logs of agent processes that were stopped (a restarted agent's log starts empty). */
+  readonly retiredLogs: string[] = [];
+
+  constructor(
+    readonly vm: VmClient,
+    readonly cluster: Cluster,
+    readonly mesh: string,
+    readonly nodes: readonly string[],
+  ) {}
+
+  node(name: string): TopologyNode {
+    return this.cluster.topology.node(name);
+  }
+
+  address(name: string): string {
+    return this.node(name).ipv4!;
+  }
+
+  /** Stops the node's agent with `signal` (its log kept for the key scan) and starts it again. */
+  async restartAgent(name: string, signal: NodeJS.Signals, extraArgs?: readonly string[]): Promise<void> {
+    await this.cluster.stopAgent(name, signal);
+    this.retiredLogs.push(await this.cluster.agentLogs(name));
+    await this.cluster.startAgent(name, extraArgs);
+  }
+
+  /** The Node objects have no kubelet: their InternalIP (the mesh's node address) is written here. */
+  async writeNodeAddresses(): Promise<void> {
+    for (const name of this.nodes) {
+      await this.cluster.kubectl(['patch', 'node', name, '--subresource=status', '--type=merge', '-p', JSON.stringify({ status: { addresses: [{ type: 'InternalIP', address: this.address(name) }, { type: 'Hostname', address: name }] } })]);
+    }
+  }
+
+  async label(name: string, member: boolean): Promise<void> {
+    await this.cluster.kubectl(['label', 'node', name, member ? `${MESH_LABEL}=${this.mesh}` : `${MESH_LABEL}-`, ...(member ? ['--overwrite'] : [])]);
+  }
+
+  async status(): Promise<MeshStatus> {
+    return (JSON.parse(await this.cluster.kubectl(['get', 'ipsecmesh', this.mesh, '-o', 'json'])) as { status?: MeshStatus }).status ?? {};
+  }
+
+  async report(name: string): Promise<MeshReport | undefined> {
+    const state = JSON.parse(await this.cluster.kubectl(['get', 'ipsecnodestate', name, '-o', 'json'])) as { status?: { meshes?: (MeshReport & { mesh: string })[] } };
+    return state.status?.meshes?.find((entry) => entry.mesh === this.mesh);
+  }
+
+  /** waitFor's failure with the mesh's status appended. */
+  async explain(error: Error): Promise<never> {
+    throw new Error(`${error.message}\nstatus: ${JSON.stringify(await this.status().catch(() => ({})))}`);
+  }
+
+  #sampling: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Every node's SA dump into the tracker (and its keys into the scan list); returns the dumps.
+   * One at a time: two overlapping samples could hand the tracker a node's older dump after its
+   * newer one, which would look like a counter going back.
+   */
+  sample(): Promise<Map<string, string>> {
+    const next = this.#sampling.then(() => this.#sampleNow());
+    this.#sampling = next.catch(() => undefined);
+    return next;
+  }
+
+  async #sampleNow(): Promise<Map<string, string>> {
+    const dumps = new Map<string, string>();
+    for (const name of this.nodes) {
+      const dump = (await this.node(name).sh('ip -s xfrm state')).stdout;
+      this.tracker.observe(name, dump);
+      for (const key of dumpedKeys(dump)) if (!this.keys.some((known) => known.equals(key))) this.keys.push(key);
+      dumps.set(name, dump);
+    }
+    return dumps;
+  }
+
+  async xfrmStats(): Promise<Map<string, Map<string, number>>> {
+    return new Map(await Promise.all(this.nodes.map(async (name) => [name, parseXfrmStat((await this.node(name).sh('cat /proc/net/xfrm_stat')).stdout)] as const)));
+  }
+
+  /** For every ordered pair of `members`: the SPIs of the ESP SAs the sender holds to the receiver that the receiver holds too. */
+  pairedSpis(dumps: Map<string, string>, members: readonly string[]): Map<string, number[]> {
+    const out = new Map<string, number[]>();
+    for (const from of members) {
+      for (const to of members) {
+        if (from === to) continue;
+        const held = (name: string) =>
+          parseStateDump(dumps.get(name)!)
+            .filter((sa) => sa.protocol === 'esp' && sa.source === this.address(from) && sa.destination === this.address(to))
+            .map((sa) => sa.spi);
+        const atReceiver = new Set(held(to));
+        out.set(`${from}->${to}`, held(from).filter((spi) => atReceiver.has(spi)));
+      }
+    }
+    return out;
+  }
+
+  /** ESP SAs a node holds with `peer` as source or destination. */
+  espWith(dump: string, peer: string): number {
+    return parseStateDump(dump).filter((sa) => sa.protocol === 'esp' && (sa.source === this.address(peer) || sa.destination === this.address(peer))).length;
+  }
+
+  /** Waits until every member holds exactly one SA per direction with every other member and nothing with a non-member (old generations and left nodes removed). */
+  async waitSettled(members: readonly string[], what: string, timeoutMs = 300_000): Promise<void> {
+    await waitFor(
+      what,
+      async () => {
+        const dumps = await this.sample();
+        for (const name of this.nodes) {
+          const esp = parseStateDump(dumps.get(name)!).filter((sa) => sa.protocol === 'esp').length;
+          if (esp !== (members.includes(name) ? 2 * (members.length - 1) : 0)) return false;
+        }
+        const spis = this.pairedSpis(dumps, members);
+        return [...spis.values()].every((held) => held.length === 1);
+      },
+      timeoutMs,
+      1000,
+    );
+  }
+
+  /** Starts a traffic node in the namespace of each of `among`; returns a stop that collects the directions' counts. */
+  async startTraffic(among: readonly string[]): Promise<() => Promise<DirectionCount[]>> {
+    const ids: string[] = [];
+    for (const name of among) {
+      const peers = among.filter((peer) => peer !== name).map((peer) => this.address(peer)).join(',');
+      const { id } = await this.vm.spawn({ argv: ['ip', 'netns', 'exec', this.node(name).netns, 'node', TRAFFIC_NODE, '--self', this.address(name), '--peers', peers, '--port', String(PORT), '--rate', String(RATE), '--drain-ms', '3000'] });
+      ids.push(id);
+    }
+    for (const id of ids) {
+      while (!(await this.vm.logs(id)).stdout.includes('ready')) {
+        const status = await this.vm.logs(id);
+        if (!status.running) throw new Error(`a traffic node exited: ${status.stderr}`);
+        await sleep(250);
+      }
+    }
+    for (const id of ids) await this.vm.kill(id, 'SIGUSR1'); // all listen: start sending
+    return async () => {
+      const summaries = [];
+      for (const id of ids) await this.vm.kill(id, 'SIGTERM');
+      for (const id of ids) {
+        const status = await this.vm.wait(id, 60_000);
+        expect(status.running, 'traffic node still running after SIGTERM').toBe(false);
+        summaries.push(parseTrafficSummary(status.stdout));
+      }
+      return directionCounts(summaries);
+    };
+  }
+
+  /**
+   * Numbered traffic among `among` while `work` runs, SA dumps every second meanwhile. Asserts
+   * for every direction between two of `proven`: sent at least 5 s worth, 0 lost; and that the
+   * XfrmInNoStates/XfrmInStateSeqError of the `proven` nodes did not move.
+   */
+  async underTraffic(label: string, among: readonly string[], proven: readonly string[], work: () => Promise<void>): Promise<DirectionCount[]> {
+    const before = await this.xfrmStats();
+    const stop = await this.startTraffic(among);
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        await this.sample().catch(() => undefined);
+        await sleep(1000);
+      }
+    })();
+    const started = Date.now();
+    let counts: DirectionCount[];
+    try {
+      await sleep(3000);
+      await work();
+      await sleep(3000);
+    } finally {
+      sampling = false;
+      await sampler;
+      counts = await stop();
+    }
+    await this.sample();
+    const increase = new Map([...(await this.xfrmStats())].map(([name, after]) => [name, xfrmStatIncrease(before.get(name)!, after)]));
+    const name = (address: string) => this.nodes.find((candidate) => this.address(candidate) === address) ?? address;
+    const summary = counts.map((count) => `${name(count.from)}->${name(count.to)} ${count.received}/${count.sent}`).join(', ');
+    const moved = JSON.stringify(Object.fromEntries([...increase].map(([node, changes]) => [node, Object.fromEntries(changes)])));
+    const line = `${label}: ${((Date.now() - started) / 1000).toFixed(1)} s; traffic ${summary}; xfrm_stat changes ${moved}; ${this.tracker.samples} dumps, ${this.tracker.pairs.size} (key, SPI) pairs so far`;
+    console.log(`[e2e-mesh] ${line}`);
+    this.timings.push(line);
+    const provenAddresses = new Set(proven.map((member) => this.address(member)));
+    const provenCounts = counts.filter((count) => provenAddresses.has(count.from) && provenAddresses.has(count.to));
+    expect(provenCounts).toHaveLength(proven.length * (proven.length - 1));
+    for (const count of provenCounts) {
+      expect(count.sent, `${name(count.from)}->${name(count.to)}`).toBeGreaterThanOrEqual(RATE * 5);
+      expect({ lost: count.lost, missing: count.missing }, `${label}: ${name(count.from)}->${name(count.to)}`).toEqual({ lost: 0, missing: [] });
+    }
+    expect(this.tracker.restarts).toEqual([]);
+    for (const node of proven) {
+      const changes = increase.get(node)!;
+      expect({ node, XfrmInNoStates: changes.get('XfrmInNoStates') ?? 0, XfrmInStateSeqError: changes.get('XfrmInStateSeqError') ?? 0 }, label).toEqual({ node, XfrmInNoStates: 0, XfrmInStateSeqError: 0 });
+    }
+    return counts;
+  }
+
+  /**
+   * scanKeys with every SA key the dumps showed, over every listable API object (Secrets and
+   * Events included), the controller's and every agent's log and metrics.
+   */
+  async scanEverything(): Promise<{ findings: KeyFinding[]; sources: number; characters: number }> {
+    await this.sample();
+    const sources = new Map<string, string>();
+    const kinds = (await this.cluster.kubectl(['api-resources', '--verbs=list', '-o', 'name'])).split('\n').filter((kind) => kind.trim() !== '');
+    expect(kinds).toContain('secrets');
+    expect(kinds).toContain('events');
+    const everything = await this.cluster.kubectl(['get', kinds.join(','), '--all-namespaces', '-o', 'json']);
+    expect(everything).toContain(this.mesh);
+    sources.set('API objects', everything);
+    sources.set('controller log', this.cluster.controllerLogs());
+    this.retiredLogs.forEach((log, index) => sources.set(`stopped agent log ${index}`, log));
+    const controllerMetrics = await (await fetch(`http://127.0.0.1:${this.cluster.controllerMetricsPort}/metrics`)).text();
+    expect(controllerMetrics).toContain('ipsec_operator_mesh');
+    sources.set('controller metrics', controllerMetrics);
+    for (const name of this.nodes) {
+      sources.set(`agent ${name} log`, await this.cluster.agentLogs(name));
+      // The agent serves on the VM's user-network address, reachable from inside the guest.
+      const metrics = await this.vm.sh(`wget -q -T 10 -O - http://10.0.2.15:${this.cluster.agents.get(name)!.metricsPort}/metrics`);
+      expect(metrics.stdout).toContain('ipsec_operator_');
+      sources.set(`agent ${name} metrics`, metrics.stdout);
+    }
+    const findings = scanKeys(this.keys, sources);
+    const characters = [...sources.values()].reduce((total, text) => total + text.length, 0);
+    console.log(`[e2e-mesh] key scan: ${this.keys.length} keys over ${sources.size} sources (${characters} characters): ${findings.length} findings`);
+    return { findings, sources: sources.size, characters };
+  }
+}
