@@ -235,7 +235,7 @@ export class MeshWorker {
   async #store(view: MeshView): Promise<MeshKeyStore> {
     let store = this.#stores.get(view.identity.uid);
     if (store === undefined) {
-      store = await MeshKeyStore.open(this.#parts.stateDirectory, view.identity);
+      store = await MeshKeyStore.open(this.#parts.stateDirectory, view.identity, this.#parts.nodeName);
       this.#stores.set(view.identity.uid, store);
     }
     return store;

@@ -25,6 +25,8 @@ const FORMAT_VERSION = 1;
 interface StoredFile {
   readonly version: number;
   readonly mesh: MeshIdentity;
+  /** The node whose keys these are (absent in files written before it was recorded). */
+  readonly node?: string;
   readonly state: MeshLocalState;
   /** The last rotation request acted on (absent before the first). */
   readonly rotation?: RotationRecord;
@@ -59,27 +61,39 @@ export function meshStatePath(stateDirectory: string, mesh: MeshIdentity): strin
 export class MeshKeyStore {
   readonly path: string;
   readonly mesh: MeshIdentity;
+  readonly node: string | undefined;
   #state: MeshLocalState;
   #rotation: RotationRecord | undefined;
   readonly #keys = new Map<number, KeyMaterial>();
   readonly #publicKeys = new Map<number, string>();
 
-  private constructor(path: string, mesh: MeshIdentity, state: MeshLocalState, keys: ReadonlyMap<number, KeyMaterial>, rotation?: RotationRecord) {
+  private constructor(path: string, mesh: MeshIdentity, node: string | undefined, state: MeshLocalState, keys: ReadonlyMap<number, KeyMaterial>, rotation?: RotationRecord) {
     this.path = path;
     this.mesh = mesh;
+    this.node = node;
     this.#state = state;
     this.#rotation = rotation;
     for (const [generation, key] of keys) this.#keys.set(generation, key);
   }
 
-  /** Opens (or starts empty) the state of `mesh` under `stateDirectory`. */
-  static async open(stateDirectory: string, mesh: MeshIdentity): Promise<MeshKeyStore> {
+  /**
+   * Opens (or starts empty) the state of `mesh` under `stateDirectory`, for `node`: the file
+   * records its node, and a file of another node is refused. Two agents given one state
+   * directory would otherwise take each other's key pairs at a restart (the file is named by the
+   * mesh alone) and publish a public key whose private key another node also holds.
+   */
+  static async open(stateDirectory: string, mesh: MeshIdentity, node?: string): Promise<MeshKeyStore> {
     const path = meshStatePath(stateDirectory, mesh);
     await ensureDirectory(join(stateDirectory, 'mesh'));
     const text = await readPrivate(path);
-    if (text === undefined) return new MeshKeyStore(path, mesh, EMPTY_LOCAL_STATE, new Map());
+    if (text === undefined) return new MeshKeyStore(path, mesh, node, EMPTY_LOCAL_STATE, new Map());
     const stored = parse(text, path);
     if (stored.mesh.uid !== mesh.uid) throw new MeshKeyStoreError(`${path} belongs to mesh uid ${stored.mesh.uid}, not ${mesh.uid}`);
+    if (node !== undefined && stored.node !== undefined && stored.node !== node) {
+      throw new MeshKeyStoreError(
+        `the mesh key store ${path} belongs to node ${stored.node}, not ${node}: two agents share the state directory ${stateDirectory}; give each agent its own --state-dir (nothing was changed)`,
+      );
+    }
     const keys = new Map<number, KeyMaterial>();
     for (const entry of stored.keys) {
       const bytes = Buffer.from(entry.privateKey, 'base64');
@@ -90,7 +104,7 @@ export class MeshKeyStore {
     for (const generation of stored.state.generations) {
       if (!keys.has(generation.generation)) throw new MeshKeyStoreError(`${path}: generation ${generation.generation} has no private key`);
     }
-    return new MeshKeyStore(path, mesh, stored.state, keys, stored.rotation);
+    return new MeshKeyStore(path, mesh, node ?? stored.node, stored.state, keys, stored.rotation);
   }
 
   get state(): MeshLocalState {
@@ -148,6 +162,7 @@ export class MeshKeyStore {
     const file: StoredFile = {
       version: FORMAT_VERSION,
       mesh: this.mesh,
+      ...(this.node !== undefined ? { node: this.node } : {}),
       state,
       ...(rotation !== undefined ? { rotation } : {}),
       keys: kept.map(([generation, key]) => ({ generation, privateKey: key.reveal().toString('base64') })),

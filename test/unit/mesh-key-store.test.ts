@@ -78,6 +78,30 @@ describe('mesh key store', () => {
     await expect(store.addGeneration(1, generateX25519KeyPair(), store.state)).rejects.toThrow(/generation 1 exists already/);
   });
 
+  it("refuses another node's file (two agents given one state directory), saying what to do, and leaves it as it was", async () => {
+    const store = await MeshKeyStore.open(directory, mesh, 'node-a');
+    const started = startRotation(store.state, 1000);
+    if (!started.ok) throw new Error(started.reason);
+    const pair = generateX25519KeyPair();
+    await store.addGeneration(started.generation, pair, started.local);
+    const before = await readFile(meshStatePath(directory, mesh), 'utf8');
+    const error = await MeshKeyStore.open(directory, mesh, 'node-b').then(
+      () => undefined,
+      (e: Error) => e,
+    );
+    expect(error?.message).toMatch(/belongs to node node-a, not node-b: two agents share the state directory .*give each agent its own --state-dir/);
+    expect(error?.message).not.toContain(pair.privateKey.reveal().toString('base64').slice(0, 8));
+    expect(await readFile(meshStatePath(directory, mesh), 'utf8')).toBe(before);
+    // Its own node reads it back; a file from before nodes were recorded is taken and then records the node.
+    expect((await MeshKeyStore.open(directory, mesh, 'node-a')).state.generations).toHaveLength(1);
+    const legacy = JSON.parse(before) as Record<string, unknown>;
+    delete legacy.node;
+    await writeFile(meshStatePath(directory, mesh), JSON.stringify(legacy), { mode: 0o600 });
+    const adopted = await MeshKeyStore.open(directory, mesh, 'node-b');
+    await adopted.save(adopted.state);
+    await expect(MeshKeyStore.open(directory, mesh, 'node-a')).rejects.toThrow(/belongs to node node-b, not node-a/);
+  });
+
   it('refuses a file of another mesh and a uid that is not one', async () => {
     await storeWithGeneration();
     await expect(MeshKeyStore.open(directory, { name: 'x', uid: '../../etc' })).rejects.toThrow(/not a Kubernetes uid/);
