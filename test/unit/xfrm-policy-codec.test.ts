@@ -14,51 +14,13 @@ import { decodePolicy, decodePolicyId, encodePolicy, encodePolicyId, validatePol
 import type { SecurityPolicy } from '../../src/xfrm/types.js';
 import { IPROUTE2_REQUESTS, hex } from './fixtures/iproute2-requests.js';
 import { breakdown } from './fixtures/xfrm-builders.js';
-
-const SUB_MARK_TUNNEL = makePolicy({
-  direction: 'out',
-  type: 'sub',
-  selector: makeSelector({ source: '10.0.0.0/24', destination: '10.0.1.0/24', protocol: 6, sourcePort: 80, destinationPort: 443 }),
-  mark: { value: 5, mask: 0xff },
-  priority: 100,
-  templates: [makeTemplate({ source: '1.1.1.1', destination: '2.2.2.2', protocol: 'esp', reqid: 7, mode: 'tunnel' })],
-});
-
-const V6_ICMP_TWO_TEMPLATES = makePolicy({
-  direction: 'in',
-  selector: makeSelector({ source: 'fd00::/64', destination: 'fd00:1::1/128', protocol: 58, icmpType: 128, icmpCode: 0, ifindex: 1 }),
-  action: 'block',
-  ifId: 9,
-  flags: ['localok', 'icmp'],
-  templates: [
-    makeTemplate({ source: '10.0.0.1', destination: '10.0.0.2', protocol: 'esp', spi: 0x100, mode: 'tunnel', reqid: 3, level: 'use' }),
-    makeTemplate({ family: 'inet', protocol: 'ipcomp', mode: 'transport' }),
-  ],
-});
+import { FWD_INDEX_AH, SUB_MARK_TUNNEL, V4_ICMP_SIX_TEMPLATES, V6_ICMP_TWO_TEMPLATES } from '../support/policy-shapes.js';
 
 const GOLDEN_POLICIES: Record<string, SecurityPolicy> = {
   'pol-sub-mark-tunnel': SUB_MARK_TUNNEL,
   'pol-v6-icmp-two-tmpl': V6_ICMP_TWO_TEMPLATES,
-  'pol-fwd-index-limits': makePolicy({
-    direction: 'fwd',
-    selector: makeSelector({ source: '172.16.0.0/12', destination: '0.0.0.0/0' }),
-    index: 10,
-    priority: 0xffff_ffff,
-    lifetime: { ...DEFAULT_LIFETIME, hardAddExpiresSeconds: 100n, softPacketLimit: 50n },
-    templates: [makeTemplate({ source: '203.0.113.1', destination: '203.0.113.2', protocol: 'ah', mode: 'transport', reqid: 11 })],
-  }),
-  'pol-v4-icmp-six-tmpl': makePolicy({
-    direction: 'out',
-    selector: makeSelector({ source: '10.1.1.1/32', destination: '10.2.2.2/32', protocol: 1, icmpType: 8, icmpCode: 0 }),
-    templates: [
-      makeTemplate({ family: 'inet', protocol: 'ipcomp', mode: 'transport' }),
-      makeTemplate({ family: 'inet', protocol: 'ah', mode: 'transport' }),
-      makeTemplate({ source: '10.0.0.1', destination: '10.0.0.2', protocol: 'esp', mode: 'tunnel', reqid: 1 }),
-      makeTemplate({ source: '10.0.0.3', destination: '10.0.0.4', protocol: 'esp', mode: 'tunnel', reqid: 2 }),
-      makeTemplate({ source: '10.0.0.5', destination: '10.0.0.6', protocol: 'esp', mode: 'tunnel', reqid: 3 }),
-      makeTemplate({ source: '10.0.0.7', destination: '10.0.0.8', protocol: 'esp', mode: 'tunnel', reqid: 4 }),
-    ],
-  }),
+  'pol-fwd-index-limits': { ...FWD_INDEX_AH, lifetime: { ...DEFAULT_LIFETIME, hardAddExpiresSeconds: 100n, softPacketLimit: 50n } },
+  'pol-v4-icmp-six-tmpl': V4_ICMP_SIX_TEMPLATES,
 };
 
 describe('policy encoding matches iproute2 byte for byte', () => {

@@ -3,6 +3,7 @@ import { DEFAULT_LIFETIME, makePolicy, makeSelector, makeTemplate } from '../../
 import { decodePolicy, decodePolicyByTable, encodePolicy } from '../../src/xfrm/policy-codec.js';
 import { decodePolicyFast } from '../../src/xfrm/policy-fast-decode.js';
 import * as K from '../../src/xfrm/abi/constants.js';
+import { FWD_INDEX_AH, SUB_MARK_TUNNEL, V6_ICMP_TWO_TEMPLATES, withFirstTemplateSpi } from '../support/policy-shapes.js';
 
 // The direct decoder of dumped policies (src/xfrm/policy-fast-decode.ts) must give exactly what
 // the layout tables give, and hand everything it does not handle to them (so errors and
@@ -15,33 +16,9 @@ const SHAPES = {
     priority: 100,
     templates: [makeTemplate({ family: 'inet', protocol: 'esp', mode: 'transport', reqid: 1 })],
   }),
-  'sub type, mark, ports, tunnel': makePolicy({
-    direction: 'out',
-    type: 'sub',
-    selector: makeSelector({ source: '10.0.0.0/24', destination: '10.0.1.0/24', protocol: 6, sourcePort: 80, destinationPort: 443 }),
-    mark: { value: 5, mask: 0xff },
-    priority: 100,
-    templates: [makeTemplate({ source: '1.1.1.1', destination: '2.2.2.2', protocol: 'esp', reqid: 7, mode: 'tunnel', spi: 0x1234 })],
-  }),
-  'v6 in, block, if_id, flags, two templates': makePolicy({
-    direction: 'in',
-    selector: makeSelector({ source: 'fd00::/64', destination: 'fd00:1::1/128', protocol: 58, icmpType: 128, icmpCode: 0, ifindex: 1 }),
-    action: 'block',
-    ifId: 9,
-    flags: ['localok', 'icmp'],
-    templates: [
-      makeTemplate({ source: '10.0.0.1', destination: '10.0.0.2', protocol: 'esp', spi: 0x100, mode: 'tunnel', reqid: 3, level: 'use' }),
-      makeTemplate({ family: 'inet', protocol: 'ipcomp', mode: 'transport' }),
-    ],
-  }),
-  'fwd, index, lifetimes, ah': makePolicy({
-    direction: 'fwd',
-    selector: makeSelector({ source: '172.16.0.0/12', destination: '0.0.0.0/0' }),
-    index: 10,
-    priority: 0xffff_ffff,
-    lifetime: { ...DEFAULT_LIFETIME, hardAddExpiresSeconds: 100n, softPacketLimit: 50n, hardByteLimit: 1n << 40n },
-    templates: [makeTemplate({ source: '203.0.113.1', destination: '203.0.113.2', protocol: 'ah', mode: 'transport', reqid: 11 })],
-  }),
+  'sub type, mark, ports, tunnel': withFirstTemplateSpi(SUB_MARK_TUNNEL, 0x1234),
+  'v6 in, block, if_id, flags, two templates': V6_ICMP_TWO_TEMPLATES,
+  'fwd, index, lifetimes, ah': { ...FWD_INDEX_AH, lifetime: { ...DEFAULT_LIFETIME, hardAddExpiresSeconds: 100n, softPacketLimit: 50n, hardByteLimit: 1n << 40n } },
   'no templates': makePolicy({ direction: 'out', selector: makeSelector({ source: '10.9.0.0/16', destination: '10.8.0.0/16' }), action: 'block' }),
 };
 

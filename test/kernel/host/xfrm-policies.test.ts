@@ -12,6 +12,7 @@ import { isExists, isNotFound } from '../../../src/netlink/error.js';
 import { DEFAULT_LIFETIME, makePolicy, makeSelector, makeTemplate } from '../../../src/xfrm/defaults.js';
 import type { SecurityPolicy } from '../../../src/xfrm/types.js';
 import { XfrmError } from '../../../src/xfrm/xfrm-error.js';
+import { FWD_INDEX_AH, SUB_MARK_TUNNEL, V4_ICMP_SIX_TEMPLATES, V6_ICMP_TWO_TEMPLATES, withFirstTemplateSpi } from '../../support/policy-shapes.js';
 import { parseIpPolicies, viewOf, type PolicyView } from './ip-policy-view.js';
 import { useNetnsWithClient } from './netns.js';
 
@@ -33,45 +34,13 @@ const ESP_TRANSPORT = makeTemplate({ family: 'inet', protocol: 'esp', mode: 'tra
 /** Shapes covering every field of xfrm_userpolicy_info, its selector and its attributes. */
 const SHAPES: SecurityPolicy[] = [
   makePolicy({ direction: 'out', selector: makeSelector({ source: '10.0.0.0/24', destination: '10.0.1.0/24' }), templates: [ESP_TRANSPORT] }),
-  makePolicy({
-    direction: 'out',
-    type: 'sub',
-    selector: makeSelector({ source: '10.0.0.0/24', destination: '10.0.1.0/24', protocol: 6, sourcePort: 80, destinationPort: 443 }),
-    mark: { value: 5, mask: 0xff },
-    priority: 100,
-    templates: [makeTemplate({ source: '1.1.1.1', destination: '2.2.2.2', protocol: 'esp', reqid: 7, mode: 'tunnel' })],
-  }),
-  makePolicy({
-    direction: 'in',
-    selector: makeSelector({ source: 'fd00::/64', destination: 'fd00:1::1/128', protocol: 58, icmpType: 128, icmpCode: 0, ifindex: 1 }),
-    action: 'block',
-    ifId: 9,
-    flags: ['localok', 'icmp'],
-    templates: [
-      makeTemplate({ source: '10.0.0.1', destination: '10.0.0.2', protocol: 'esp', spi: 0x100, mode: 'tunnel', reqid: 3, level: 'use' }),
-      makeTemplate({ family: 'inet', protocol: 'ipcomp', mode: 'transport' }),
-    ],
-  }),
-  makePolicy({
-    direction: 'fwd',
-    selector: makeSelector({ source: '172.16.0.0/12', destination: '0.0.0.0/0' }),
-    index: 10,
-    priority: 0xffff_ffff,
+  SUB_MARK_TUNNEL,
+  V6_ICMP_TWO_TEMPLATES,
+  {
+    ...withFirstTemplateSpi(FWD_INDEX_AH, 0x1234),
     lifetime: { ...DEFAULT_LIFETIME, hardAddExpiresSeconds: 100_000n, softPacketLimit: 50n, softByteLimit: 1n << 40n, hardUseExpiresSeconds: 3600n },
-    templates: [makeTemplate({ source: '203.0.113.1', destination: '203.0.113.2', protocol: 'ah', spi: 0x1234, mode: 'transport', reqid: 11 })],
-  }),
-  makePolicy({
-    direction: 'out',
-    selector: makeSelector({ source: '10.1.1.1/32', destination: '10.2.2.2/32', protocol: 1, icmpType: 8, icmpCode: 0 }),
-    templates: [
-      makeTemplate({ family: 'inet', protocol: 'ipcomp', mode: 'transport' }),
-      makeTemplate({ family: 'inet', protocol: 'ah', mode: 'transport' }),
-      makeTemplate({ source: '10.0.0.1', destination: '10.0.0.2', protocol: 'esp', mode: 'tunnel', reqid: 1 }),
-      makeTemplate({ source: '10.0.0.3', destination: '10.0.0.4', protocol: 'esp', mode: 'tunnel', reqid: 2 }),
-      makeTemplate({ source: '10.0.0.5', destination: '10.0.0.6', protocol: 'esp', mode: 'tunnel', reqid: 3 }),
-      makeTemplate({ source: '10.0.0.7', destination: '10.0.0.8', protocol: 'esp', mode: 'tunnel', reqid: 4 }),
-    ],
-  }),
+  },
+  V4_ICMP_SIX_TEMPLATES,
   // IPv4 traffic in an IPv6 tunnel (the other mix of families).
   makePolicy({
     direction: 'out',
@@ -203,26 +172,8 @@ describe('policies made by ip decode to exactly what was asked', () => {
     setup.netns.ip(...'xfrm policy add src 10.1.1.1/32 dst 10.2.2.2/32 proto icmp type 8 code 0 dir fwd index 10 priority 4294967295 tmpl src 203.0.113.1 dst 203.0.113.2 proto ah spi 0x1234 mode transport reqid 11'.split(' '));
     const listed = await setup.client.listPolicies();
     const expected: SecurityPolicy[] = [
-      makePolicy({
-        direction: 'out',
-        type: 'sub',
-        selector: makeSelector({ source: '10.0.0.0/24', destination: '10.0.1.0/24', protocol: 6, sourcePort: 80, destinationPort: 443 }),
-        mark: { value: 5, mask: 0xff },
-        priority: 100,
-        templates: [makeTemplate({ source: '1.1.1.1', destination: '2.2.2.2', protocol: 'esp', reqid: 7, mode: 'tunnel' })],
-      }),
-      makePolicy({
-        direction: 'in',
-        selector: makeSelector({ source: 'fd00::/64', destination: 'fd00:1::1/128', protocol: 58, icmpType: 128, icmpCode: 0, ifindex: 1 }),
-        action: 'block',
-        ifId: 9,
-        flags: ['localok', 'icmp'],
-        lifetime: { ...DEFAULT_LIFETIME, hardAddExpiresSeconds: 100n, softPacketLimit: 50n },
-        templates: [
-          makeTemplate({ source: '10.0.0.1', destination: '10.0.0.2', protocol: 'esp', spi: 0x100, mode: 'tunnel', reqid: 3, level: 'use' }),
-          makeTemplate({ family: 'inet', protocol: 'ipcomp', mode: 'transport' }),
-        ],
-      }),
+      SUB_MARK_TUNNEL,
+      { ...V6_ICMP_TWO_TEMPLATES, lifetime: { ...DEFAULT_LIFETIME, hardAddExpiresSeconds: 100n, softPacketLimit: 50n } },
       makePolicy({
         direction: 'fwd',
         selector: makeSelector({ source: '10.1.1.1/32', destination: '10.2.2.2/32', protocol: 1, icmpType: 8, icmpCode: 0 }),
