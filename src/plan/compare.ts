@@ -13,7 +13,7 @@
  * Field names in the result are for humans (plan lines, status messages); key values never
  * appear, only the fact that a key differs.
  */
-import type { LifetimeConfig, Mark, PolicyTemplate, SecurityAssociation, SecurityPolicy, Selector, StateAlgorithms } from '../xfrm/types.js';
+import type { AuthAlgorithm, LifetimeConfig, Mark, PolicyTemplate, SecurityAssociation, SecurityPolicy, Selector, StateAlgorithms } from '../xfrm/types.js';
 
 export interface Differences {
   /** Differences UPDSA/UPDPOLICY applies in place. */
@@ -61,6 +61,14 @@ export function compareStates(desired: SecurityAssociation, observed: SecurityAs
   return { inPlace, replace };
 }
 
+/** An authentication algorithm (AH, or ESP's integrity half): its name and ICV length, then its key. */
+function authDifferences(desired: AuthAlgorithm, observed: AuthAlgorithm): string[] {
+  const differences: string[] = [];
+  if (desired.name !== observed.name || desired.truncationBits !== observed.truncationBits) differences.push('authentication algorithm');
+  if (!desired.key.equals(observed.key)) differences.push('authentication key');
+  return differences;
+}
+
 function algorithmDifferences(desired: StateAlgorithms, observed: StateAlgorithms): string[] {
   if (desired.kind !== observed.kind) return ['algorithm'];
   switch (desired.kind) {
@@ -73,26 +81,19 @@ function algorithmDifferences(desired: StateAlgorithms, observed: StateAlgorithm
     }
     case 'cipher': {
       const other = observed as typeof desired;
-      const differences: string[] = [];
-      if (desired.cipher.name !== other.cipher.name) differences.push('encryption algorithm');
+      const differences = desired.cipher.name === other.cipher.name ? [] : ['encryption algorithm'];
       if (!desired.cipher.key.equals(other.cipher.key)) differences.push('encryption key');
+      // Encryption without integrity (null auth) is a shape of its own: one side with an
+      // authentication algorithm and the other without differ in the algorithm, not the key.
       if (!desired.auth || !other.auth) {
         if (desired.auth !== other.auth) differences.push('authentication algorithm');
       } else {
-        if (desired.auth.name !== other.auth.name || desired.auth.truncationBits !== other.auth.truncationBits) {
-          differences.push('authentication algorithm');
-        }
-        if (!desired.auth.key.equals(other.auth.key)) differences.push('authentication key');
+        differences.push(...authDifferences(desired.auth, other.auth));
       }
       return differences;
     }
-    case 'auth': {
-      const other = (observed as typeof desired).auth;
-      const differences: string[] = [];
-      if (desired.auth.name !== other.name || desired.auth.truncationBits !== other.truncationBits) differences.push('authentication algorithm');
-      if (!desired.auth.key.equals(other.key)) differences.push('authentication key');
-      return differences;
-    }
+    case 'auth':
+      return authDifferences(desired.auth, (observed as typeof desired).auth);
     case 'compression':
       return desired.compression.name === (observed as typeof desired).compression.name ? [] : ['compression algorithm'];
   }
