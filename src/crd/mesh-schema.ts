@@ -8,19 +8,12 @@
  */
 import { MESH_AEADS } from '../mesh/aead.js';
 import { API_GROUP, API_VERSION } from './types.js';
-
-type Schema = Record<string, unknown>;
+import { bool, conditionSchema, int, list, oneOf, rule, str, type Schema } from './schema-builders.js';
 
 const DURATION_PATTERN = '^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$';
 
-const str = (description: string, extra: Schema = {}): Schema => ({ type: 'string', description, ...extra });
-const int = (description: string, minimum: number, maximum: number, extra: Schema = {}): Schema => ({ type: 'integer', description, minimum, maximum, ...extra });
-const bool = (description: string, extra: Schema = {}): Schema => ({ type: 'boolean', description, ...extra });
-const oneOf = (description: string, values: readonly string[], extra: Schema = {}): Schema => ({ type: 'string', description, enum: [...values], ...extra });
 const obj = (description: string, properties: Record<string, Schema>, extra: Schema = {}): Schema => ({ type: 'object', description, properties, ...extra });
-const list = (description: string, items: Schema, extra: Schema = {}): Schema => ({ type: 'array', description, items, ...extra });
 const duration = (description: string, defaultValue: string): Schema => str(description, { pattern: DURATION_PATTERN, maxLength: 32, default: defaultValue });
-const rule = (expression: string, message: string, extra: Schema = {}) => ({ rule: expression, message, ...extra });
 
 export const MESH_NAMES = { kind: 'IpsecMesh', plural: 'ipsecmeshes', singular: 'ipsecmesh', shortNames: ['xmesh'] } as const;
 
@@ -129,19 +122,10 @@ export const ipsecMeshSpec: Schema = obj(
   },
 );
 
-const condition: Schema = {
-  type: 'object',
-  description: 'A metav1.Condition.',
-  required: ['type', 'status', 'lastTransitionTime', 'reason', 'message'],
-  properties: {
-    type: str('Ready: every member pair has its SAs in both directions. Rotating: a key rotation is under way.', { maxLength: 316 }),
-    status: oneOf('Status.', ['True', 'False', 'Unknown']),
-    observedGeneration: int('Generation the condition was set for.', 0, Number.MAX_SAFE_INTEGER),
-    lastTransitionTime: str('When the status last changed.', { format: 'date-time' }),
-    reason: str('CamelCase reason.', { maxLength: 1024, minLength: 1 }),
-    message: str('Human-readable detail. Never key material.', { maxLength: 32768 }),
-  },
-};
+const condition = conditionSchema(
+  'Ready: every member pair has its SAs in both directions. Rotating: a key rotation is under way.',
+  'Human-readable detail. Never key material.',
+);
 
 const nodeSummary: Schema = obj('How one member stands.', {
   name: str('Node name.'),

@@ -8,22 +8,13 @@
  */
 import { API_GROUP, API_VERSION } from './types.js';
 import { nodeMeshReport, renderMeshCrd } from './mesh-schema.js';
+import { bool, conditionSchema, int, list, oneOf, rule, str, type Schema } from './schema-builders.js';
 
-export type Schema = Record<string, unknown>;
+export type { Schema };
 
 const U32_MAX = 0xffff_ffff;
 
-const str = (description: string, extra: Schema = {}): Schema => ({ type: 'string', description, ...extra });
-const int = (description: string, minimum: number, maximum: number, extra: Schema = {}): Schema => ({
-  type: 'integer',
-  description,
-  minimum,
-  maximum,
-  ...extra,
-});
 const u32 = (description: string): Schema => int(description, 0, U32_MAX);
-const bool = (description: string): Schema => ({ type: 'boolean', description });
-const oneOf = (description: string, values: readonly string[]): Schema => ({ type: 'string', description, enum: [...values] });
 const obj = (description: string, properties: Record<string, Schema>, required: string[] = [], extra: Schema = {}): Schema => ({
   type: 'object',
   description,
@@ -32,8 +23,6 @@ const obj = (description: string, properties: Record<string, Schema>, required: 
   additionalProperties: false,
   ...extra,
 });
-const list = (description: string, items: Schema, extra: Schema = {}): Schema => ({ type: 'array', description, items, ...extra });
-const rule = (expression: string, message: string) => ({ rule: expression, message });
 
 // Addresses are checked for syntax here (so the apiserver refuses obvious garbage) and for
 // meaning (family, host bits) by the model, which parses them properly.
@@ -261,19 +250,7 @@ export const ipsecPolicySpec: Schema = obj(
   },
 );
 
-const condition: Schema = {
-  type: 'object',
-  description: 'A metav1.Condition.',
-  required: ['type', 'status', 'lastTransitionTime', 'reason', 'message'],
-  properties: {
-    type: str('Condition type.', { maxLength: 316 }),
-    status: oneOf('Status.', ['True', 'False', 'Unknown']),
-    observedGeneration: int('Generation the condition was set for.', 0, Number.MAX_SAFE_INTEGER),
-    lastTransitionTime: str('When the status last changed.', { format: 'date-time' }),
-    reason: str('CamelCase reason.', { maxLength: 1024, minLength: 1 }),
-    message: str('Human-readable detail.', { maxLength: 32768 }),
-  },
-};
+const condition = conditionSchema('Condition type.', 'Human-readable detail.');
 
 export const entryStatus: Schema = {
   type: 'object',
