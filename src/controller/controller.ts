@@ -211,7 +211,13 @@ export async function runController(options: ControllerOptions): Promise<void> {
     const meshHandlers = { add: () => enqueueKeys(mesh.allKeys()), update: () => enqueueKeys(mesh.allKeys()), delete: () => enqueueKeys(mesh.allKeys()) };
     nodes.addHandlers(meshHandlers);
     nodeStates.addHandlers(meshHandlers);
-    health.addReadinessCheck('caches-synced', () => informers.every((informer) => informer.hasSynced()) || 'waiting for the first list of every resource');
+    // Readiness of this term: its caches. The check goes with the term: a replica that lost its
+    // lease stops these informers, and a check left on them failed for good, so a former leader
+    // campaigning again stayed unready while a replica that never led was ready (seen on the
+    // test node: after a missed renew deadline one controller stayed 0/1, which holds up a
+    // Deployment rollout with maxUnavailable 0).
+    const cachesSynced = () => informers.every((informer) => informer.hasSynced()) || 'waiting for the first list of every resource';
+    health.addReadinessCheck('caches-synced', cachesSynced);
 
     const patchFinalizers = async (object: Stored, finalizers: string[]) => {
       await api.patchClusterCustomObject(
@@ -302,17 +308,21 @@ export async function runController(options: ControllerOptions): Promise<void> {
     // One term of leadership: the caches synced, then the workers; stopped the other way, and
     // the Events recorded during the term flushed last. A failure ends the term with its
     // reason (the elector logs it and keeps campaigning); the end of the term is no failure.
-    await runInOrder(
-      [
-        { name: 'event recorder', start: () => undefined, stop: () => events.flush() },
-        cachesRunnable(informers),
-        loopRunnable('workers', (stop) => runWorkers(queue, WORKERS, reconcile, { controller: 'controller', logger, hooks: operatorMetrics.reconcileHooks('controller'), signal: stop }), {
-          onStart: () => logger.info('controller leading; caches synced', { identity: options.identity }),
-        }),
-      ],
-      signal,
-      { logger },
-    );
+    try {
+      await runInOrder(
+        [
+          { name: 'event recorder', start: () => undefined, stop: () => events.flush() },
+          cachesRunnable(informers),
+          loopRunnable('workers', (stop) => runWorkers(queue, WORKERS, reconcile, { controller: 'controller', logger, hooks: operatorMetrics.reconcileHooks('controller'), signal: stop }), {
+            onStart: () => logger.info('controller leading; caches synced', { identity: options.identity }),
+          }),
+        ],
+        signal,
+        { logger },
+      );
+    } finally {
+      health.removeReadinessCheck('caches-synced', cachesSynced);
+    }
   }
 }
 

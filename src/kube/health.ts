@@ -55,6 +55,11 @@ export class HealthServer {
     this.readiness.set(name, check);
   }
 
+  /** Removes a readiness check, only if it is still this one (a later owner may have replaced it). */
+  removeReadinessCheck(name: string, check: HealthCheck): void {
+    if (this.readiness.get(name) === check) this.readiness.delete(name);
+  }
+
   addLivenessCheck(name: string, check: HealthCheck): void {
     this.liveness.set(name, check);
   }
