@@ -97,8 +97,13 @@ describe('Dockerfile', () => {
     expect(JSON.parse(readRepoFile('package.json')).scripts.build).toContain('node scripts/bundle.mjs');
     const bundler = readRepoFile('scripts/bundle.mjs');
     expect(bundler).toContain("'../src/cli/entry.ts'");
-    expect(bundler).toContain("'../dist/bundle/ipsec-operator.mjs'");
+    // The entry dist/bundle/ipsec-operator.mjs, its chunks beside it in dist/bundle/chunks/:
+    // the image copies dist/ whole (test/unit/bundle.test.ts runs every command from a build).
+    expect(bundler).toContain("'../dist/bundle'");
+    expect(bundler).toContain("entryPoints: { 'ipsec-operator':");
+    expect(bundler).toContain("outExtension: { '.js': '.mjs' }");
     expect(bundler).toMatch(/bundle: true/);
+    expect(origin('/app/dist/bundle/chunks/x.mjs')).toEqual({ stage: 'build', path: '/src/dist/bundle/chunks/x.mjs' });
     // The bundle finds the addon under the package root (/app), as dist/ does.
     expect(origin('/app/package.json')).toEqual({ stage: 'build', path: '/src/package.json' });
   });
