@@ -17,6 +17,7 @@
 // main (~8 KB), `apply`/`diff` ~0.6 MB without the Kubernetes client, `agent` and `controller`
 // ~2.3 MB. One file of 2.8 MB made every command, `--help` included, parse all of it (7-10 s in
 // the test VM; bench/startup.ts measures it).
+import { spawnSync } from 'node:child_process';
 import { readdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -27,24 +28,31 @@ const root = new URL('..', import.meta.url).pathname;
 const { values } = parseArgs({ options: { outdir: { type: 'string' } } });
 const outdir = values.outdir === undefined ? new URL('../dist/bundle', import.meta.url).pathname : resolve(values.outdir);
 
-const result = await build({
-  entryPoints: { 'ipsec-operator': new URL('../src/cli/entry.ts', import.meta.url).pathname },
+const common = {
   absWorkingDir: root,
-  // The entry: dist/bundle/ipsec-operator.mjs (the image's entrypoint, and what tests and benches run).
-  outdir,
-  outExtension: { '.js': '.mjs' },
-  chunkNames: 'chunks/[name]-[hash]',
   bundle: true,
-  splitting: true,
   platform: 'node',
   target: 'node20',
-  format: 'esm',
   sourcemap: 'linked',
   minify: true,
   keepNames: true,
   // The licences' comments of the bundled packages are kept (in each file's last comment).
   legalComments: 'eof',
   logLevel: 'warning',
+};
+
+const result = await build({
+  ...common,
+  entryPoints: {
+    'ipsec-operator': new URL('../src/cli/entry.ts', import.meta.url).pathname,
+    'produce-code-cache': new URL('../src/cli/produce-code-cache.ts', import.meta.url).pathname,
+  },
+  // The entry: dist/bundle/ipsec-operator.mjs (the image's entrypoint, and what tests and benches run).
+  outdir,
+  outExtension: { '.js': '.mjs' },
+  chunkNames: 'chunks/[name]-[hash]',
+  splitting: true,
+  format: 'esm',
   metafile: true,
   // CommonJS dependencies call require(); give each ES module (entry and chunks) one.
   banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
@@ -56,4 +64,24 @@ const written = new Set(Object.keys(result.metafile.outputs).map((path) => join(
 const chunks = join(outdir, 'chunks');
 for (const name of readdirSync(chunks)) {
   if (!written.has(join(chunks, name))) rmSync(join(chunks, name), { force: true });
+}
+
+// The same commands as one CommonJS script, for a V8 code cache (src/cli/code-cache.ts: Node 20
+// caches no ES module's compilation): `agent`, `controller` and `mesh` run from it, and would
+// otherwise parse and compile 2.3 MB, mostly the Kubernetes client, at every start. import.meta.url
+// (the addon and package.json are found from it) is the script's own URL there.
+await build({
+  ...common,
+  entryPoints: [new URL('../src/cli/server-script.ts', import.meta.url).pathname],
+  outfile: join(outdir, 'server.cjs'),
+  format: 'cjs',
+  define: { 'import.meta.url': '__importMetaUrl' },
+  banner: { js: "var __importMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
+});
+
+// Its cache, produced by this node (the test VM runs the same binary; the image makes its own).
+const produced = spawnSync(process.execPath, [join(outdir, 'produce-code-cache.mjs')], { encoding: 'utf8' });
+if (produced.status !== 0) {
+  process.stderr.write(`bundle: producing the code cache failed:\n${produced.stdout}${produced.stderr}`);
+  process.exit(1);
 }

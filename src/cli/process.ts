@@ -8,10 +8,16 @@
 import { installFatalHandlers } from './fatal.js';
 import { processSignals } from './signals.js';
 
-export async function runProcess(argv: readonly string[]): Promise<void> {
+export type Main = (argv: readonly string[]) => Promise<number>;
+
+/**
+ * `loadMain` loads the commands (./main.ts); the bundle's entry passes one that runs the
+ * long-running commands from a script with a code cache (./entry.ts).
+ */
+export async function runProcess(argv: readonly string[], loadMain: () => Promise<Main> = async () => (await import('./main.js')).main): Promise<void> {
   installFatalHandlers();
   const signals = processSignals();
-  const { main } = await import('./main.js');
+  const main = await loadMain();
   const status = await main(argv);
   // A long-running command has stopped everything it started; leave now rather than wait for
   // whatever a library still holds open (a keep-alive socket, a timer).

@@ -90,13 +90,18 @@ export function installSignalHandlers(options: SignalHandlerOptions = {}): StopS
   };
 }
 
-let installed: StopSignals | undefined;
+// One set of handlers per process, however many copies of this module it loaded: the bundle's
+// entry has one and the script it runs `agent`, `controller` and `mesh` from (./code-cache.ts)
+// another; a second set would end the process on the first signal that the first set's command
+// claimed.
+const INSTALLED = Symbol.for('ipsec-operator.process-signals');
+const processGlobal = globalThis as typeof globalThis & { [INSTALLED]?: StopSignals };
 
 /**
  * The process's handlers, installed on first use. Entry points call this before they load
  * anything else, so that the window in which a signal is dropped is as short as it can be.
  */
 export function processSignals(): StopSignals {
-  installed ??= installSignalHandlers();
-  return installed;
+  processGlobal[INSTALLED] ??= installSignalHandlers();
+  return processGlobal[INSTALLED];
 }

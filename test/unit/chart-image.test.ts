@@ -100,10 +100,13 @@ describe('Dockerfile', () => {
     // The entry dist/bundle/ipsec-operator.mjs, its chunks beside it in dist/bundle/chunks/:
     // the image copies dist/ whole (test/unit/bundle.test.ts runs every command from a build).
     expect(bundler).toContain("'../dist/bundle'");
-    expect(bundler).toContain("entryPoints: { 'ipsec-operator':");
+    expect(bundler).toContain("'ipsec-operator': new URL('../src/cli/entry.ts'");
     expect(bundler).toContain("outExtension: { '.js': '.mjs' }");
     expect(bundler).toMatch(/bundle: true/);
     expect(origin('/app/dist/bundle/chunks/x.mjs')).toEqual({ stage: 'build', path: '/src/dist/bundle/chunks/x.mjs' });
+    // agent, controller and mesh run from server.cjs with its code cache, both made by npm run build.
+    expect(bundler).toContain("outfile: join(outdir, 'server.cjs')");
+    expect(origin('/app/dist/bundle/server.cjs.cache')).toEqual({ stage: 'build', path: '/src/dist/bundle/server.cjs.cache' });
     // The bundle finds the addon under the package root (/app), as dist/ does.
     expect(origin('/app/package.json')).toEqual({ stage: 'build', path: '/src/package.json' });
   });
