@@ -11,6 +11,7 @@ import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
 import type { OwnershipRecord } from '../ownership/records.js';
 import { stateKey, policyKey } from '../plan/identity.js';
 import { XFRM_INFINITY } from '../xfrm/types.js';
+import { MeshMetrics } from './mesh-metrics.js';
 
 const P = 'ipsec_operator_';
 const REKEY_REASONS = ['NeedsRekey', 'Expired'] as const;
@@ -42,6 +43,8 @@ export class AgentMetrics {
   readonly lastSync: Gauge;
   readonly saBytes: Counter<'resource'> | undefined;
   readonly saPackets: Counter<'resource'> | undefined;
+  /** The node's side of each IpsecMesh (./mesh-metrics.ts). */
+  readonly mesh: MeshMetrics;
   #xfrmStat: ReadonlyMap<string, number> = new Map();
   #perSa: { bytes: Map<string, number>; packets: Map<string, number> } = { bytes: new Map(), packets: new Map() };
 
@@ -85,6 +88,7 @@ export class AgentMetrics {
     this.sequenceSpaceUsed = new Gauge({ name: `${P}sequence_space_used_ratio`, help: 'Highest outbound sequence number of any owned SA over its space (2^32, or 2^64 with ESN).', registers });
     this.lifetimeUsed = new Gauge({ name: `${P}sa_lifetime_used_ratio`, help: 'Largest fraction of a hard limit (bytes, packets, seconds since added) any owned SA has used.', registers });
     this.lastSync = new Gauge({ name: `${P}last_sync_timestamp_seconds`, help: 'When the kernel last matched the desired state (Unix time).', registers });
+    this.mesh = new MeshMetrics(registry);
     for (const kind of ['soft', 'hard']) this.expireEvents.inc({ kind }, 0);
     this.driftRepairs.inc(0);
     if (options.perSaMetrics) {

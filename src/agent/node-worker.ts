@@ -147,7 +147,10 @@ export class NodeWorker {
       driftRepairs: drift.totalRepairs,
       encapsulationSockets: encapSockets.reports(),
     });
-    if (meshes !== undefined) this.parts.mesh!.committed();
+    if (meshes !== undefined) {
+      this.parts.mesh!.committed();
+      metrics.mesh.record(meshes);
+    }
     return { requeueAfter: this.parts.resyncSeconds * 1000 };
   }
 

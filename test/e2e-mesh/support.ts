@@ -33,6 +33,12 @@ export interface MeshReport {
   rotation?: { requestId: string; state: string; generation: number };
 }
 
+/** The value of one series (`name{labels}`, labels as prom-client orders them) in a text exposition, or undefined. */
+export function metricValue(text: string, series: string): number | undefined {
+  const line = text.split('\n').find((candidate) => candidate.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
 export const condition = (status: MeshStatus, type: string) => status.conditions?.find((c) => c.type === type);
 
 export function meshManifest(name: string, maxConcurrent: number): string {
@@ -60,6 +66,8 @@ export class MeshRun {
   readonly timings: string[] = [];
   /** Logs of agent processes that were stopped (a restarted agent's log starts empty). */
   readonly retiredLogs: string[] = [];
+  /** Each agent's /metrics as the last key scan read it. */
+  readonly agentMetrics = new Map<string, string>();
 
   constructor(
     readonly vm: VmClient,
@@ -277,6 +285,7 @@ export class MeshRun {
       const metrics = await this.vm.sh(`wget -q -T 10 -O - http://10.0.2.15:${this.cluster.agents.get(name)!.metricsPort}/metrics`);
       expect(metrics.stdout).toContain('ipsec_operator_');
       sources.set(`agent ${name} metrics`, metrics.stdout);
+      this.agentMetrics.set(name, metrics.stdout);
     }
     const findings = scanKeys(this.keys, sources);
     const characters = [...sources.values()].reduce((total, text) => total + text.length, 0);
