@@ -19,7 +19,7 @@ import type { IpsecStatusWriter } from '../kube/client.js';
 import type { EventRecorder } from '../kube/events.js';
 import type { Informer } from '../kube/informer.js';
 import { statusEqual } from '../kube/status.js';
-import { isNotFound } from '../kube/api-errors.js';
+import { isConflict, isNotFound } from '../kube/api-errors.js';
 import type { Logger } from '../kube/logger.js';
 import { selectsNode } from '../model/node-selector.js';
 import { hashJitter, type JitterSource, type ScheduleHappening } from './mesh-schedule.js';
@@ -28,6 +28,8 @@ import { meshStatus } from './mesh-status.js';
 export const MESH_KEY_PREFIX = 'IpsecMesh/';
 /** Looking again at least this often when nothing changes (timers past it are re-armed then). */
 const MAX_WAKE_MS = 3_600_000;
+/** How soon a mesh whose annotation removal met a newer object (409) is looked at again. */
+const CONFLICT_RETRY_MS = 1000;
 
 /** The controller's mesh metrics, on its registry. */
 export class MeshMetrics {
@@ -193,6 +195,14 @@ export function meshReconciler(options: MeshReconcilerOptions) {
         );
         logger.info('mesh rotation requested by annotation; annotation removed', { mesh: name });
       } catch (error) {
+        if (isConflict(error)) {
+          // Expected, not a failure: the object moved past the version we acted on (someone
+          // annotated again, or our cache had not seen our last status write yet). The newer
+          // object's watch event brings the mesh back; the requeue is in case it came already.
+          logger.debug('mesh rotate annotation changed since our status write; looking again before removing it', { mesh: name });
+          options.requeueAfter(key, CONFLICT_RETRY_MS);
+          return;
+        }
         if (!isNotFound(error)) throw error;
       }
     }
