@@ -19,10 +19,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { vmFromInject } from '../infra/vm/inject.js';
 import { injectedKubeconfigPath } from '../infra/controlplane/inject.js';
-import { startCluster, type Cluster } from '../infra/cluster/cluster.js';
-import { warmCrypto } from '../support/vm-cli.js';
-import { timed, waitFor } from '../e2e/support.js';
-import { condition, meshManifest, metricValue, MeshRun } from './support.js';
+import { meshManifest, metricValue, MeshRun, startMeshRun } from './support.js';
 
 const vm = vmFromInject();
 const NODES = ['a', 'b', 'c'];
@@ -31,65 +28,37 @@ const MAX_CONCURRENT = 2;
 /** The agents' full resync: the pass that sees an old SA idle for the grace period (the harness's default is 10). */
 const RESYNC_SECONDS = 5;
 
-let cluster: Cluster;
 let run: MeshRun;
 
 describe('IpsecMesh on real kernels: three nodes, zero loss through a rotation', () => {
   beforeAll(async () => {
-    await warmCrypto(vm);
-    cluster = await timed('cluster started', () => startCluster({ vm, kubeconfigPath: injectedKubeconfigPath(), nodes: NODES, resyncSeconds: RESYNC_SECONDS, log: (line) => console.log(`[e2e-mesh] ${line}`) }));
-    run = new MeshRun(vm, cluster, MESH, NODES);
-    await cluster.kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/ipsecmeshes.ipsec.xfrm.io']);
-    await run.writeNodeAddresses();
-    for (const name of NODES) await run.label(name, true);
+    run = await startMeshRun(vm, { kubeconfigPath: injectedKubeconfigPath(), mesh: MESH, nodes: NODES, resyncSeconds: RESYNC_SECONDS });
   });
   afterAll(async () => {
-    if (!cluster) return;
-    for (const name of NODES) console.log(`[e2e-mesh] agent ${name} log tail:\n${(await cluster.agentLogs(name).catch(() => '')).slice(-4000)}`);
-    console.log(`[e2e-mesh] controller log tail:\n${cluster.controllerLogs().slice(-4000)}`);
-    console.log(`[e2e-mesh] timings:\n${run.timings.join('\n')}`);
-    await cluster.kubectl(['delete', 'ipsecmesh', MESH, '--ignore-not-found', '--wait=false']).catch(() => undefined);
-    await cluster.stop();
+    await run?.finish(); // undefined when beforeAll failed
   });
 
   it('becomes Ready with ESP SAs for all six directions', async () => {
     const started = Date.now();
-    await cluster.kubectl(['apply', '-f', '-'], meshManifest(MESH, MAX_CONCURRENT));
-    const status = await waitFor(
-      'the mesh Ready',
-      async () => {
-        const status = await run.status();
-        return condition(status, 'Ready')?.status === 'True' ? status : undefined;
-      },
-      300_000,
-      1000,
-    ).catch((error: Error) => run.explain(error));
+    await run.cluster.kubectl(['apply', '-f', '-'], meshManifest(MESH, MAX_CONCURRENT));
+    const status = await run.readyWith(NODES.length, 'the mesh Ready with every node a ready member', 300_000);
     run.timings.push(`Ready after apply: ${((Date.now() - started) / 1000).toFixed(1)} s`);
     expect(status.members).toMatchObject({ selected: 3, ready: 3 });
     const spis = run.pairedSpis(await run.sample(), NODES);
     console.log(`[e2e-mesh] SPIs per direction: ${JSON.stringify(Object.fromEntries(spis))}`);
     for (const [direction, held] of spis) expect(held.length, `${direction}: an SA at both ends`).toBeGreaterThanOrEqual(1);
-    console.log(`[e2e-mesh] kubectl get ipsecmesh -o wide:\n${await cluster.kubectl(['get', 'ipsecmesh', '-o', 'wide'])}`);
+    console.log(`[e2e-mesh] kubectl get ipsecmesh -o wide:\n${await run.cluster.kubectl(['get', 'ipsecmesh', '-o', 'wide'])}`);
   });
 
   it('carries numbered traffic in every direction with 0 lost while a rotation runs and completes', async () => {
-    const generationsBefore = new Map(((await run.status()).nodes ?? []).map((entry) => [entry.name, entry.generation ?? 0]));
+    const generationsBefore = await run.generations();
     let mostRotating = 0;
     await run.underTraffic(`one rotation round (maxConcurrent ${MAX_CONCURRENT})`, NODES, NODES, async () => {
       const started = Date.now();
-      await cluster.kubectl(['annotate', 'ipsecmesh', MESH, 'ipsec.xfrm.io/rotate=now', '--overwrite']);
-      await waitFor(
-        'the rotation round completed (every node on a new generation, Rotating False, Ready)',
-        async () => {
-          const status = await run.status();
-          const nodes = status.nodes ?? [];
-          mostRotating = Math.max(mostRotating, status.members?.rotating ?? 0, nodes.filter((entry) => entry.rotating === true).length);
-          const allRotated = NODES.every((name) => (nodes.find((entry) => entry.name === name)?.generation ?? 0) > (generationsBefore.get(name) ?? 0));
-          return allRotated && condition(status, 'Rotating')?.status === 'False' && condition(status, 'Ready')?.status === 'True' && (status.rotationRequests ?? []).length === 0;
-        },
-        600_000,
-        1000,
-      ).catch((error: Error) => run.explain(error));
+      await run.cluster.kubectl(['annotate', 'ipsecmesh', MESH, 'ipsec.xfrm.io/rotate=now', '--overwrite']);
+      await run.roundCompleted(NODES, generationsBefore, 600_000, (status) => {
+        mostRotating = Math.max(mostRotating, status.members?.rotating ?? 0, (status.nodes ?? []).filter((entry) => entry.rotating === true).length);
+      });
       run.timings.push(`rotation round completed (status): ${((Date.now() - started) / 1000).toFixed(1)} s`);
       // The old generation's SAs leave after the grace period: one SA per direction again.
       await run.waitSettled(NODES, 'the old SAs removed (one SA per direction)');

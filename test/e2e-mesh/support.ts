@@ -1,13 +1,16 @@
 // What the IpsecMesh tests on real kernels share: the mesh's status and the agents' reports as
 // the API server holds them, SA dumps into one SequenceTracker (and their keys into one list for
 // the key scan), the kernels' XFRM counters, numbered traffic among a set of nodes, and the key
-// scan over everything the cluster shows. The instruments are test/support/traffic-proof.ts.
+// scan over everything the cluster shows; and the run's setup and teardown (startMeshRun,
+// MeshRun.finish) and the waits every mesh test makes (a round completed, Ready with N members).
+// The instruments are test/support/traffic-proof.ts.
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
 import type { VmClient } from '../infra/vm/client.js';
-import type { Cluster } from '../infra/cluster/cluster.js';
+import { startCluster, type Cluster } from '../infra/cluster/cluster.js';
 import type { TopologyNode } from '../infra/vm/topology.js';
-import { waitFor } from '../e2e/support.js';
+import { timed, waitFor } from '../e2e/support.js';
+import { warmCrypto } from '../support/vm-cli.js';
 import { directionCounts, dumpedKeys, parseStateDump, parseTrafficSummary, parseXfrmStat, scanKeys, SequenceTracker, xfrmStatIncrease, type DirectionCount, type KeyFinding } from '../support/traffic-proof.js';
 
 const TRAFFIC_NODE = fileURLToPath(new URL('../infra/vm/guest/traffic-node.mjs', import.meta.url));
@@ -59,6 +62,34 @@ spec:
 `;
 }
 
+export interface MeshRunOptions {
+  readonly kubeconfigPath: string;
+  readonly mesh: string;
+  /** Every node the run creates (Node objects, namespaces, agents). */
+  readonly nodes: readonly string[];
+  /** The nodes labelled into the mesh at the start; default all. */
+  readonly members?: readonly string[];
+  /** The agents' full resync (the harness's default is 10 s). */
+  readonly resyncSeconds?: number;
+}
+
+/**
+ * The cluster of a mesh test: crypto warmed in the guest, the controller and one agent per node,
+ * the IpsecMesh CRD established, the Node objects' InternalIP written (no kubelet writes it),
+ * the members labelled. The mesh itself is the test's to apply.
+ */
+export async function startMeshRun(vm: VmClient, options: MeshRunOptions): Promise<MeshRun> {
+  await warmCrypto(vm);
+  const cluster = await timed('cluster started', () =>
+    startCluster({ vm, kubeconfigPath: options.kubeconfigPath, nodes: options.nodes, ...(options.resyncSeconds !== undefined ? { resyncSeconds: options.resyncSeconds } : {}), log: (line) => console.log(`[e2e-mesh] ${line}`) }),
+  );
+  const run = new MeshRun(vm, cluster, options.mesh, options.nodes);
+  await cluster.kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/ipsecmeshes.ipsec.xfrm.io']);
+  await run.writeNodeAddresses();
+  for (const name of options.members ?? options.nodes) await run.label(name, true);
+  return run;
+}
+
 export class MeshRun {
   readonly tracker = new SequenceTracker();
   /** Every SA key the dumps showed, for the key scan. Never print these. */
@@ -75,6 +106,52 @@ export class MeshRun {
     readonly mesh: string,
     readonly nodes: readonly string[],
   ) {}
+
+  /** The run's end: log tails and timings printed, the mesh deleted, the cluster stopped. */
+  async finish(tailCharacters = 4000): Promise<void> {
+    for (const name of this.nodes) console.log(`[e2e-mesh] agent ${name} log tail:\n${(await this.cluster.agentLogs(name).catch(() => '')).slice(-tailCharacters)}`);
+    console.log(`[e2e-mesh] controller log tail:\n${this.cluster.controllerLogs().slice(-tailCharacters)}`);
+    console.log(`[e2e-mesh] timings:\n${this.timings.join('\n')}`);
+    await this.cluster.kubectl(['delete', 'ipsecmesh', this.mesh, '--ignore-not-found', '--wait=false']).catch(() => undefined);
+    await this.cluster.stop();
+  }
+
+  /** Each node's key generation as the mesh's status shows it. */
+  async generations(): Promise<Map<string, number>> {
+    return new Map(((await this.status()).nodes ?? []).map((entry) => [entry.name, entry.generation ?? 0]));
+  }
+
+  /**
+   * Waits for a completed round: every one of `members` on a newer generation than in `before`,
+   * Rotating False, Ready, no request left. `seen` is shown every status the wait read.
+   */
+  async roundCompleted(members: readonly string[], before: ReadonlyMap<string, number>, timeoutMs = 600_000, seen?: (status: MeshStatus) => void): Promise<void> {
+    await waitFor(
+      'the rotation round completed (every member on a new generation, Rotating False, Ready, no request left)',
+      async () => {
+        const status = await this.status();
+        seen?.(status);
+        const nodes = status.nodes ?? [];
+        const rotated = members.every((name) => (nodes.find((entry) => entry.name === name)?.generation ?? 0) > (before.get(name) ?? 0));
+        return rotated && condition(status, 'Rotating')?.status === 'False' && condition(status, 'Ready')?.status === 'True' && (status.rotationRequests ?? []).length === 0;
+      },
+      timeoutMs,
+      1000,
+    ).catch((error: Error) => this.explain(error));
+  }
+
+  /** Waits until the mesh is Ready with `count` members selected and ready; returns that status. */
+  async readyWith(count: number, what: string, timeoutMs = 600_000): Promise<MeshStatus> {
+    return waitFor(
+      what,
+      async () => {
+        const status = await this.status();
+        return condition(status, 'Ready')?.status === 'True' && status.members?.selected === count && status.members?.ready === count ? status : undefined;
+      },
+      timeoutMs,
+      1000,
+    ).catch((error: Error) => this.explain(error));
+  }
 
   node(name: string): TopologyNode {
     return this.cluster.topology.node(name);
