@@ -69,8 +69,22 @@ export interface StartNodeClusterOptions {
   memoryMiB?: number;
 }
 
+/** Runs one phase of the start and prints how long it took (the layer's time budget is read from these). */
+async function phase<T>(label: string, work: () => Promise<T>): Promise<T> {
+  const started = Date.now();
+  try {
+    return await work();
+  } finally {
+    console.log(`[node]   ${label}: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  }
+}
+
 export async function startNodeCluster(options: StartNodeClusterOptions = {}): Promise<NodeCluster> {
-  const [binaries, image, vmImage] = [await buildNodeBinaries(), await buildOperatorImage(), await buildVmImage()];
+  const [binaries, image, vmImage] = await phase('builds (node binaries, image, VM image; cached by input hash)', async () => [
+    await buildNodeBinaries(),
+    await buildOperatorImage(),
+    await buildVmImage(),
+  ] as const);
   const logDir = mkdtempSync(join(tmpdir(), 'ipsec-node-'));
   const cleanups: (() => Promise<void>)[] = [];
   const stop = async () => {
@@ -83,36 +97,66 @@ export async function startNodeCluster(options: StartNodeClusterOptions = {}): P
     const kubeletPort = await freePort();
     const dataDir = join(logDir, 'controlplane');
     const pki = join(dataDir, 'pki');
-    const controlPlane = await startControlPlane({
-      dataDir,
-      apiserverArgs: [
-        // How the apiserver reaches the kubelet: by the Node's Hostname address ("localhost"),
-        // i.e. the VM's loopback port forward, with the admin client certificate.
-        '--kubelet-preferred-address-types=Hostname',
-        `--kubelet-client-certificate=${join(pki, 'admin.crt')}`,
-        `--kubelet-client-key=${join(pki, 'admin.key')}`,
-      ],
-    });
-    cleanups.push(() => controlPlane.stop());
-    const files = { kubeconfig: controlPlane.kubeconfigPath, caFile: controlPlane.caFile, serviceAccountKey: join(pki, 'sa.key') };
-    const kcm = startHostComponent(binaries.kube, 'kube-controller-manager', controllerManagerArgs(files), logDir);
-    const scheduler = startHostComponent(binaries.kube, 'kube-scheduler', schedulerArgs(files), logDir);
-    cleanups.push(() => stopAll([kcm, scheduler]));
-
-    const vm = await bootVm({
-      image: vmImage,
-      memoryMiB: options.memoryMiB ?? 4096,
-      consoleLogPath: join(logDir, 'console.log'),
-      extraQemuArgs: [
-        // The kubelet's NIC: restrict=on, the guest can open nothing through it; the host forward
-        // is bound to loopback.
-        '-netdev', `user,id=n1,ipv6=off,restrict=on,net=${NODE_NET.nodeNet},hostfwd=tcp:127.0.0.1:${kubeletPort}-${NODE_NET.nodeIp}:${kubeletPort}`,
-        '-device', 'virtio-net-pci,netdev=n1,romfile=',
-      ],
-    });
-    cleanups.push(() => vm.shutdown());
-
     const confDir = join(logDir, 'conf');
+    rmSync(confDir, { recursive: true, force: true });
+    mkdirSync(confDir, { recursive: true });
+    writeFileSync(join(confDir, 'containerd.toml'), containerdConfig({ pauseRef: binaries.pauseRef }));
+    writeFileSync(join(confDir, '10-ipsec-node.conflist'), cniConfig());
+    // Two chains that need nothing of each other until the kubelet starts: the control plane on
+    // the host, and the VM with containerd and the imported images. They overlap (the VM's boot
+    // and the image import are the longest steps of the start under emulation). allSettled, so
+    // that a failure in one chain still lets the other register its cleanup before stop() runs.
+    const [hostSide, guestSide] = await Promise.allSettled([
+      phase('control plane, controller manager, scheduler', async () => {
+        const controlPlane = await startControlPlane({
+          dataDir,
+          apiserverArgs: [
+            // How the apiserver reaches the kubelet: by the Node's Hostname address ("localhost"),
+            // i.e. the VM's loopback port forward, with the admin client certificate.
+            '--kubelet-preferred-address-types=Hostname',
+            `--kubelet-client-certificate=${join(pki, 'admin.crt')}`,
+            `--kubelet-client-key=${join(pki, 'admin.key')}`,
+          ],
+        });
+        cleanups.push(() => controlPlane.stop());
+        const files = { kubeconfig: controlPlane.kubeconfigPath, caFile: controlPlane.caFile, serviceAccountKey: join(pki, 'sa.key') };
+        const kcm = startHostComponent(binaries.kube, 'kube-controller-manager', controllerManagerArgs(files), logDir);
+        const scheduler = startHostComponent(binaries.kube, 'kube-scheduler', schedulerArgs(files), logDir);
+        cleanups.push(() => stopAll([kcm, scheduler]));
+        return controlPlane;
+      }),
+      (async () => {
+        const vm = await phase('VM boot', () =>
+          bootVm({
+            image: vmImage,
+            memoryMiB: options.memoryMiB ?? 4096,
+            consoleLogPath: join(logDir, 'console.log'),
+            extraQemuArgs: [
+              // The kubelet's NIC: restrict=on, the guest can open nothing through it; the host forward
+              // is bound to loopback.
+              '-netdev', `user,id=n1,ipv6=off,restrict=on,net=${NODE_NET.nodeNet},hostfwd=tcp:127.0.0.1:${kubeletPort}-${NODE_NET.nodeIp}:${kubeletPort}`,
+              '-device', 'virtio-net-pci,netdev=n1,romfile=',
+            ],
+          }),
+        );
+        cleanups.push(() => vm.shutdown());
+        await phase('guest prepared (cgroup v2, tmpfs, binaries copied)', () => vm.sh(prepareScript({ binDir: binaries.dir, confDir }), { timeoutMs: 180_000 }));
+        const containerd = await vm.spawn(containerdCommand({ confDir }));
+        await phase('containerd answers', () => waitGuest(vm, 'containerd to answer', ctr('version').join(' '), 120_000));
+        // Both archives are imported into the namespace the CRI reads; --no-unpack is not used, so
+        // the overlayfs snapshots exist before the first Pod asks for them.
+        await phase('images imported (pause, operator)', async () => {
+          await vm.run([...ctr('images', 'import', '--all-platforms', binaries.pauseArchive)], { timeoutMs: 300_000 });
+          await vm.run([...ctr('images', 'import', '--all-platforms', image.archive)], { timeoutMs: 600_000 });
+        });
+        return { vm, containerd };
+      })(),
+    ]);
+    if (hostSide.status === 'rejected') throw hostSide.reason;
+    if (guestSide.status === 'rejected') throw guestSide.reason;
+    const controlPlane = hostSide.value;
+    const { vm, containerd } = guestSide.value;
+
     const params: GuestNodeParams = {
       binDir: binaries.dir,
       confDir,
@@ -123,17 +167,9 @@ export async function startNodeCluster(options: StartNodeClusterOptions = {}): P
       nodeName: NODE_NAME,
       nodeLabels: options.nodeLabels ?? {},
     };
-    writeGuestFiles(params, readFileSync(controlPlane.kubeconfigPath, 'utf8'));
-    await vm.sh(prepareScript(params), { timeoutMs: 180_000 });
-
+    writeKubeletFiles(params, readFileSync(controlPlane.kubeconfigPath, 'utf8'));
     const relay = await vm.spawn(asNodeDaemon(['node', RELAY, '--listen', `${NODE_NET.serviceIp}:443`, '--to', `${NODE_NET.hostFromGuest}:${controlPlane.port}`]));
-    const containerd = await vm.spawn(containerdCommand(params));
     const daemons = { relay, containerd } as Record<string, { id: string }>;
-    await waitGuest(vm, 'containerd to answer', ctr('version').join(' '), 120_000);
-    // Both archives are imported into the namespace the CRI reads; --no-unpack is not used, so the
-    // overlayfs snapshots exist before the first Pod asks for them.
-    await vm.run([...ctr('images', 'import', '--all-platforms', binaries.pauseArchive)], { timeoutMs: 300_000 });
-    await vm.run([...ctr('images', 'import', '--all-platforms', image.archive)], { timeoutMs: 600_000 });
     const kubelet = await vm.spawn(kubeletCommand(params));
     daemons.kubelet = kubelet;
     cleanups.push(async () => {
@@ -154,7 +190,7 @@ export async function startNodeCluster(options: StartNodeClusterOptions = {}): P
       return (status.stdout + status.stderr).split('\n').slice(-lines).join('\n');
     };
 
-    await waitNodeReady(kc, daemonLog);
+    await phase('kubelet started → node Ready', () => waitNodeReady(kc, daemonLog));
     return {
       controlPlane,
       vm,
@@ -187,14 +223,10 @@ export async function startNodeCluster(options: StartNodeClusterOptions = {}): P
   }
 }
 
-function writeGuestFiles(params: GuestNodeParams, adminKubeconfig: string): void {
-  const dir = params.confDir;
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'containerd.toml'), containerdConfig(params));
-  writeFileSync(join(dir, '10-ipsec-node.conflist'), cniConfig());
-  writeFileSync(join(dir, 'kubelet.yaml'), kubeletConfig(params));
-  writeFileSync(join(dir, 'kubelet.kubeconfig'), guestKubeconfig(adminKubeconfig, params.apiserverPort), { mode: 0o600 });
+/** The kubelet's configuration and kubeconfig (they need the control plane's CA and port). */
+function writeKubeletFiles(params: GuestNodeParams, adminKubeconfig: string): void {
+  writeFileSync(join(params.confDir, 'kubelet.yaml'), kubeletConfig(params));
+  writeFileSync(join(params.confDir, 'kubelet.kubeconfig'), guestKubeconfig(adminKubeconfig, params.apiserverPort), { mode: 0o600 });
 }
 
 async function stopAll(components: HostComponent[]): Promise<void> {

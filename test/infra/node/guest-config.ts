@@ -54,7 +54,7 @@ export const GUEST_PATHS = {
   daemonCgroup: '/sys/fs/cgroup/node-daemons',
 } as const;
 
-export function containerdConfig(p: GuestNodeParams): string {
+export function containerdConfig(p: Pick<GuestNodeParams, 'pauseRef'>): string {
   return `# containerd 2 of the test node (config version 3).
 version = 3
 root = "${GUEST_PATHS.containerdRoot}"
@@ -144,7 +144,7 @@ export function guestKubeconfig(adminKubeconfig: string, apiserverPort: number):
 }
 
 /** Prepares the guest once: cgroup v2, tmpfs state dirs, binaries in guest memory, addresses. */
-export function prepareScript(p: GuestNodeParams): string {
+export function prepareScript(p: Pick<GuestNodeParams, 'binDir' | 'confDir'>): string {
   const b = GUEST_PATHS.bin;
   return `set -eu
 mkdir -p ${b}
@@ -170,7 +170,7 @@ export function asNodeDaemon(argv: readonly string[]): string[] {
   return ['sh', '-c', `echo $$ >${GUEST_PATHS.daemonCgroup}/cgroup.procs && exec ${quoted}`];
 }
 
-export function containerdCommand(p: GuestNodeParams): string[] {
+export function containerdCommand(p: Pick<GuestNodeParams, 'confDir'>): string[] {
   return asNodeDaemon(['env', `PATH=${GUEST_PATHS.bin}:/usr/sbin:/usr/bin:/sbin:/bin`, `${GUEST_PATHS.bin}/containerd`, '--config', `${p.confDir}/containerd.toml`]);
 }
 
