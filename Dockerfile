@@ -31,10 +31,14 @@ RUN npm run build \
 
 # ---- runtime ----
 FROM ${RUNTIME_BASE}
-# iproute2: the agent reads the node's interfaces with `ip -j link`.
+# iproute2: the agent reads the node's interfaces with `ip -j link`. apt's package caches go
+# too, not only the lists: `apt-get update` also writes /var/cache/apt/{pkgcache,srcpkgcache}.bin,
+# 88 MB (36 MB compressed) that the image carried, a third of what every node has to pull and
+# unpack (on the test node the image import took 234 s under emulation).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends iproute2 \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=build /src/package.json ./

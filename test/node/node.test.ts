@@ -208,6 +208,12 @@ describe('the chart on a real node (kubelet + containerd 2 in the test VM)', () 
     const operator = processes.stdout.split('\n').filter((line) => / (agent|controller) --metrics-address/.test(line));
     expect(operator, processes.stdout).toHaveLength(3);
     for (const line of operator) expect(line).toMatch(/^node \/app\/dist\/bundle\/ipsec-operator\.mjs (agent|controller) /);
+    // The image is what each node pulls and unpacks (234 s of the start here, when it still
+    // carried apt's 88 MB package caches): no package lists or caches in the root filesystem.
+    const leftovers = await cluster.nodeSh(
+      `pid=$(pgrep -f 'ipsec-operator.mjs agent' | head -1); ls -A /proc/$pid/root/var/cache/apt /proc/$pid/root/var/lib/apt/lists 2>/dev/null | grep -vE '^(/proc/.*:|partial|archives|auxfiles|lock|)$' || true`,
+    );
+    expect(leftovers.stdout.trim(), 'apt leftovers in the image').toBe('');
   }, POD_START_MS + 120_000);
 
   it('the agent reconciles examples/host-to-host on the node kernel; the resources go Ready; ESP carries the traffic', async () => {
