@@ -13,6 +13,7 @@ import { REPO_ROOT } from '../infra/controlplane/binaries.js';
 import { startNodeCluster, type NodeCluster } from '../infra/node/cluster.js';
 import { ctr } from '../infra/node/guest-config.js';
 import { waitFor } from '../e2e/support.js';
+import { warmCrypto } from '../support/vm-cli.js';
 import { directionCounts, parseTrafficSummary, type DirectionCount } from '../support/traffic-proof.js';
 
 const NS = 'ipsec-operator';
@@ -163,6 +164,11 @@ describe('the chart on a real node (kubelet + containerd 2 in the test VM)', () 
     cluster = await timed('cluster up (control plane, controller manager, scheduler, VM, containerd, images, kubelet)', () =>
       startNodeCluster({ nodeLabels: { 'ipsec.xfrm.io/node': 'a' } }),
     );
+    // The AEAD's crypto modules before the first SA add (as the VM and mesh tests do): loaded
+    // on demand by that add, they took longer than the CLI's netlink timeout here (run of
+    // 2026-12-02 17:46, host load 15-18: "the kernel's answer to sa ... is unknown (ETIMEDOUT)",
+    // the peer's apply rolled back), and the retry was then refused as NeedsRekey.
+    await warmCrypto(cluster.vm);
     // The peer "b": a network namespace joined to the node's host network by a veth pair.
     await cluster.vm.sh(
       `ip netns add ${PEER_NS}
@@ -306,6 +312,10 @@ describe('the chart on a real node (kubelet + containerd 2 in the test VM)', () 
     // Numbered datagrams both ways through the SAs (25/s each, test/infra/vm/guest/traffic-node.mjs)
     // while the agent pod is replaced: the kernel keeps its SAs and policies while no agent runs,
     // and the new agent must change nothing, so every datagram arrives.
+    // Through the SAs, not in plaintext: without them (the reconcile step failed) no loss would prove nothing.
+    const tables = await kernelTables();
+    expect(tables, 'the SAs the traffic must go through').toContain(`src ${A} dst ${B}`);
+    expect(tables, 'the SAs the traffic must go through').toContain(`src ${B} dst ${A}`);
     const stopTraffic = await startTraffic();
     let counts: DirectionCount[] | undefined;
     try {
