@@ -229,6 +229,7 @@ const advertisement: Schema = obj(
           toGeneration: keyGeneration("The receiver's key generation."),
           toBootId: str("The receiver's boot id.", BOOT_ID),
           spi: meshSpi,
+          fromBootId: str("This node's boot id the SA's key was derived with, when it is not the advertisement's: an SA the kernel kept across a boot id change, sent on until the receiver acknowledges one for the new boot id.", BOOT_ID),
         },
         { required: ['to', 'family', 'generation', 'toGeneration', 'toBootId', 'spi'] },
       ),

@@ -144,7 +144,8 @@ export function buildMeshEntries(
 
     const choice = outbound.get(linkKey(peer, family));
     if (choice) {
-      const sender: SaEndpoint = { node: self.node, address: own, generation: choice.generation, bootId: self.bootId, publicKey: keys.publicKey(choice.generation) };
+      // An SA kept across this node's boot id change keeps the key of the boot id it was made under.
+      const sender: SaEndpoint = { node: self.node, address: own, generation: choice.generation, bootId: choice.fromBootId ?? self.bootId, publicKey: keys.publicKey(choice.generation) };
       const receiver: SaEndpoint = { node: peer, address: theirs, generation: choice.toGeneration, bootId: choice.toBootId, publicKey: Buffer.from(choice.toPublicKey, 'base64') };
       const key = deriveSaKey({ mesh: spec.mesh, aead: spec.aead, sender, receiver }, 'sender', keys.privateKey(choice.generation));
       states.push({ resource, entry: sa(family, own, theirs, choice.spi, key, outboundLifetime) });

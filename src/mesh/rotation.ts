@@ -18,20 +18,36 @@
  *    so the switch is the one UPDPOLICY that changes it. Because the receiver generation comes
  *    first and acks of a live generation are never withdrawn, a sender never goes back to an
  *    older receiver generation, and never re-creates an outbound SA (same key, counter at 0).
+ *    After this node's boot id changed while its kernel kept the SAs (an agent restarted with
+ *    another boot id), no ack names the new boot id yet: the node keeps sending on the outbound
+ *    SA the kernel holds, its key derived with the previous boot id (published as the use's
+ *    `fromBootId`), until the receiver acks an SA for the new boot id, and then switches with
+ *    the one UPDPOLICY, as for a rotation. Only an SA the kernel holds (pinned by the policy,
+ *    the SA present) is kept, never one installed again: after a real reboot the kernel is
+ *    empty, nothing is kept, and the node waits for acks of new keys (an old key installed
+ *    again would restart its counter). The key's inputs come from the local state, which
+ *    records every outbound SA before it is installed (the last advertisement may lag behind
+ *    the kernel). It is kept even when the receiver's boot id changed too: its kernel may
+ *    have kept its end as well (a restart), and it acks a new SA as soon as it sees ours.
  * 4. Retire on both sides' word. An own generation older than the newest published one is
  *    retired (no longer published, no new SAs) once this node's published outbound to every
  *    peer uses a newer own generation and every peer's published outbound to this node uses a
  *    newer generation of this node.
  * 5. Remove inbound only when unused. An inbound SA no longer wanted stays while its sender's
- *    published outbound uses it or it is not idle (the caller measures idleness: no packet
- *    for a grace period); then its SPI is released into a quarantine. A retiring generation is
+ *    published outbound uses it (the use names the SA's SPI and both boot ids it was derived
+ *    with, current or not) or it is not idle (the caller measures idleness: no packet
+ *    for a grace period), or, when it was allocated under an earlier boot id of this node, while
+ *    its sender has not yet listed this node's current boot id (the sender may still switch to
+ *    it on an ack this node published before the boot id change: such acks are withdrawn, not
+ *    superseded); then its SPI is released into a quarantine. A retiring generation is
  *    forgotten (its private key deleted) when no SA of it is left.
  * 6. Timers are a backstop only: a generation superseded for longer than `backstopMs`, and an
  *    unwanted inbound SA kept for longer than that, go regardless.
  *
  * Churn follows: a joining node is a peer with new generations (rule 1 on both sides), and a
  * boot id change names new SAs on both sides (the boot ids are part of every SA's name and
- * key), while acks and uses naming the old boot id no longer count. A leaving node does not
+ * key), while acks naming the old boot id no longer count for a new choice; what the kernel
+ * kept carries traffic until both ends have switched (rules 3 and 5). A leaving node does not
  * just vanish (a peer with a stale view could switch to an SA it acked and then removed):
  * 7. Leave in two phases. The leaving node stops acking, accepts clear text inbound, keeps
  *    sending on the SAs it uses (never switching again) and publishes `leaving`. Each peer
@@ -50,6 +66,7 @@ import type {
   MeshLocalState,
   OutboundUse,
   PublishedGeneration,
+  SendingRecord,
 } from './types.js';
 
 export const FAMILIES: readonly AddressFamily[] = ['inet', 'inet6'];
@@ -207,7 +224,7 @@ export function decide(input: RotationInput): MeshDecision {
     const unwantedSince = allocation.unwantedSince ?? input.now;
     const inKernel = input.installed.inbound.has(allocation.spi);
     const backstop = input.now - unwantedSince >= input.backstopMs;
-    if (inKernel && !backstop && (senderUses(allocation, input) || !input.idle(allocation) || (leaving && listsUs(allocation.from, input)))) {
+    if (inKernel && !backstop && (senderUses(allocation, input) || !input.idle(allocation) || (leaving && listsUs(allocation.from, input)) || ackedBeforeBootChange(allocation, input))) {
       kept.push({ ...allocation, unwantedSince });
     } else {
       released.push(allocation.spi);
@@ -218,18 +235,22 @@ export function decide(input: RotationInput): MeshDecision {
   const outbound = leaving
     ? keptWhileLeaving(input)
     : links.flatMap(({ peer, family }) => {
-        const choice = chooseOutbound(self, peers.get(peer)!, family, live);
+        const advertisement = peers.get(peer)!;
+        const choice = chooseOutbound(self, advertisement, family, live) ?? keptAcrossBootChange(input, advertisement, family, generations);
         return choice ? [choice] : [];
       });
 
+  const sending = sendingRecords(input, outbound);
+
   // A retiring generation is forgotten once nothing of it is left.
-  const inUse = new Set<number>([...allocations.map((a) => a.generation), ...outbound.map((o) => o.generation)]);
+  const inUse = new Set<number>([...allocations.map((a) => a.generation), ...outbound.map((o) => o.generation), ...sending.map((r) => r.generation)]);
   const remaining = generations.filter((g) => !g.retiring || inUse.has(g.generation));
 
+  // Also an SA kept across a boot id change of either end: the inbound policy stays `required`.
   const peerEncrypts = new Set<string>();
   for (const { peer, family } of links) {
-    const use = useTo(peers.get(peer)!, self, family);
-    if (use && allocations.some((a) => a.spi === use.spi && a.from === peer)) peerEncrypts.add(linkKey(peer, family));
+    const advertisement = peers.get(peer)!;
+    if (allocations.some((a) => a.from === peer && a.family === family && usesAllocation(advertisement, a, self.node))) peerEncrypts.add(linkKey(peer, family));
   }
 
   const policyLinks = new Map<string, PolicyLink>();
@@ -257,6 +278,7 @@ export function decide(input: RotationInput): MeshDecision {
       generations: remaining,
       allocations,
       releasedSpis: [...input.local.releasedSpis, ...released].slice(-RELEASED_SPI_QUARANTINE),
+      sending,
     },
     inbound: allocations,
     outbound,
@@ -330,9 +352,10 @@ export function advertise(input: RotationInput): { readonly advertisement: MeshA
     const advertisement = peers.get(peer);
     if (spi === undefined || !advertisement) continue;
     const ack = advertisement.inbound.find((a) => a.from === self.node && a.family === family && a.spi === spi && a.fromBootId === self.bootId);
+    const record = sendingOf(input, peer, family, spi);
     const use: OutboundUse | undefined = ack
       ? { to: peer, family, generation: ack.fromGeneration, toGeneration: ack.generation, toBootId: advertisement.bootId, spi }
-      : input.previous?.outbound.find((u) => u.to === peer && u.family === family && u.spi === spi);
+      : record && publishedUse(record, self.bootId);
     if (use) outbound.push(use);
   }
 
@@ -396,11 +419,86 @@ function chooseOutbound(self: MeshSelf, advertisement: MeshAdvertisement, family
   };
 }
 
+/**
+ * Rule 3, after this node's boot id changed: the outbound SA the kernel still holds (its key
+ * derived with an earlier boot id), while no ack for the current boot id exists.
+ */
+function keptAcrossBootChange(input: RotationInput, advertisement: MeshAdvertisement, family: AddressFamily, generations: readonly LocalGeneration[]): OutboundChoice | undefined {
+  const spi = input.installed.outbound.get(linkKey(advertisement.node, family));
+  if (spi === undefined) return undefined; // nothing in the kernel to keep (a real reboot empties it)
+  const record = sendingOf(input, advertisement.node, family, spi);
+  if (record === undefined || record.fromBootId === input.self.bootId) return undefined; // derived with this boot id: the acks alone decide
+  if (!generations.some((g) => g.generation === record.generation)) return undefined; // its key pair is gone
+  return { ...record, fromBootId: record.fromBootId };
+}
+
+/**
+ * What this node knows of the outbound SA with this SPI on a link: its record in the local
+ * state, or (a state file from before the records) the use it last published, with the
+ * receiver's public key from its advertisement.
+ */
+function sendingOf(input: RotationInput, peer: string, family: AddressFamily, spi: number): SendingRecord | undefined {
+  const record = (input.local.sending ?? []).find((r) => r.to === peer && r.family === family && r.spi === spi);
+  if (record !== undefined) return record;
+  const previous = input.previous;
+  const use = previous?.outbound.find((u) => u.to === peer && u.family === family && u.spi === spi);
+  const toPublicKey = input.peers.get(peer)?.generations.find((g) => g.generation === use?.toGeneration)?.publicKey;
+  if (use === undefined || toPublicKey === undefined) return undefined;
+  return { ...use, fromBootId: use.fromBootId ?? previous!.bootId, toPublicKey };
+}
+
+/** The records to persist: every SA chosen now, and every earlier one the kernel still pins. */
+function sendingRecords(input: RotationInput, outbound: readonly OutboundChoice[]): SendingRecord[] {
+  const records: SendingRecord[] = outbound.map((choice) => ({
+    to: choice.to,
+    family: choice.family,
+    generation: choice.generation,
+    toGeneration: choice.toGeneration,
+    toBootId: choice.toBootId,
+    spi: choice.spi,
+    fromBootId: choice.fromBootId ?? input.self.bootId,
+    toPublicKey: choice.toPublicKey,
+  }));
+  for (const [link, spi] of input.installed.outbound) {
+    if (records.some((r) => linkKey(r.to, r.family) === link && r.spi === spi)) continue;
+    const [peer, family] = link.split('|') as [string, AddressFamily];
+    const record = sendingOf(input, peer, family, spi);
+    if (record !== undefined) records.push(record);
+  }
+  return records.sort((a, b) => a.to.localeCompare(b.to) || a.family.localeCompare(b.family) || a.spi - b.spi);
+}
+
+/** A record as this node publishes its use: `fromBootId` only when it is not the current boot id. */
+function publishedUse(record: SendingRecord, bootId: string): OutboundUse {
+  const { fromBootId, toPublicKey: _, ...use } = record;
+  return fromBootId === bootId ? use : { ...use, fromBootId };
+}
+
+/**
+ * Rule 5: an inbound SA allocated under an earlier boot id of this node, whose ack the sender
+ * may still act on: it has not listed this node's current boot id yet (nor changed its own).
+ */
+function ackedBeforeBootChange(allocation: InboundAllocation, input: RotationInput): boolean {
+  if (allocation.bootId === input.self.bootId) return false;
+  const advertisement = input.peers.get(allocation.from);
+  return advertisement !== undefined && advertisement.bootId === allocation.fromBootId && !listsUs(allocation.from, input);
+}
+
 function senderUses(allocation: InboundAllocation, input: RotationInput): boolean {
   const advertisement = input.peers.get(allocation.from);
-  if (!advertisement || advertisement.bootId !== allocation.fromBootId) return false;
-  const use = useTo(advertisement, input.self, allocation.family);
-  return use !== undefined && use.spi === allocation.spi;
+  return advertisement !== undefined && usesAllocation(advertisement, allocation, input.self.node);
+}
+
+/** Whether the sender publishes that it sends on this inbound SA: its SPI and both boot ids it was derived with. */
+function usesAllocation(advertisement: MeshAdvertisement, allocation: InboundAllocation, self: string): boolean {
+  return advertisement.outbound.some(
+    (u) =>
+      u.to === self &&
+      u.family === allocation.family &&
+      u.spi === allocation.spi &&
+      u.toBootId === allocation.bootId &&
+      (u.fromBootId ?? advertisement.bootId) === allocation.fromBootId,
+  );
 }
 
 function useTo(advertisement: MeshAdvertisement, self: MeshSelf, family: AddressFamily): OutboundUse | undefined {

@@ -34,6 +34,12 @@ export interface OutboundUse {
   readonly toGeneration: number;
   readonly toBootId: string;
   readonly spi: number;
+  /**
+   * The sender's boot id the SA's key was derived with, when it is not the advertisement's: an
+   * SA the kernel kept across the sender's boot id change, sent on until the receiver acks one
+   * for the new boot id (rule 3 of ./rotation.ts). Absent otherwise.
+   */
+  readonly fromBootId?: string;
 }
 
 /** What a node publishes. Generations, acks and uses are published only once the kernel has them. */
@@ -82,11 +88,25 @@ export interface InboundAllocation {
   readonly unwantedSince?: number;
 }
 
+/** An outbound SA this node installs or holds, with everything its key was derived with. */
+export interface SendingRecord extends Omit<OutboundUse, 'fromBootId'> {
+  /** This node's boot id when the key was derived. */
+  readonly fromBootId: string;
+  /** Base64 public key of the receiver's generation. */
+  readonly toPublicKey: string;
+}
+
 export interface MeshLocalState {
   readonly generations: readonly LocalGeneration[];
   readonly allocations: readonly InboundAllocation[];
   /** Recently released SPIs, never reallocated while they are here (oldest first, bounded). */
   readonly releasedSpis: readonly number[];
+  /**
+   * The outbound SAs this node chose and those its kernel still pins, recorded before they are
+   * installed: after an agent restart with another boot id, the keys of what the kernel holds
+   * (absent in files written before it existed).
+   */
+  readonly sending?: readonly SendingRecord[];
 }
 
-export const EMPTY_LOCAL_STATE: MeshLocalState = Object.freeze({ generations: [], allocations: [], releasedSpis: [] });
+export const EMPTY_LOCAL_STATE: MeshLocalState = Object.freeze({ generations: [], allocations: [], releasedSpis: [], sending: [] });

@@ -7,15 +7,20 @@
  * independently in a cluster: an agent converges (decide + apply), an agent publishes what its
  * kernel holds, the API server delivers one node's advertisement to one other node (watches
  * deliver in order, at any delay), a node starts a rotation, a packet that was in flight on an
- * SA arrives, a node reboots, joins or leaves. The checker explores every reachable world by
+ * SA arrives, a node reboots (its kernel empty, a new boot id), its agent restarts with a new
+ * boot id while the kernel keeps its SAs, a node joins or leaves. The checker explores every reachable world by
  * breadth-first search (so every interleaving of these steps) and checks, after each step:
  *
  * - no node sends on an SA the receiver does not hold with the same key (sender, receiver,
  *   generations, boot ids, public keys) — the receiver drops such packets (XfrmInNoStates);
  * - no packet in flight meets a receiver that removed its SA;
  * - no SPI names two keys on one receiver, no quarantined SPI is allocated again, and no
- *   outbound SA is created twice (its counter would restart under the same key): each new
- *   outbound SA of a link is newer than all before it since the boot.
+ *   outbound SA is created twice (its counter would restart under the same key): no key is
+ *   installed outbound a second time, ever, and each new outbound SA of a link is newer than
+ *   all before it under the same pair of boot ids;
+ * - no clear-text gap where the old pair still works: a member stops sending encrypted to a
+ *   member (drops its outbound SA without a successor) only when the receiver no longer holds
+ *   that SA.
  *
  * SA keys are symbolic here (the name of everything the derivation binds): the derivation
  * itself is tested against the RFC vectors elsewhere; this checks the protocol.
@@ -28,7 +33,10 @@ import { EMPTY_LOCAL_STATE, type InboundAllocation, type MeshAdvertisement, type
 export interface ModelNode {
   readonly name: string;
   readonly address: string;
+  /** The boot id's number: a reboot and an agent restarted with another boot id both change it. */
   boot: number;
+  /** The boot number the kernel's contents date from: only a reboot empties it (and sets this to the new boot). */
+  kernelSince: number;
   selected: boolean;
   /** Leaving (rule 7): still publishing, installing nothing new; `selected` goes false once it departed. */
   leaving: boolean;
@@ -36,23 +44,34 @@ export interface ModelNode {
   /** SPI -> the SA's symbolic key. */
   kernelIn: Map<number, string>;
   /** linkKey -> what the outbound policy pins. */
-  kernelOut: Map<string, { to: string; toBoot: string; spi: number; key: string }>;
-  /** Per link, the newest (receiver boot, receiver generation, own generation) ever sent on since this boot. */
-  highWater: Map<string, { toBoot: string; toGeneration: number; generation: number }>;
+  kernelOut: Map<string, OutboundSa>;
+  /** Per link, the newest (own boot, receiver boot, receiver generation, own generation) sent on since the kernel started. */
+  highWater: Map<string, { fromBoot: string; toBoot: string; toGeneration: number; generation: number }>;
+  /** Every outbound key this node ever installed (keys name boot ids: none is legitimately installed twice). */
+  sent: Set<string>;
   /** Interned advertisement id (see `ads`), -1 for none. */
   ad: number;
   /** This node's view of every node's advertisement, by node index (-1: none seen). */
   views: number[];
   rotationsLeft: number;
   rebootsLeft: number;
+  /** Agent restarts with a new boot id, the kernel kept. */
+  restartsLeft: number;
   joinsLeft: number;
   leavesLeft: number;
+}
+
+export interface OutboundSa {
+  readonly to: string;
+  readonly toBoot: string;
+  readonly spi: number;
+  readonly key: string;
 }
 
 export interface World {
   granularity: 'steps' | 'passes';
   nodes: ModelNode[];
-  /** `${receiver}|${bootId}|${spi}` of packets still in flight on an SA the sender left. */
+  /** `${receiver}|${receiver boot id}|${spi}` of packets still in flight on an SA the sender left. */
   inflight: Set<string>;
 }
 
@@ -64,7 +83,10 @@ export interface Budget {
    */
   readonly granularity?: 'steps' | 'passes';
   readonly rotations?: Readonly<Record<string, number>>;
+  /** Reboots: the kernel empty, a new boot id. */
   readonly reboots?: Readonly<Record<string, number>>;
+  /** The agent restarted with a new boot id while the kernel keeps its SAs (the churn test's --boot-id). */
+  readonly restarts?: Readonly<Record<string, number>>;
   /** Nodes that start outside the mesh and may join once. */
   readonly joins?: readonly string[];
   /** Nodes that may leave once. */
@@ -88,6 +110,8 @@ function intern(ad: MeshAdvertisement): number {
 }
 const adOf = (id: number): MeshAdvertisement | undefined => (id < 0 ? undefined : adTable[id]);
 const bootId = (node: ModelNode): string => `${node.name}-boot${node.boot}`;
+/** Whether the receiver's kernel still dates from the boot id an SA to it names (then it may hold the SA). */
+const kernelOf = (receiver: ModelNode, toBootId: string): boolean => Number(/-boot(\d+)$/.exec(toBootId)![1]) >= receiver.kernelSince;
 const publicKey = (node: string, generation: number): string => `${node}#${generation}`;
 
 export function inboundKey(receiver: ModelNode, a: InboundAllocation): string {
@@ -119,9 +143,11 @@ function input(world: World, node: ModelNode): RotationInput {
 
 /** Ground truth for the agent's "no packet for a grace period": nobody sends on it, nothing in flight. */
 function isIdle(world: World, receiver: ModelNode, spi: number): boolean {
-  const boot = bootId(receiver);
-  if (world.inflight.has(`${receiver.name}|${boot}|${spi}`)) return false;
-  return !world.nodes.some((s) => [...s.kernelOut.values()].some((o) => o.to === receiver.name && o.toBoot === boot && o.spi === spi));
+  for (const packet of world.inflight) {
+    const [name, boot, inflightSpi] = packet.split('|') as [string, string, string];
+    if (name === receiver.name && Number(inflightSpi) === spi && kernelOf(receiver, boot)) return false;
+  }
+  return !world.nodes.some((s) => [...s.kernelOut.values()].some((o) => o.to === receiver.name && kernelOf(receiver, o.toBoot) && o.spi === spi));
 }
 
 export function initialWorld(nodes: readonly { name: string; address: string }[], budget: Budget): World {
@@ -136,16 +162,19 @@ export function initialWorld(nodes: readonly { name: string; address: string }[]
         name,
         address,
         boot: 1,
+        kernelSince: 1,
         selected: !joining,
         leaving: false,
         local: joining ? EMPTY_LOCAL_STATE : started.local,
         kernelIn: new Map(),
         kernelOut: new Map(),
         highWater: new Map(),
+        sent: new Set(),
         ad: -1,
         views: nodes.map(() => -1),
         rotationsLeft: budget.rotations?.[name] ?? 0,
         rebootsLeft: budget.reboots?.[name] ?? 0,
+        restartsLeft: budget.restarts?.[name] ?? 0,
         joinsLeft: joining ? 1 : 0,
         leavesLeft: (budget.leaves ?? []).includes(name) ? 1 : 0,
       };
@@ -178,6 +207,7 @@ export function actions(world: World): Action[] {
       list.push({ name: `rotate ${node.name}`, apply: (w) => rotate(w.nodes[index]!) });
     }
     if (node.selected && node.rebootsLeft > 0) list.push({ name: `reboot ${node.name}`, apply: (w) => reboot(w, w.nodes[index]!) });
+    if (node.selected && node.restartsLeft > 0) list.push({ name: `restart ${node.name} with a new boot id`, apply: (w) => restartWithNewBootId(w, w.nodes[index]!) });
     if (!node.selected && node.joinsLeft > 0) list.push({ name: `join ${node.name}`, apply: (w) => join(w.nodes[index]!) });
     if (node.selected && !node.leaving && node.leavesLeft > 0) list.push({ name: `leave ${node.name}`, apply: (w) => leave(w.nodes[index]!) });
   });
@@ -197,24 +227,45 @@ function converge(world: World, node: ModelNode): string | undefined {
   }
   node.kernelIn = nextIn;
 
-  const nextOut = new Map<string, { to: string; toBoot: string; spi: number; key: string }>();
+  const byName = new Map(world.nodes.map((n) => [n.name, n]));
+  const nextOut = new Map<string, OutboundSa>();
   let highWater = node.highWater;
+  let sent = node.sent;
   for (const choice of decision.outbound) {
-    const key = `${node.name}@${choice.generation}/${bootId(node)}/${publicKey(node.name, choice.generation)}>${choice.to}@${choice.toGeneration}/${choice.toBootId}/${choice.toPublicKey}|${choice.family}`;
+    // The key names the boot id it is derived with: the current one, or the one an SA kept across a boot id change was made under.
+    const fromBoot = choice.fromBootId ?? bootId(node);
+    const key = `${node.name}@${choice.generation}/${fromBoot}/${publicKey(node.name, choice.generation)}>${choice.to}@${choice.toGeneration}/${choice.toBootId}/${choice.toPublicKey}|${choice.family}`;
     const link = linkKey(choice.to, choice.family);
-    nextOut.set(link, { to: choice.to, toBoot: choice.toBootId, spi: choice.spi, key });
-    if (node.kernelOut.get(link)?.key === key) continue;
-    // A new outbound SA must be newer than every one this link used since this boot: an older
-    // one would be the same key created again, its sequence counter back at 0.
+    const installed = node.kernelOut.get(link);
+    if (installed?.key === key) {
+      nextOut.set(link, installed);
+      continue;
+    }
+    if (sent.has(key)) return `${node.name} installs ${key} again: an outbound SA created twice (counter restarts under the same key)`;
+    // A new outbound SA must be newer than every one this link used under the same boot ids:
+    // an older one would be going back.
     const mark = highWater.get(link);
-    if (mark && mark.toBoot === choice.toBootId && (choice.toGeneration < mark.toGeneration || (choice.toGeneration === mark.toGeneration && choice.generation <= mark.generation))) {
+    if (
+      mark &&
+      mark.fromBoot === fromBoot &&
+      mark.toBoot === choice.toBootId &&
+      (choice.toGeneration < mark.toGeneration || (choice.toGeneration === mark.toGeneration && choice.generation <= mark.generation))
+    ) {
       return `${node.name} sends on ${key} after ${mark.toGeneration}/${mark.generation}: an outbound SA created again (counter restarts under the same key)`;
     }
-    highWater = new Map(highWater).set(link, { toBoot: choice.toBootId, toGeneration: choice.toGeneration, generation: choice.generation });
+    highWater = new Map(highWater).set(link, { fromBoot, toBoot: choice.toBootId, toGeneration: choice.toGeneration, generation: choice.generation });
+    sent = new Set(sent).add(key);
+    nextOut.set(link, { to: choice.to, toBoot: choice.toBootId, spi: choice.spi, key });
   }
   node.highWater = highWater;
+  node.sent = sent;
   for (const [link, before] of node.kernelOut) {
     if (nextOut.get(link)?.key === before.key) continue;
+    const receiver = byName.get(before.to)!;
+    const stillWorks = kernelOf(receiver, before.toBoot) && receiver.kernelIn.get(before.spi) === before.key;
+    if (!nextOut.has(link) && stillWorks && node.selected && !node.leaving && receiver.selected && !receiver.leaving) {
+      return `${node.name} stops encrypting to ${receiver.name} (drops ${before.key} without a successor) while ${receiver.name} still holds it: a clear-text gap`;
+    }
     world.inflight = new Set(world.inflight).add(`${before.to}|${before.toBoot}|${before.spi}`);
   }
   node.kernelOut = nextOut;
@@ -245,13 +296,25 @@ function rotate(node: ModelNode): string | undefined {
 /** The kernel starts empty with a new boot id; the state directory (keys, allocations) survives. */
 function reboot(world: World, node: ModelNode): undefined {
   world.inflight = new Set(world.inflight);
-  for (const packet of [...world.inflight]) if (packet.startsWith(`${node.name}|${bootId(node)}|`)) world.inflight.delete(packet);
+  for (const packet of [...world.inflight]) if (packet.startsWith(`${node.name}|`)) world.inflight.delete(packet);
   node.boot++;
+  node.kernelSince = node.boot;
   node.kernelIn = new Map();
   node.kernelOut = new Map();
   node.highWater = new Map();
   node.rebootsLeft--;
   return undefined;
+}
+
+/**
+ * The agent restarts with another boot id; the kernel keeps every SA and policy. A restarted
+ * agent's first act is a pass that converges before it publishes (a SIGKILL in between means
+ * the next agent converges first again), so the restart and the first converge are one step.
+ */
+function restartWithNewBootId(world: World, node: ModelNode): string | undefined {
+  node.boot++;
+  node.restartsLeft--;
+  return converge(world, node);
 }
 
 function join(node: ModelNode): string | undefined {
@@ -277,7 +340,7 @@ export function violations(world: World): string[] {
   for (const sender of world.nodes) {
     for (const out of sender.kernelOut.values()) {
       const receiver = byName.get(out.to)!;
-      if (bootId(receiver) !== out.toBoot) continue; // the receiver rebooted: its kernel lost everything, not our doing
+      if (!kernelOf(receiver, out.toBoot)) continue; // the receiver rebooted since: its kernel lost everything, not our doing
       if (receiver.kernelIn.get(out.spi) !== out.key) {
         found.push(`${sender.name} sends on ${out.key} (SPI ${out.spi}) but ${receiver.name} holds ${receiver.kernelIn.get(out.spi) ?? 'nothing'} there`);
       }
@@ -286,7 +349,7 @@ export function violations(world: World): string[] {
   for (const packet of world.inflight) {
     const [name, boot, spi] = packet.split('|') as [string, string, string];
     const receiver = byName.get(name)!;
-    if (bootId(receiver) === boot && !receiver.kernelIn.has(Number(spi))) found.push(`a packet in flight to ${name} on SPI ${spi} finds no SA`);
+    if (kernelOf(receiver, boot) && !receiver.kernelIn.has(Number(spi))) found.push(`a packet in flight to ${name} on SPI ${spi} finds no SA`);
   }
   return found;
 }
@@ -304,7 +367,7 @@ export function unsettled(world: World): string[] {
     for (const peer of peers) {
       const out = node.kernelOut.get(linkKey(peer.name, 'inet'));
       const peerNewest = Math.max(...peer.local.generations.map((g) => g.generation));
-      if (!out || !out.key.startsWith(`${node.name}@${newest}/`) || !out.key.includes(`>${peer.name}@${peerNewest}/${bootId(peer)}/`)) {
+      if (!out || !out.key.startsWith(`${node.name}@${newest}/${bootId(node)}/`) || !out.key.includes(`>${peer.name}@${peerNewest}/${bootId(peer)}/`)) {
         problems.push(`${node.name} -> ${peer.name} sends on ${out?.key ?? 'nothing'}, not generations ${newest}/${peerNewest}`);
       }
     }
@@ -350,10 +413,11 @@ export function fingerprint(world: World): string {
   const parts: string[] = [];
   for (const n of world.nodes) {
     parts.push(
-      `${n.name} ${n.boot} ${n.selected ? 'S' : 'U'}${n.leaving ? 'L' : ''} ${localId(n.local)} ${n.ad} ${n.views.join(',')} ${n.rotationsLeft}${n.rebootsLeft}${n.joinsLeft}${n.leavesLeft}`,
+      `${n.name} ${n.boot} ${n.kernelSince} ${n.selected ? 'S' : 'U'}${n.leaving ? 'L' : ''} ${localId(n.local)} ${n.ad} ${n.views.join(',')} ${n.rotationsLeft}${n.rebootsLeft}${n.restartsLeft}${n.joinsLeft}${n.leavesLeft}`,
       textOf(n.kernelIn, () => [...n.kernelIn].map(([spi, key]) => `${spi}=${key}`)),
       textOf(n.kernelOut, () => [...n.kernelOut].map(([link, out]) => `${link}=${out.spi}:${out.key}`)),
-      textOf(n.highWater, () => [...n.highWater].map(([link, m]) => `${link}=${m.toBoot}:${m.toGeneration}:${m.generation}`)),
+      textOf(n.highWater, () => [...n.highWater].map(([link, m]) => `${link}=${m.fromBoot}:${m.toBoot}:${m.toGeneration}:${m.generation}`)),
+      textOf(n.sent, () => [...n.sent]),
     );
   }
   parts.push(textOf(world.inflight, () => [...world.inflight]));

@@ -13,7 +13,7 @@ import type { InboundAck, MeshAdvertisement, OutboundUse, PublishedGeneration } 
 const PUBLIC_KEY = Buffer.alloc(32, 7).toString('base64');
 const generation = { generation: 2, publicKey: PUBLIC_KEY } satisfies Required<PublishedGeneration>;
 const ack = { from: 'b', family: 'inet', fromGeneration: 1, fromBootId: 'boot-b', generation: 2, spi: 0x1234 } satisfies Required<InboundAck>;
-const use = { to: 'b', family: 'inet', generation: 2, toGeneration: 1, toBootId: 'boot-b', spi: 0x5678 } satisfies Required<OutboundUse>;
+const use = { to: 'b', family: 'inet', generation: 2, toGeneration: 1, toBootId: 'boot-b', spi: 0x5678, fromBootId: 'boot-a-before' } satisfies Required<OutboundUse>;
 const advertisement = {
   node: 'a',
   bootId: 'boot-a',

@@ -106,6 +106,32 @@ describe('mesh kernel entries', () => {
     for (const sa of kept) expect(keyOf(sa) === inboundBefore.get(sa.id.spi), `SPI ${sa.id.spi} kept its key`).toBe(true);
   });
 
+  it('keeps sending on its outbound SA, with its key, across its own boot id change until the peer acks an SA for the new boot id', () => {
+    const [a, b] = [member('a', '10.0.0.1'), member('b', '10.0.0.2')];
+    const before = converge([a, b]).get('b')!;
+    const keyOf = (sa: SecurityAssociation) => (sa.algorithms.kind === 'aead' ? sa.algorithms.aead.key.reveal().toString('hex') : '');
+    const [outBefore] = saTo(before.states, '10.0.0.1');
+    // b's agent comes back with another boot id, its kernel still holding the SAs; a has not seen it yet.
+    b.self = { ...b.self, bootId: 'boot-b-2' };
+    const decision = decide({ ...input(b, [a, b]), idle: () => false });
+    expect(decision.outbound).toMatchObject([{ to: 'a', spi: outBefore!.id.spi, fromBootId: 'boot-b' }]);
+    const kept = buildMeshEntries(spec, b.self, new Map([['a', a.ad!]]), decision, keysOf(b));
+    const [outKept] = saTo(kept.states, '10.0.0.1');
+    expect(outKept!.id.spi).toBe(outBefore!.id.spi);
+    expect(keyOf(outKept!) === keyOf(outBefore!), 'the kept SA keeps the key the kernel holds').toBe(true);
+    expect(kept.policies.filter((p) => p.entry.id.direction === 'out').map((p) => p.entry.templates[0]!.spi)).toEqual([outBefore!.id.spi]);
+    // Once a acks the SA for b's new boot id, b switches: a new SPI and a new key, the old SA goes.
+    const after = converge([a, b]);
+    const outAfter = saTo(after.get('b')!.states, '10.0.0.1');
+    expect(outAfter).toHaveLength(1);
+    expect(outAfter[0]!.id.spi).not.toBe(outBefore!.id.spi);
+    expect(keyOf(outAfter[0]!) === keyOf(outBefore!)).toBe(false);
+    const aFromB = saTo(after.get('a')!.states, '10.0.0.1').find((sa) => sa.id.spi === outAfter[0]!.id.spi)!;
+    expect(keyOf(aFromB) === keyOf(outAfter[0]!), "a's inbound SA has b's new key").toBe(true);
+    expect(b.ad!.outbound).toMatchObject([{ to: 'a', spi: outAfter[0]!.id.spi }]);
+    expect(b.ad!.outbound[0]!.fromBootId).toBeUndefined();
+  });
+
   it('pins the outbound SPI in the out policy and accepts any mesh SPI inbound, required once the peer encrypts', () => {
     const [a, b] = [member('a', '10.0.0.1'), member('b', '10.0.0.2')];
     const ta = converge([a, b]).get('a')!;

@@ -75,6 +75,33 @@ describe('mesh rotation over every interleaving (model checked)', () => {
     exhaustively([A, B], { rotations: { a: 1 }, reboots: { b: 1 } });
   }, 600_000);
 
+  // The churn test's step: the agent comes back with another --boot-id and the kernel kept its
+  // SAs. The node keeps sending on its kept outbound SAs (keys of the old boot id) until each
+  // peer acks one for the new boot id: no clear-text gap, no key installed twice.
+  it('2 nodes: an agent restarts with a new boot id (the kernel keeps its SAs)', () => {
+    exhaustively([A, B], { restarts: { b: 1 } });
+  });
+
+  it('2 nodes: the peer restarts with a new boot id, the kernel kept, at any point of a rotation', () => {
+    exhaustively([A, B], { rotations: { a: 1 }, restarts: { b: 1 } });
+  }, 600_000);
+
+  it('2 nodes: the rotating node restarts with a new boot id, the kernel kept, at any point of its rotation', () => {
+    exhaustively([A, B], { rotations: { a: 1 }, restarts: { a: 1 } });
+  }, 600_000);
+
+  it('2 nodes: a restart with a new boot id (kernel kept) and then or before a reboot (kernel empty)', () => {
+    exhaustively([A, B], { restarts: { b: 1 }, reboots: { b: 1 } });
+  }, 600_000);
+
+  it('2 nodes: both restart with new boot ids, the kernels kept', () => {
+    exhaustively([A, B], { restarts: { a: 1, b: 1 } });
+  }, 600_000);
+
+  it('3 nodes: a node restarts with a new boot id, the kernel kept', () => {
+    exhaustively([A, B, C], { restarts: { b: 1 }, granularity: 'passes' });
+  }, 600_000);
+
   it('3 nodes: the mesh forms as a third node joins a settled pair', () => {
     exhaustively([A, B, C], { joins: ['c'], granularity: 'passes' });
   }, 600_000);
@@ -100,6 +127,8 @@ describe('mesh rotation over random interleavings (3 nodes, overlapping rotation
     ['two nodes rotate at once', { rotations: { a: 1, b: 1 } }],
     ['all three rotate at once', { rotations: { a: 1, b: 1, c: 1 } }],
     ['rotations, a reboot and a leave', { rotations: { a: 1, b: 1 }, reboots: { c: 1 }, leaves: ['b'] }],
+    ['rotations and restarts with new boot ids (kernels kept)', { rotations: { a: 1, c: 1 }, restarts: { b: 1, c: 1 } }],
+    ['a rotation, a restart with a new boot id, a reboot and a leave', { rotations: { a: 1 }, restarts: { b: 1 }, reboots: { b: 1 }, leaves: ['c'] }],
   ];
   it.each(scenarios)('%s', (_name, budget) => {
     const start = settle(initialWorld([A, B, C], budget));
@@ -160,6 +189,61 @@ describe('mesh rotation rules, step by step', () => {
     expect(decide(inputFor(local, { peers: new Map([['b', peerAd({ inbound: [ack] })]]) })).outbound).toMatchObject([{ to: 'b', spi: 0x1234, generation: 1, toGeneration: 1 }]);
     // An ack for an earlier boot of ours (we rebooted since) names keys we no longer derive.
     expect(decide(inputFor(local, { peers: new Map([['b', peerAd({ inbound: [{ ...ack, fromBootId: 'boot-a-old' }] })]]) })).outbound).toEqual([]);
+  });
+
+  it('after its own boot id changed, keeps sending on the outbound SA the kernel holds until the receiver acks one for the new boot id', () => {
+    const local: MeshLocalState = {
+      ...fresh(),
+      generations: [{ generation: 1, createdAt: 0, publishedAt: 1, retiring: false }],
+      sending: [{ to: 'b', family: 'inet', generation: 1, toGeneration: 1, toBootId: 'boot-b', spi: 0x1234, fromBootId: 'boot-a-old', toPublicKey: 'b#1' }],
+    };
+    const oldAck = { from: 'a', family: 'inet' as const, fromGeneration: 1, fromBootId: 'boot-a-old', generation: 1, spi: 0x1234 };
+    const installed = { inbound: new Set<number>(), outbound: new Map([['b|inet', 0x1234]]) };
+    const peers = new Map([['b', peerAd({ inbound: [oldAck] })]]);
+    const kept = decide(inputFor(local, { installed, peers }));
+    expect(kept.outbound).toEqual([{ to: 'b', family: 'inet', generation: 1, toGeneration: 1, toBootId: 'boot-b', spi: 0x1234, fromBootId: 'boot-a-old', toPublicKey: 'b#1' }]);
+    expect(kept.local.sending).toEqual(local.sending);
+    // Published with the boot id its key was derived with: the receiver keeps its end while it is used.
+    expect(advertise(inputFor(kept.local, { installed, peers })).advertisement.outbound).toEqual([{ to: 'b', family: 'inet', generation: 1, toGeneration: 1, toBootId: 'boot-b', spi: 0x1234, fromBootId: 'boot-a-old' }]);
+    // The receiver acks the SA for the new boot id: one switch to it.
+    const newAck = { ...oldAck, fromBootId: 'boot-a', spi: 0x5678 };
+    const switched = decide(inputFor(local, { installed, peers: new Map([['b', peerAd({ inbound: [newAck] })]]) }));
+    expect(switched.outbound).toMatchObject([{ to: 'b', spi: 0x5678 }]);
+    expect(switched.outbound[0]!.fromBootId).toBeUndefined();
+    // The old SA's record stays while the kernel still pins it (the next pass removes it).
+    expect(switched.local.sending?.map((r) => r.spi)).toEqual([0x1234, 0x5678]);
+  });
+
+  it('keeps nothing the kernel does not hold: after a real reboot (kernel empty) it waits for acks of new keys', () => {
+    const local: MeshLocalState = {
+      ...fresh(),
+      generations: [{ generation: 1, createdAt: 0, publishedAt: 1, retiring: false }],
+      sending: [{ to: 'b', family: 'inet', generation: 1, toGeneration: 1, toBootId: 'boot-b', spi: 0x1234, fromBootId: 'boot-a-old', toPublicKey: 'b#1' }],
+    };
+    const oldAck = { from: 'a', family: 'inet' as const, fromGeneration: 1, fromBootId: 'boot-a-old', generation: 1, spi: 0x1234 };
+    const decision = decide(inputFor(local, { peers: new Map([['b', peerAd({ inbound: [oldAck] })]]) }));
+    expect(decision.outbound).toEqual([]);
+    expect(decision.local.sending).toEqual([]);
+    // Nor an SA derived with the current boot id whose ack went away: rule 3 alone decides those.
+    const current: MeshLocalState = { ...local, sending: [{ ...local.sending![0]!, fromBootId: 'boot-a' }] };
+    const installed = { inbound: new Set<number>(), outbound: new Map([['b|inet', 0x1234]]) };
+    expect(decide(inputFor(current, { installed })).outbound).toEqual([]);
+  });
+
+  it('after its own boot id changed, keeps an inbound SA of the old boot id while the sender may still switch to it or sends on it', () => {
+    const allocation = { from: 'b', family: 'inet' as const, fromAddress: '10.0.0.2', fromGeneration: 1, fromBootId: 'boot-b', fromPublicKey: 'b#1', generation: 1, bootId: 'boot-a-old', spi: 0x4242 };
+    const local: MeshLocalState = { ...fresh(), generations: [{ generation: 1, createdAt: 0, publishedAt: 1, retiring: false }], allocations: [allocation] };
+    const installed = { inbound: new Set([0x4242]), outbound: new Map<string, number>() };
+    const spis = (peer: MeshAdvertisement) => decide(inputFor(local, { installed, peers: new Map([['b', peer]]) })).inbound.map((a) => a.spi);
+    // b has not seen a's new boot id: it may still switch to 0x4242 on the ack a published before.
+    expect(spis(peerAd({ peers: [{ node: 'a', bootId: 'boot-a-old' }] }))).toContain(0x4242);
+    // b lists a's new boot id and does not send on it: it goes.
+    expect(spis(peerAd({ peers: [{ node: 'a', bootId: 'boot-a' }] }))).not.toContain(0x4242);
+    // b sends on it (the use names the boot ids it was derived with): it stays, and the inbound policy stays required.
+    const use = { to: 'a', family: 'inet' as const, generation: 1, toGeneration: 1, toBootId: 'boot-a-old', spi: 0x4242 };
+    const busy = peerAd({ peers: [{ node: 'a', bootId: 'boot-a' }], outbound: [use] });
+    expect(spis(busy)).toContain(0x4242);
+    expect(decide(inputFor(local, { installed, peers: new Map([['b', busy]]) })).peerEncrypts.has('b|inet')).toBe(true);
   });
 
   it('refuses to start a rotation while one is unpublished or two generations are live', () => {
