@@ -19,7 +19,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { vmFromInject } from '../infra/vm/inject.js';
 import { injectedKubeconfigPath } from '../infra/controlplane/inject.js';
-import { meshManifest, metricValue, MeshRun, startMeshRun } from './support.js';
+import { metricValue } from '../support/metrics-text.js';
+import { meshManifest, MeshRun, startMeshRun } from './support.js';
 
 const vm = vmFromInject();
 const NODES = ['a', 'b', 'c'];

@@ -36,11 +36,6 @@ export interface MeshReport {
   rotation?: { requestId: string; state: string; generation: number };
 }
 
-/** The value of one series (`name{labels}`, labels as prom-client orders them) in a text exposition, or undefined. */
-export function metricValue(text: string, series: string): number | undefined {
-  const line = text.split('\n').find((candidate) => candidate.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
-}
 
 export const condition = (status: MeshStatus, type: string) => status.conditions?.find((c) => c.type === type);
 

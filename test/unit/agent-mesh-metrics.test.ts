@@ -5,6 +5,7 @@ import { Registry } from 'prom-client';
 import { MeshMetrics } from '../../src/agent/mesh-metrics.js';
 import type { NodeMeshReport } from '../../src/crd/mesh-contract.js';
 import { emptyAdvertisement } from '../../src/agent/mesh-progress.js';
+import { metricValue } from '../support/metrics-text.js';
 
 function report(mesh: string, fields: Partial<NodeMeshReport> & { generations?: number[] } = {}): NodeMeshReport {
   const { generations = [1], ...rest } = fields;
@@ -21,31 +22,22 @@ function report(mesh: string, fields: Partial<NodeMeshReport> & { generations?: 
 const rotating = (requestId: string, generation: number) => ({ requestId, state: 'Rotating' as const, generation, startedAt: '2026-12-02T10:00:00Z' });
 const done = (requestId: string, generation: number, completedAt: string) => ({ ...rotating(requestId, generation), state: 'Done' as const, completedAt });
 
-async function scrape(registry: Registry): Promise<string> {
-  return registry.metrics();
-}
-
-/** The value of one series in a text exposition, or undefined when the series is absent. */
-function value(text: string, series: string): number | undefined {
-  const line = text.split('\n').find((candidate) => candidate.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
-}
 
 describe('agent mesh metrics', () => {
   it('exports peers, sequence space, generation and rotating per mesh from the reports', async () => {
     const registry = new Registry();
     const metrics = new MeshMetrics(registry);
     metrics.record([report('m1', { expectedPeers: 2, readyPeers: 1, sequenceUsage: 0.25, generations: [1, 2], rotation: rotating('r1', 2) }), report('m2', { sequenceUsage: undefined })]);
-    const text = await scrape(registry);
-    expect(value(text, 'ipsec_operator_mesh_node_peers{mesh="m1",state="expected"}')).toBe(2);
-    expect(value(text, 'ipsec_operator_mesh_node_peers{mesh="m1",state="ready"}')).toBe(1);
-    expect(value(text, 'ipsec_operator_mesh_node_sequence_space_used_ratio{mesh="m1"}')).toBe(0.25);
-    expect(value(text, 'ipsec_operator_mesh_node_sequence_space_used_ratio{mesh="m2"}')).toBe(0);
-    expect(value(text, 'ipsec_operator_mesh_node_key_generation{mesh="m1"}')).toBe(2);
-    expect(value(text, 'ipsec_operator_mesh_node_key_generation{mesh="m2"}')).toBe(1);
-    expect(value(text, 'ipsec_operator_mesh_node_rotating{mesh="m1"}')).toBe(1);
-    expect(value(text, 'ipsec_operator_mesh_node_rotating{mesh="m2"}')).toBe(0);
-    expect(value(text, 'ipsec_operator_mesh_node_rotations_total{mesh="m1"}')).toBe(0);
+    const text = await registry.metrics();
+    expect(metricValue(text, 'ipsec_operator_mesh_node_peers{mesh="m1",state="expected"}')).toBe(2);
+    expect(metricValue(text, 'ipsec_operator_mesh_node_peers{mesh="m1",state="ready"}')).toBe(1);
+    expect(metricValue(text, 'ipsec_operator_mesh_node_sequence_space_used_ratio{mesh="m1"}')).toBe(0.25);
+    expect(metricValue(text, 'ipsec_operator_mesh_node_sequence_space_used_ratio{mesh="m2"}')).toBe(0);
+    expect(metricValue(text, 'ipsec_operator_mesh_node_key_generation{mesh="m1"}')).toBe(2);
+    expect(metricValue(text, 'ipsec_operator_mesh_node_key_generation{mesh="m2"}')).toBe(1);
+    expect(metricValue(text, 'ipsec_operator_mesh_node_rotating{mesh="m1"}')).toBe(1);
+    expect(metricValue(text, 'ipsec_operator_mesh_node_rotating{mesh="m2"}')).toBe(0);
+    expect(metricValue(text, 'ipsec_operator_mesh_node_rotations_total{mesh="m1"}')).toBe(0);
   });
 
   it('counts a rotation once, when it goes from Rotating to Done, with its duration', async () => {
@@ -54,28 +46,28 @@ describe('agent mesh metrics', () => {
     metrics.record([report('m1', { generations: [1, 2], rotation: rotating('r1', 2) })]);
     metrics.record([report('m1', { generations: [2], rotation: done('r1', 2, '2026-12-02T10:00:12Z') })]);
     metrics.record([report('m1', { generations: [2], rotation: done('r1', 2, '2026-12-02T10:00:12Z') })]); // the next pass: no second count
-    let text = await scrape(registry);
-    expect(value(text, 'ipsec_operator_mesh_node_rotations_total{mesh="m1"}')).toBe(1);
-    expect(value(text, 'ipsec_operator_mesh_node_rotation_duration_seconds_count{mesh="m1"}')).toBe(1);
-    expect(value(text, 'ipsec_operator_mesh_node_rotation_duration_seconds_sum{mesh="m1"}')).toBe(12);
-    expect(value(text, 'ipsec_operator_mesh_node_rotation_duration_seconds_bucket{le="10",mesh="m1"}')).toBe(0);
-    expect(value(text, 'ipsec_operator_mesh_node_rotation_duration_seconds_bucket{le="20",mesh="m1"}')).toBe(1);
-    expect(value(text, 'ipsec_operator_mesh_node_rotating{mesh="m1"}')).toBe(0);
+    let text = await registry.metrics();
+    expect(metricValue(text, 'ipsec_operator_mesh_node_rotations_total{mesh="m1"}')).toBe(1);
+    expect(metricValue(text, 'ipsec_operator_mesh_node_rotation_duration_seconds_count{mesh="m1"}')).toBe(1);
+    expect(metricValue(text, 'ipsec_operator_mesh_node_rotation_duration_seconds_sum{mesh="m1"}')).toBe(12);
+    expect(metricValue(text, 'ipsec_operator_mesh_node_rotation_duration_seconds_bucket{le="10",mesh="m1"}')).toBe(0);
+    expect(metricValue(text, 'ipsec_operator_mesh_node_rotation_duration_seconds_bucket{le="20",mesh="m1"}')).toBe(1);
+    expect(metricValue(text, 'ipsec_operator_mesh_node_rotating{mesh="m1"}')).toBe(0);
     // The next request, seen Rotating then Done.
     metrics.record([report('m1', { generations: [2, 3], rotation: rotating('r2', 3) })]);
     metrics.record([report('m1', { generations: [3], rotation: done('r2', 3, '2026-12-02T10:00:05Z') })]);
-    text = await scrape(registry);
-    expect(value(text, 'ipsec_operator_mesh_node_rotations_total{mesh="m1"}')).toBe(2);
-    expect(value(text, 'ipsec_operator_mesh_node_rotation_duration_seconds_sum{mesh="m1"}')).toBe(17);
+    text = await registry.metrics();
+    expect(metricValue(text, 'ipsec_operator_mesh_node_rotations_total{mesh="m1"}')).toBe(2);
+    expect(metricValue(text, 'ipsec_operator_mesh_node_rotation_duration_seconds_sum{mesh="m1"}')).toBe(17);
   });
 
   it('does not count a rotation that was already done when this agent first saw it (done before a restart)', async () => {
     const registry = new Registry();
     const metrics = new MeshMetrics(registry);
     metrics.record([report('m1', { generations: [2], rotation: done('r1', 2, '2026-12-02T10:00:12Z') })]);
-    const text = await scrape(registry);
-    expect(value(text, 'ipsec_operator_mesh_node_rotations_total{mesh="m1"}')).toBe(0);
-    expect(value(text, 'ipsec_operator_mesh_node_rotation_duration_seconds_count{mesh="m1"}')).toBeUndefined();
+    const text = await registry.metrics();
+    expect(metricValue(text, 'ipsec_operator_mesh_node_rotations_total{mesh="m1"}')).toBe(0);
+    expect(metricValue(text, 'ipsec_operator_mesh_node_rotation_duration_seconds_count{mesh="m1"}')).toBeUndefined();
   });
 
   it('drops the series of a mesh the node no longer reports (bounded labels)', async () => {
@@ -84,9 +76,9 @@ describe('agent mesh metrics', () => {
     metrics.record([report('m1', { rotation: rotating('r1', 2), generations: [1, 2] }), report('m2')]);
     metrics.record([report('m1', { rotation: done('r1', 2, '2026-12-02T10:00:03Z'), generations: [2] })]);
     metrics.record([report('m2')]);
-    const text = await scrape(registry);
+    const text = await registry.metrics();
     expect(text).not.toContain('mesh="m1"');
-    expect(value(text, 'ipsec_operator_mesh_node_peers{mesh="m2",state="ready"}')).toBe(2);
+    expect(metricValue(text, 'ipsec_operator_mesh_node_peers{mesh="m2",state="ready"}')).toBe(2);
   });
 
   it('carries no key byte, SPI or address: only mesh names and fixed words as label values', async () => {
