@@ -79,7 +79,8 @@ await build({
   banner: { js: "var __importMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
 });
 
-// Its cache, produced by this node (the test VM runs the same binary; the image makes its own).
+// Its cache, produced by this node (the test VM runs the same binary; the image's comes from
+// its build stage, used where the runtime stage has the same node).
 const produced = spawnSync(process.execPath, [join(outdir, 'produce-code-cache.mjs')], { encoding: 'utf8' });
 if (produced.status !== 0) {
   process.stderr.write(`bundle: producing the code cache failed:\n${produced.stdout}${produced.stderr}`);

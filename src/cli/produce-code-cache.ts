@@ -1,8 +1,10 @@
 /**
  * Writes dist/bundle/server.cjs.cache, the V8 code cache of dist/bundle/server.cjs
  * (./code-cache.ts), with the node that runs it: V8 accepts a cache only from its own version
- * and flags, so this runs where the bundle will run (scripts/bundle.mjs on the build machine,
- * whose node the test VM runs too; a RUN in the Dockerfile's runtime stage for the image).
+ * and flags, so this runs with the node the bundle will run on: scripts/bundle.mjs on the build
+ * machine, whose node the test VM runs too; for the image, the build stage's `npm run build`,
+ * whose node is the runtime stage's when both come from the same suite or tag (otherwise the
+ * cache is ignored and the script compiled from source).
  *   node dist/bundle/produce-code-cache.mjs
  */
 import { fileURLToPath } from 'node:url';
