@@ -18,7 +18,7 @@
  * revive a key retired meanwhile (../ownership/ledger.ts raiseMarks).
  */
 import { stateKey } from '../plan/identity.js';
-import { usageFromObservation } from '../engine/sequence-rule.js';
+import { repeatsNoNonce, usageFromObservation } from '../engine/sequence-rule.js';
 import { provesOwnership, type OwnershipView } from '../ownership/settle.js';
 import type { KeyUsage, UsageView } from '../ownership/usage.js';
 import { reportedSequence, type SequenceReport } from '../xfrm/aevent-codec.js';
@@ -85,7 +85,7 @@ export class SequenceWatch {
     const checked = new Set<string>();
     const unchecked: StateId[] = [];
     for (const sa of states) {
-      if (sa.direction === 'in') continue;
+      if (repeatsNoNonce(sa)) continue;
       const key = stateKey(sa.id);
       const record = records.get(key);
       if (!record || !provesOwnership(record, sa, store)) continue;

@@ -19,7 +19,8 @@
  * Sequence numbers (../engine/sequence-rule.ts): the intent of every SA it adds carries the key's
  * usage mark (the resume value, or 0 for a new key) in the same ledger line, so no key reaches
  * the kernel without a history; an SA the rollback adds back resumes past the counter the plan's
- * dump showed, by the same rule.
+ * dump showed, by the same rule. A new key whose add the kernel refused with an errno has that
+ * install mark forgotten again (it never sent a packet); an unknown outcome keeps it.
  */
 import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
 import type { XfrmBatchRequest } from '../xfrm/client.js';
@@ -28,7 +29,7 @@ import type { Intent, OwnershipRecord } from '../ownership/records.js';
 import type { OwnershipView } from '../ownership/settle.js';
 import type { KeyUsage, UsageView } from '../ownership/usage.js';
 import type { LedgerCommit } from '../ownership/ledger.js';
-import { observedSequence, resumeAfterDump, usageAtInstall } from '../engine/sequence-rule.js';
+import { observedSequence, repeatsNoNonce, resumeAfterDump, usageAtInstall } from '../engine/sequence-rule.js';
 
 /** One kernel write: the XFRM client's batch request (a type only; the applier does no I/O). */
 export type KernelChange = XfrmBatchRequest;
@@ -141,6 +142,7 @@ export async function applyPlan(plan: Plan, kernel: KernelWriter, ownership: Own
   for (const stage of groupByStage(plan.steps)) {
     const intents = stage.flatMap((step) => intentRecord(step, ownership, now()) ?? []);
     const usage = stage.flatMap((step) => installUsage(step, ownership, now()) ?? []);
+    const newKeys = new Set(usage.filter((mark) => ownership.usage(mark.key) === undefined).map((mark) => mark.key));
     try {
       if (intents.length > 0) await ownership.commit({ set: intents, usage });
     } catch (error) {
@@ -157,6 +159,7 @@ export async function applyPlan(plan: Plan, kernel: KernelWriter, ownership: Own
     }
     const failures: StepFailure[] = [];
     let unknown: StepFailure | undefined;
+    const neverInstalled: string[] = [];
     let cursor = 0;
     for (const [index, step] of stage.entries()) {
       const stepOutcomes = outcomes.slice(cursor, cursor + changes[index]!.length);
@@ -165,7 +168,15 @@ export async function applyPlan(plan: Plan, kernel: KernelWriter, ownership: Own
       if (!failure) applied.push(step);
       else if (UNKNOWN_OUTCOME.has(failure.code)) unknown ??= failure;
       else failures.push(failure);
+      const refusedNewKey = refusedInstall(step, stepOutcomes.at(-1), newKeys, ownership);
+      if (refusedNewKey) neverInstalled.push(refusedNewKey);
     }
+    // A new key whose add the kernel refused outright (an errno, not an unknown outcome) never
+    // counted a packet: its install mark goes again, so that the key is new when the cause is
+    // fixed (an algorithm module loaded, a conflicting entry removed) instead of "installed
+    // before" with a counter the rule would have to guess. Best effort and before the rollback:
+    // a mark that stays only makes the rule more careful.
+    if (neverInstalled.length > 0) await ownership.commit({ forget: neverInstalled }).catch(() => undefined);
     if (failures.length > 0 || unknown) {
       const undone = await rollBack(touched, kernel, ownership, now);
       const stopped = unknown && `the kernel's answer to ${unknown.step.key} is unknown (${unknown.code}); the next dump settles what happened`;
@@ -244,13 +255,23 @@ async function rollBack(touched: readonly Step[], kernel: KernelWriter, ownershi
  */
 function withResumedSequence(sa: SecurityAssociation, ownership: UsageView, now: number): SecurityAssociation {
   const seen = observedSequence(sa);
-  if (seen === undefined || sa.direction === 'in') return sa;
+  if (seen === undefined || repeatsNoNonce(sa)) return sa;
   return { ...sa, resumeSequence: resumeAfterDump(sa, seen, ownership.usage(ownership.usageKey(sa)), now) };
+}
+
+/**
+ * The usage key of a new key (no history before this stage wrote its install mark) whose add
+ * the kernel refused with a definite errno; undefined otherwise.
+ */
+function refusedInstall(step: Step, add: KernelOutcome | undefined, newKeys: ReadonlySet<string>, ownership: UsageView): string | undefined {
+  if (step.target !== 'state' || (step.op !== 'create' && step.op !== 'replace') || !add || add.ok || UNKNOWN_OUTCOME.has(add.code)) return undefined;
+  const key = ownership.usageKey(step.entry);
+  return newKeys.has(key) ? key : undefined;
 }
 
 /** The usage mark written with the intent of an SA the step adds (its resume value, or 0). */
 export function installUsage(step: Step, ownership: UsageView, now: number): KeyUsage | undefined {
-  if (step.target !== 'state' || (step.op !== 'create' && step.op !== 'replace')) return undefined;
+  if (step.target !== 'state' || (step.op !== 'create' && step.op !== 'replace') || repeatsNoNonce(step.entry)) return undefined;
   const key = ownership.usageKey(step.entry);
   return usageAtInstall(key, step.entry.resumeSequence ?? 0n, now, ownership.usage(key), step.entry);
 }

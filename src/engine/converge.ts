@@ -22,6 +22,7 @@ import {
   guardSequences,
   observedSequence,
   refusalMessage,
+  repeatsNoNonce,
   resumeNotTaken,
   retiredUsage,
   usageFromObservation,
@@ -195,7 +196,7 @@ function sequenceMarks(observed: ObservedTables, ownership: OwnershipView & Usag
   const records = ownership.records();
   const marks: KeyUsage[] = [];
   for (const sa of observed.states) {
-    if (sa.direction === 'in') continue;
+    if (repeatsNoNonce(sa)) continue;
     const record = records.get(stateKey(sa.id));
     const sequence = observedSequence(sa);
     if (!record || sequence === undefined || !provesOwnership(record, sa, ownership)) continue;

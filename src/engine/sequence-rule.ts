@@ -26,7 +26,7 @@ import type { DesiredEntry, DesiredTables, ObservedTables } from '../plan/planne
 import { stateKey } from '../plan/identity.js';
 import { describeState } from '../plan/describe.js';
 import type { KeyUsage, UsageView } from '../ownership/usage.js';
-import { provesOwnership, type OwnershipView } from '../ownership/settle.js';
+import { INTENT_CLOCK_SLACK_SECONDS, provesOwnership, type OwnershipView } from '../ownership/settle.js';
 import { recordIncarnation, recordIntents } from '../ownership/records.js';
 import type { SecurityAssociation } from '../xfrm/types.js';
 import { SEQUENCE_REPORT_PACKETS } from '../xfrm/messages.js';
@@ -93,6 +93,15 @@ export function resumeMargin(usage: Pick<KeyUsage, 'rate'>, elapsedSeconds: numb
  * Where an SA with this key may start. `installedBefore`: the ownership records show this
  * engine installed this very content before (so a missing history means an unknown counter).
  */
+/**
+ * SAs the rule leaves alone: an inbound SA never sends, so its counter repeats nothing (and
+ * 6.10+ refuses a resume value on one); an IPComp SA has no key and no sequence numbers (its
+ * CPI is no counter), so adding it again repeats nothing either.
+ */
+export function repeatsNoNonce(sa: Pick<SecurityAssociation, 'direction' | 'algorithms'>): boolean {
+  return sa.direction === 'in' || sa.algorithms.kind === 'compression';
+}
+
 export function decideResume(input: {
   readonly sa: SecurityAssociation;
   readonly usage: KeyUsage | undefined;
@@ -100,8 +109,7 @@ export function decideResume(input: {
   readonly now: number;
 }): SequenceDecision {
   const { sa, usage, now } = input;
-  // An inbound SA never sends, so its counter repeats nothing (and 6.10+ refuses a resume value on one).
-  if (sa.direction === 'in') return { kind: 'fresh' };
+  if (repeatsNoNonce(sa)) return { kind: 'fresh' };
   if (!usage) {
     return input.installedBefore ? { kind: 'refuse', reason: 'NeedsRekey', why: 'this key was installed before and no sequence mark is known for it' } : { kind: 'fresh' };
   }
@@ -217,7 +225,7 @@ export function guardSequences(input: {
   const states: DesiredEntry<SecurityAssociation>[] = [];
   for (const desired of input.desired.states) {
     const sa = desired.entry;
-    if (sa.direction === 'in') {
+    if (repeatsNoNonce(sa)) {
       states.push(desired);
       continue;
     }
@@ -228,7 +236,12 @@ export function guardSequences(input: {
     const sequence = current && ownership.usageKey(current) === name ? observedSequence(current) : undefined;
     // Below the mark only counts for an SA added since the mark was written (the install mark of
     // a replace is written before the old SA, still counting below it, is deleted).
-    const addedSince = Number(current?.observed?.current.addTime ?? 0) >= (usage?.seenAt ?? Infinity);
+    // The kernel stamps add times with its coarse clock, which can lag the mark's wall-clock
+    // second (../ownership/settle.ts INTENT_CLOCK_SLACK_SECONDS): an SA stamped that little
+    // before its install mark counts as added since, so that a counter restarted right after a
+    // mark is caught (the price, retiring a key replaced within seconds of its creation, is the
+    // safe side).
+    const addedSince = Number(current?.observed?.current.addTime ?? 0) + INTENT_CLOCK_SLACK_SECONDS >= (usage?.seenAt ?? Infinity);
     if (sequence !== undefined && current && usage && (usage.state !== 'live' || (sequence < usage.mark && addedSince)) && ownedInKernel(ownership, key, current)) {
       const why = usage.state !== 'live' ? `its key is retired (${usage.why ?? usage.state})` : `its counter (${sequence}) is below the mark of its key (${usage.mark}): it restarted`;
       restarted.push({ resource: desired.resource, key, sa: current, why });

@@ -7,7 +7,8 @@
  *   stays) `present` — a `deleting` or `replacing` whose kernel change never happened is
  *   thereby rolled forward to what the kernel really holds;
  * - the kernel holds an entry that matches one of the record's intents (same content, added no
- *   earlier than the intent was written) → ours, added by us; `present` with its incarnation;
+ *   earlier than the intent was written, by the kernel's coarse clock: INTENT_CLOCK_SLACK_SECONDS)
+ *   → ours, added by us; `present` with its incarnation;
  * - the kernel holds another entry under that identity, or none → the record proves nothing
  *   and is removed (the entry, if any, is foreign).
  *
@@ -41,6 +42,24 @@ export interface Settlement {
   readonly changes: LedgerChanges;
 }
 
+/**
+ * How far an entry's add time may lie before its intent's second and still be the entry that
+ * intent announced. The kernel stamps `add_time` with ktime_get_real_seconds(), the timekeeper's
+ * second as of its last tick, while the intent's second comes from the clock itself
+ * (clock_gettime through the vDSO reads the clocksource): right after a second turns, the kernel
+ * can still be in the previous one — for a tick on an idle machine, for longer where ticks are
+ * late (a guest under TCG on a loaded host). Without this slack, an entry added in that moment
+ * is refused by its own intent and becomes foreign: seen as `Conflict` ("not created by
+ * ipsec-operator") on our own entries in the test VM at load ~20.
+ *
+ * Claiming an entry up to this long before the intent admits no foreign entry: the intent is
+ * written after the plan's dump, and an entry with this identity that existed at the dump made
+ * the planner report a conflict instead of planning the add; an entry added by someone else
+ * after the dump must also have the same content (an SA's keys, a policy's whole configuration)
+ * to match.
+ */
+export const INTENT_CLOCK_SLACK_SECONDS = 2;
+
 export type ObservedByKey = (record: OwnershipRecord) => SecurityAssociation | SecurityPolicy | undefined;
 
 /** Whether an observed entry is the one a record proves or intends. */
@@ -60,7 +79,7 @@ export function provesOwnership(
   let content: string | undefined;
   const matches = (fingerprint: string, isContent: boolean | undefined) =>
     fingerprint === (isContent ? (content ??= view.contentFingerprint(observed)) : (intended ??= view.intentFingerprint(observed)));
-  return intents.some((intent) => addTime >= intent.notBefore && matches(intent.fingerprint, intent.content)) ? incarnation : undefined;
+  return intents.some((intent) => addTime + INTENT_CLOCK_SLACK_SECONDS >= intent.notBefore && matches(intent.fingerprint, intent.content)) ? incarnation : undefined;
 }
 
 export function settle(view: OwnershipView, observedFor: ObservedByKey): Settlement {

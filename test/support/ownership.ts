@@ -55,6 +55,9 @@ export class MemoryOwnership implements OwnershipStore {
     for (const key of changes.remove ?? []) this.#records.delete(key);
     for (const record of changes.set ?? []) this.#records.set(record.key, record);
     for (const entry of changes.usage ?? []) this.usageEntries.set(entry.key, entry);
+    // As the ledger: a key upserted by the same commit is kept.
+    const upserted = new Set((changes.usage ?? []).map((entry) => entry.key));
+    for (const key of changes.forget ?? []) if (!upserted.has(key)) this.usageEntries.delete(key);
   }
 }
 

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { plan, Stage, type DesiredTables, type ObservedTables, type Plan } from '../../src/plan/planner.js';
 import { policyKey, stateKey } from '../../src/plan/identity.js';
 import type { OwnershipRecord } from '../../src/ownership/records.js';
+import { INTENT_CLOCK_SLACK_SECONDS } from '../../src/ownership/settle.js';
 import type { SecurityAssociation, SecurityPolicy } from '../../src/xfrm/types.js';
 import { policy, sa } from '../support/entries.js';
 import { MemoryOwnership, keyOf, observe, presentRecords } from '../support/ownership.js';
@@ -62,12 +63,15 @@ describe('planner', () => {
     expect(run({ states: [{ resource: 'SecurityAssociation/a', entry: sa() }] }, { states: [updated] }, owned([ours])).steps.map((step) => step.op)).toEqual(['update']);
   });
 
-  it('an intent claims only an entry added no earlier than it was written', () => {
+  it("an intent claims only an entry added no earlier than it was written, by the kernel's coarse clock", () => {
     const entry = observe(sa(), { addTime: 1_700_000_000 });
     const view = new MemoryOwnership();
     const intent = (notBefore: number): OwnershipRecord[] => [{ key: keyOf(entry), target: 'state', resource: 'Test/owned', phase: 'creating', intents: [{ fingerprint: view.intentFingerprint(entry), notBefore }] }];
     expect(run({}, { states: [entry] }, intent(1_700_000_000)).ledger.set).toMatchObject([{ phase: 'present', incarnation: { target: 'state', addTime: 1_700_000_000 } }]);
-    expect(run({}, { states: [entry] }, intent(1_700_000_001)).ledger.remove).toEqual([keyOf(entry)]);
+    // The kernel's add_time is its last tick's second: an entry added just after the intent's
+    // second turned can carry the second before (or, with late ticks, two before).
+    expect(run({}, { states: [entry] }, intent(1_700_000_000 + INTENT_CLOCK_SLACK_SECONDS)).ledger.set).toMatchObject([{ phase: 'present' }]);
+    expect(run({}, { states: [entry] }, intent(1_700_000_001 + INTENT_CLOCK_SLACK_SECONDS)).ledger.remove).toEqual([keyOf(entry)]);
   });
 
   it("refuses to delete or update an SA of ours when the kernel's masked-mark lookup could hit a foreign SA", () => {

@@ -156,6 +156,57 @@ describe('the CLI mode of converge (refuse)', () => {
   });
 });
 
+describe('marks of keys that were never installed, and keys without nonces', () => {
+  it('forgets the install mark of a new key whose add the kernel refused, so the key stays new', async () => {
+    let now = 1000;
+    const kernel = new FakeKernel();
+    const ownership = new MemoryOwnership();
+    const entry = sa({ spi: 0x100 });
+    const desired = { states: [{ resource: 'SecurityAssociation/a', entry }], policies: [] };
+    kernel.refuse = () => true; // say the algorithm's module is missing
+    expect((await converge(kernel, ownership, { desired, prune: true, dryRun: false, now: () => now })).outcome).toBe('failed');
+    expect(ownership.usage(ownership.usageKey(entry))).toBeUndefined();
+    // Ten minutes later the cause is fixed: without ESN a remembered mark with no measured rate
+    // would leave no sequence space (NeedsRekey), though the key never sent a packet.
+    kernel.refuse = () => false;
+    now = 1600;
+    const result = await converge(kernel, ownership, { desired, prune: true, dryRun: false, now: () => now });
+    expect(result.outcome).toBe('applied');
+    expect(result.sequence).toEqual([]);
+    expect(kernel.states[0]!.observed!.replayState!.outboundSequence).toBe(0);
+    expect(ownership.usage(ownership.usageKey(entry))).toMatchObject({ mark: 0n, seenAt: 1600 });
+  });
+
+  it('keeps the mark of a key that was installed before when a later add is refused', async () => {
+    let now = 1000;
+    const kernel = new FakeKernel();
+    const ownership = new MemoryOwnership();
+    const entry = sa({ spi: 0x100, flags: ['esn'] } as never);
+    const desired = { states: [{ resource: 'SecurityAssociation/a', entry }], policies: [] };
+    await converge(kernel, ownership, { desired, prune: true, dryRun: false, now: () => now });
+    kernel.send(entry.id, 700);
+    kernel.foreign({ op: 'delete-state', id: entry.id });
+    kernel.refuse = () => true;
+    now = 1010;
+    await converge(kernel, ownership, { desired, prune: true, dryRun: false, now: () => now });
+    expect(ownership.usage(ownership.usageKey(entry))).toBeDefined();
+  });
+
+  it('adds an IPComp SA again after a flush: no key, no sequence numbers, nothing to protect', async () => {
+    const kernel = new FakeKernel();
+    const ownership = new MemoryOwnership();
+    const entry = sa({ spi: 0x300, protocol: 'ipcomp', aead: undefined, compression: { algorithm: 'deflate' } });
+    const desired = { states: [{ resource: 'SecurityAssociation/c', entry }], policies: [] };
+    expect((await converge(kernel, ownership, { desired, prune: true, dryRun: false })).outcome).toBe('applied');
+    expect(ownership.usage(ownership.usageKey(entry))).toBeUndefined();
+    kernel.foreign({ op: 'delete-state', id: entry.id });
+    const again = await converge(kernel, ownership, { desired, prune: true, dryRun: false });
+    expect(again.outcome).toBe('applied');
+    expect(again.sequence).toEqual([]);
+    expect(kernel.states).toHaveLength(1);
+  });
+});
+
 describe('key usage in the ledger (format 3)', () => {
   let directory: string;
   beforeEach(async () => {
