@@ -67,6 +67,20 @@ export interface ApplyReport {
   readonly rolledBack: readonly Step[];
   /** Undo operations that were refused or could not be planned: the kernel may now hold a partial plan. */
   readonly rollbackFailures: readonly StepFailure[];
+  /**
+   * New keys (no usage history before their stage) whose add the kernel refused with a definite
+   * errno: they never counted a packet. Their install marks are forgotten by whoever settles
+   * their records (../engine/converge.ts), in the same ledger write, never before: a mark gone
+   * while an intent for the content stays reads as "installed before, no mark" (NeedsRekey).
+   */
+  readonly neverInstalled?: readonly NeverInstalled[];
+}
+
+/** A refused new key: its usage key and the SA (its record's key is the step's). */
+export interface NeverInstalled {
+  readonly usageKey: string;
+  readonly recordKey: string;
+  readonly sa: SecurityAssociation;
 }
 
 export interface ApplyOptions {
@@ -159,7 +173,7 @@ export async function applyPlan(plan: Plan, kernel: KernelWriter, ownership: Own
     }
     const failures: StepFailure[] = [];
     let unknown: StepFailure | undefined;
-    const neverInstalled: string[] = [];
+    const neverInstalled: NeverInstalled[] = [];
     let cursor = 0;
     for (const [index, step] of stage.entries()) {
       const stepOutcomes = outcomes.slice(cursor, cursor + changes[index]!.length);
@@ -171,16 +185,10 @@ export async function applyPlan(plan: Plan, kernel: KernelWriter, ownership: Own
       const refusedNewKey = refusedInstall(step, stepOutcomes.at(-1), newKeys, ownership);
       if (refusedNewKey) neverInstalled.push(refusedNewKey);
     }
-    // A new key whose add the kernel refused outright (an errno, not an unknown outcome) never
-    // counted a packet: its install mark goes again, so that the key is new when the cause is
-    // fixed (an algorithm module loaded, a conflicting entry removed) instead of "installed
-    // before" with a counter the rule would have to guess. Best effort and before the rollback:
-    // a mark that stays only makes the rule more careful.
-    if (neverInstalled.length > 0) await ownership.commit({ forget: neverInstalled }).catch(() => undefined);
     if (failures.length > 0 || unknown) {
       const undone = await rollBack(touched, kernel, ownership, now);
       const stopped = unknown && `the kernel's answer to ${unknown.step.key} is unknown (${unknown.code}); the next dump settles what happened`;
-      return { ...undone, applied: [], failures, ...(stopped ? { stopped } : {}) };
+      return { ...undone, applied: [], failures, neverInstalled, ...(stopped ? { stopped } : {}) };
     }
   }
   return { applied, failures: [], rolledBack: [], rollbackFailures: [] };
@@ -260,13 +268,13 @@ function withResumedSequence(sa: SecurityAssociation, ownership: UsageView, now:
 }
 
 /**
- * The usage key of a new key (no history before this stage wrote its install mark) whose add
- * the kernel refused with a definite errno; undefined otherwise.
+ * A new key (no history before this stage wrote its install mark) whose add the kernel refused
+ * with a definite errno; undefined otherwise.
  */
-function refusedInstall(step: Step, add: KernelOutcome | undefined, newKeys: ReadonlySet<string>, ownership: UsageView): string | undefined {
+function refusedInstall(step: Step, add: KernelOutcome | undefined, newKeys: ReadonlySet<string>, ownership: UsageView): NeverInstalled | undefined {
   if (step.target !== 'state' || (step.op !== 'create' && step.op !== 'replace') || !add || add.ok || UNKNOWN_OUTCOME.has(add.code)) return undefined;
-  const key = ownership.usageKey(step.entry);
-  return newKeys.has(key) ? key : undefined;
+  const usageKey = ownership.usageKey(step.entry);
+  return newKeys.has(usageKey) ? { usageKey, recordKey: step.key, sa: step.entry } : undefined;
 }
 
 /** The usage mark written with the intent of an SA the step adds (its resume value, or 0). */

@@ -9,7 +9,7 @@
  * with a resume value is read back in the verifying dump; one whose counter did not take the
  * value is deleted again at once and its key retired.
  */
-import { applyPlan, type ApplyReport, type KernelWriter, type OwnershipStore } from '../apply/applier.js';
+import { applyPlan, type ApplyReport, type KernelWriter, type NeverInstalled, type OwnershipStore } from '../apply/applier.js';
 import { plan, type DesiredTables, type ObservedTables, type Plan, type Step } from '../plan/planner.js';
 import { describePolicy, describeState } from '../plan/describe.js';
 import type { PolicyId, SecurityAssociation, SecurityPolicy, StateId } from '../xfrm/types.js';
@@ -21,6 +21,7 @@ import type { OwnershipRecord } from '../ownership/records.js';
 import {
   guardSequences,
   observedSequence,
+  recordClaims,
   refusalMessage,
   repeatsNoNonce,
   resumeNotTaken,
@@ -231,7 +232,7 @@ export async function converge(kernel: KernelTables, ownership: OwnershipStore, 
   if (refused.length > 0 && refuse) return { outcome: 'needs-rekey', plan: planned, unsupported, sequence: refused };
   const report = await applyPlan(planned, kernel, ownership, { usage: surveyed.marks, ...(options.now ? { now: options.now } : {}) });
   if (report.failures.length > 0 || report.stopped !== undefined) {
-    const unproven = await settleFromDump(kernel, ownership, options, report.rolledBack);
+    const unproven = await settleFromDump(kernel, ownership, options, report.rolledBack, report.neverInstalled);
     return { outcome: 'failed', plan: planned, report, unsupported, sequence: [...refused, ...unproven] };
   }
   // An empty plan wrote no intents and changed nothing in the kernel: the dump it was made from
@@ -369,14 +370,34 @@ async function retire(kernel: KernelTables, ownership: OwnershipStore, unproven:
  * added back. Best effort: when the ledger cannot be written, the next run settles the same
  * records from its own dump.
  */
-async function settleFromDump(kernel: KernelTables, ownership: OwnershipStore, options: ConvergeOptions, rolledBack: readonly Step[]): Promise<SequenceRefusal[]> {
+async function settleFromDump(kernel: KernelTables, ownership: OwnershipStore, options: ConvergeOptions, rolledBack: readonly Step[], neverInstalled: readonly NeverInstalled[] = []): Promise<SequenceRefusal[]> {
   try {
     const after = await survey(kernel, ownership, options);
-    if (after.plan.ledger.set.length > 0 || after.plan.ledger.remove.length > 0) await ownership.commit({ set: after.plan.ledger.set, remove: after.plan.ledger.remove });
+    const { set, remove } = after.plan.ledger;
+    const forget = unclaimedAfter(neverInstalled, set, remove, ownership);
+    if (set.length > 0 || remove.length > 0 || forget.length > 0) await ownership.commit({ set, remove, forget });
     return await retireUnproven(kernel, ownership, rolledBack, after.observed, (options.now ?? wallClock)());
   } catch {
     return []; // see above
   }
+}
+
+/**
+ * The install marks of refused new keys that go with this settlement: a key the kernel refused
+ * never counted a packet, so once no record claims its content it is new again (when the cause
+ * is fixed it installs from 0 instead of "installed before" with a counter the rule would have
+ * to guess, ./sequence-rule.ts). In the same write as the records, never before: a mark gone
+ * while an intent for the content stays would read as "installed before, no mark known". A
+ * stop before this write keeps the mark: the careful side.
+ */
+function unclaimedAfter(refused: readonly NeverInstalled[], set: readonly OwnershipRecord[], remove: readonly string[], ownership: OwnershipStore): string[] {
+  const removed = new Set(remove);
+  const forget: string[] = [];
+  for (const { usageKey, recordKey, sa } of refused) {
+    const record = set.find((candidate) => candidate.key === recordKey) ?? (removed.has(recordKey) ? undefined : ownership.records().get(recordKey));
+    if (!record || !recordClaims(record, ownership.intentFingerprint(sa))) forget.push(usageKey);
+  }
+  return forget;
 }
 
 function withoutResources(options: ConvergeOptions, resources: ReadonlySet<string>): ConvergeOptions {

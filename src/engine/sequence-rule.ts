@@ -27,7 +27,7 @@ import { stateKey } from '../plan/identity.js';
 import { describeState } from '../plan/describe.js';
 import type { KeyUsage, UsageView } from '../ownership/usage.js';
 import { INTENT_CLOCK_SLACK_SECONDS, provesOwnership, type OwnershipView } from '../ownership/settle.js';
-import { recordIncarnation, recordIntents } from '../ownership/records.js';
+import { recordIncarnation, recordIntents, type OwnershipRecord } from '../ownership/records.js';
 import type { SecurityAssociation } from '../xfrm/types.js';
 import { SEQUENCE_REPORT_PACKETS } from '../xfrm/messages.js';
 
@@ -90,10 +90,6 @@ export function resumeMargin(usage: Pick<KeyUsage, 'rate'>, elapsedSeconds: numb
 }
 
 /**
- * Where an SA with this key may start. `installedBefore`: the ownership records show this
- * engine installed this very content before (so a missing history means an unknown counter).
- */
-/**
  * SAs the rule leaves alone: an inbound SA never sends, so its counter repeats nothing (and
  * 6.10+ refuses a resume value on one); an IPComp SA has no key and no sequence numbers (its
  * CPI is no counter), so adding it again repeats nothing either.
@@ -102,6 +98,10 @@ export function repeatsNoNonce(sa: Pick<SecurityAssociation, 'direction' | 'algo
   return sa.direction === 'in' || sa.algorithms.kind === 'compression';
 }
 
+/**
+ * Where an SA with this key may start. `installedBefore`: the ownership records show this
+ * engine installed this very content before (so a missing history means an unknown counter).
+ */
 export function decideResume(input: {
   readonly sa: SecurityAssociation;
   readonly usage: KeyUsage | undefined;
@@ -273,8 +273,11 @@ function ownedInKernel(ownership: OwnershipView, key: string, observed: Security
 /** Whether a record shows this engine installed exactly this content (by intent or incarnation). */
 function installedBefore(ownership: OwnershipView, key: string, sa: SecurityAssociation): boolean {
   const record = ownership.records().get(key);
-  if (!record) return false;
-  const fingerprint = ownership.intentFingerprint(sa);
+  return record !== undefined && recordClaims(record, ownership.intentFingerprint(sa));
+}
+
+/** Whether a record holds an intent or an incarnation of the content with this intent fingerprint. */
+export function recordClaims(record: OwnershipRecord, fingerprint: string): boolean {
   const incarnation = recordIncarnation(record);
   if (incarnation?.target === 'state' && incarnation.stable === fingerprint) return true;
   return recordIntents(record).some((intent) => intent.fingerprint === fingerprint);

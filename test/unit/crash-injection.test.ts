@@ -28,6 +28,8 @@ import { FakeKernel } from '../support/fake-kernel.js';
 import { policy, sa } from '../support/entries.js';
 
 const directories: string[] = [];
+/** Trials of the refused-new-key run that ended with the install mark kept (see there). */
+let keptMarks = 0;
 afterAll(async () => {
   for (const directory of directories) await rm(directory, { recursive: true, force: true });
 });
@@ -36,6 +38,8 @@ afterAll(async () => {
 class Stopper {
   count = 0;
   stoppedAt: string | undefined;
+  /** Set from a batch with a refused change until the next batch: names the ledger writes in between. */
+  afterRefusal = false;
   #reached: () => void = () => undefined;
   /** Settles when the run reaches the stop. */
   readonly reached = new Promise<void>((resolve) => (this.#reached = resolve));
@@ -60,11 +64,13 @@ function stoppable(kernel: FakeKernel, stopper: Stopper): KernelTables {
     },
     async apply(changes: readonly KernelChange[]): Promise<readonly KernelOutcome[]> {
       await stopper.point(`kernel:batch(${changes.length})`);
+      stopper.afterRefusal = false;
       const outcomes: KernelOutcome[] = [];
       for (const [position, change] of changes.entries()) {
         outcomes.push((await kernel.apply([change]))[0]!);
         if (position < changes.length - 1) await stopper.point(`kernel:after ${change.op}`);
       }
+      stopper.afterRefusal = outcomes.some((outcome) => !outcome.ok);
       return outcomes;
     },
   };
@@ -131,7 +137,14 @@ interface Trial {
   readonly points: number;
 }
 
-async function trial(stopAt: number, options: { readonly refuse?: (entry: SecurityAssociation | SecurityPolicy) => boolean } = {}): Promise<Trial> {
+interface TrialOptions {
+  /** Adds the kernel refuses (EINVAL), in the stopped run and after the restart. */
+  readonly refuse?: (entry: SecurityAssociation | SecurityPolicy) => boolean;
+  /** A new key among the refused adds: after the restart it must have no install mark, and install as new once the kernel takes it. */
+  readonly refusedNewKey?: SecurityAssociation;
+}
+
+async function trial(stopAt: number, options: TrialOptions = {}): Promise<Trial> {
   const directory = await mkdtemp(join(tmpdir(), 'ipsecop-crash-'));
   directories.push(directory);
   const path = join(directory, 'ledger.json');
@@ -147,7 +160,7 @@ async function trial(stopAt: number, options: { readonly refuse?: (entry: Securi
 
   // The run to B, stopped at point `stopAt`.
   const stopper = new Stopper(stopAt);
-  const crashing = await Ledger.open(path, { checkpoint: (label) => stopper.point(`ledger:${label}`), compactAfterLines: 3 });
+  const crashing = await Ledger.open(path, { checkpoint: (label) => stopper.point(`ledger:${label}${stopper.afterRefusal ? ' (after a refusal)' : ''}`), compactAfterLines: 3 });
   if (options.refuse) kernel.refuse = options.refuse;
   const run = converge(stoppable(kernel, stopper), crashing, { desired: stateB, prune: true, dryRun: false });
   const finished = await Promise.race([run.then(() => true), stopper.reached.then(() => false)]);
@@ -187,6 +200,29 @@ async function trial(stopAt: number, options: { readonly refuse?: (entry: Securi
 
     if (options.refuse) {
       expect(result.outcome).toBe('failed');
+      if (options.refusedNewKey) {
+        // A stop after the install mark was durable and before the write that settles the
+        // refused SA's record leaves a mark the restart cannot tell from a key that did run (the
+        // add may have happened and the SA been flushed since): it keeps it, the careful side. A
+        // run that was not stopped, or stopped before the mark, leaves none: the settling write
+        // forgot it with the record.
+        const usageKey = restarted.usageKey(options.refusedNewKey);
+        const kept = restarted.usage(usageKey);
+        if (kept) expect(stopper.stoppedAt, 'a mark left by a run that was not stopped').toBeDefined();
+        // The cause fixed (the module loaded): the key installs, as new or resumed past the
+        // kept mark, never from a restarted counter over a mark.
+        kernel.refuse = () => false;
+        const fixed = await converge(kernel, restarted, { desired: stateB, prune: true, dryRun: false });
+        expect(fixed.sequence, `stopped at ${stopper.stoppedAt}`).toEqual([]);
+        expect(fixed.outcome, `stopped at ${stopper.stoppedAt}`).toBe('applied');
+        const installed = (await kernel.dump()).states.find((held) => keyOf(held) === keyOf(options.refusedNewKey!));
+        expect(installed, `stopped at ${stopper.stoppedAt}`).toBeDefined();
+        const replay = installed!.observed!.replayState!;
+        const sequence = (BigInt(replay.outboundSequenceHigh) << 32n) | BigInt(replay.outboundSequence);
+        if (kept) expect(sequence > kept.mark, `resumed at ${sequence}, the kept mark is ${kept.mark}; stopped at ${stopper.stoppedAt}`).toBe(true);
+        else expect(sequence, `a new key starts at 0; stopped at ${stopper.stoppedAt}`).toBe(0n);
+        keptMarks += kept ? 1 : 0;
+      }
     } else {
       expect(result.outcome, `stopped at ${stopper.stoppedAt}`).toBe('applied');
       // diff --prune: nothing to do.
@@ -202,7 +238,7 @@ async function trial(stopAt: number, options: { readonly refuse?: (entry: Securi
   return { stopAt, stoppedAt: stopper.stoppedAt, points: stopper.count };
 }
 
-async function everyPoint(options: Parameters<typeof trial>[1] = {}): Promise<Trial[]> {
+async function everyPoint(options: TrialOptions = {}): Promise<Trial[]> {
   const trials: Trial[] = [];
   for (let stopAt = 1; ; stopAt++) {
     const result = await trial(stopAt, options);
@@ -292,5 +328,17 @@ describe('crash injection at every await point of the applier and the ledger', (
     const trials = await everyPoint({ refuse: (entry) => entry === refused });
     expect(trials.length).toBeGreaterThan(10);
     table('run A → B refused at its last stage, rolled back', trials);
+  }, 120_000);
+
+  it('a run whose new SA the kernel refuses, stopped at every point, the forgetting of its install mark included', async () => {
+    const refused = stateB.states[2]!.entry;
+    const trials = await everyPoint({ refuse: (entry) => 'spi' in entry.id && keyOf(entry) === keyOf(refused), refusedNewKey: refused });
+    expect(trials.length).toBeGreaterThan(10);
+    // The writes after the refusal (the rollback's, the settling one that forgets the mark) were stops of their own.
+    expect(trials.filter((t) => t.stoppedAt?.startsWith('ledger:') && t.stoppedAt.endsWith('(after a refusal)')).length, 'no stop between the refusal and the settling').toBeGreaterThan(2);
+    // Both endings were reached: a stop in the window kept the mark (and the key resumed past it), others left none.
+    expect(keptMarks).toBeGreaterThan(0);
+    expect(keptMarks).toBeLessThan(trials.length);
+    table('run A → B with its new SA refused, rolled back', trials);
   }, 120_000);
 });
