@@ -4,8 +4,8 @@
 bootstrap:
 	scripts/bootstrap.sh
 
-# Every suite in `npm test`: unit, host kernel, VM kernels 6.1 and 6.12, control plane, end to end
-# (the real-node layer runs with `npm run test:node`, not yet here: it has not passed end to end).
+# Every suite in `npm test`: unit, host kernel, VM kernels 6.1 and 6.12, control plane, end to end,
+# the chart on a real node (kubelet + containerd 2 in the test VM).
 test: bootstrap
 	npm test
 
