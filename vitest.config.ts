@@ -122,6 +122,18 @@ export default defineConfig({
         },
       },
       {
+        // The churn run on the second kernel of the matrix (npm run test:e2e-mesh-churn runs both).
+        test: {
+          name: 'e2e-mesh-churn-6.12',
+          include: ['test/e2e-mesh/mesh-churn.test.ts'],
+          env: { IPSEC_OPERATOR_VM_KERNEL: '6.12' },
+          globalSetup: ['test/infra/build-dist.ts', 'test/infra/controlplane/global-setup.ts', 'test/infra/vm/global-setup.ts'],
+          fileParallelism: false,
+          testTimeout: 900_000,
+          hookTimeout: 600_000,
+        },
+      },
+      {
         // The agent as PID 1 on the second kernel of the matrix: the kill loop and SIGTERM on
         // 6.12 too. Only that file: the rest of e2e is about the operator, not the kernel, and
         // CI's time bound has no room for a second full e2e run under TCG.

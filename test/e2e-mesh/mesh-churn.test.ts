@@ -11,7 +11,8 @@
 // - c leaves (label removed): its SAs go from every node; the others keep talking meanwhile;
 // and at the end no byte of any SA key the dumps showed is in any API object, log or metric.
 //
-// Kept out of `npm test` (`npm run test:e2e-mesh`) until it passes reliably under CI's time bound.
+// Kept out of `npm test` (`npm run test:e2e-mesh-churn`: this file on 6.1 and 6.12) until it has
+// passed whole on both kernels with the boot id fixes and fits CI's time bound.
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { vmFromInject } from '../infra/vm/inject.js';
