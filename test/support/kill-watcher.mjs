@@ -1,0 +1,77 @@
+// Guest-side half of the VM kill loop (test/kernel/vm-soak/ownership-kill-loop-fast.test.ts):
+// one exec per round, so the host pays the TCG exec round-trip once. It runs the CLI, watches
+// the ledger every 5 ms and SIGKILLs the CLI at the chosen moment (timed from the CLI's n-th
+// ledger write, so the kill lands in the engine rather than in node's start-up), then runs the
+// recovery and `diff --prune`, and prints one JSON object: the kernel and ledger before, right
+// after the kill and at the end, the write times, and the exit statuses.
+// Usage: node kill-watcher.mjs '<json spec>' (see Spec in the test file).
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
+
+const spec = JSON.parse(process.argv[2]);
+const base = `${spec.stateDir}/netns-${spec.netns}`;
+
+function kernel() {
+  const state = spawnSync('ip', ['-n', spec.netns, '-s', 'xfrm', 'state'], { encoding: 'utf8' });
+  const policy = spawnSync('ip', ['-n', spec.netns, '-s', 'xfrm', 'policy'], { encoding: 'utf8' });
+  return `${state.stdout}====\n${policy.stdout}`;
+}
+function read(path) {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+function ledger() {
+  return { snapshot: read(`${base}/ledger.json`), journal: read(`${base}/ledger.journal`) };
+}
+/** What changes when the ledger is written: the journal's size and mtime, the snapshot's inode and mtime. */
+function signature() {
+  const parts = [];
+  for (const name of ['ledger.json', 'ledger.journal']) {
+    try {
+      const s = statSync(`${base}/${name}`);
+      parts.push(`${s.ino}:${s.size}:${s.mtimeMs}`);
+    } catch {
+      parts.push('-');
+    }
+  }
+  return parts.join('/');
+}
+function run(args) {
+  const started = Date.now();
+  const r = spawnSync('node', [spec.cli, ...args], { encoding: 'utf8', timeout: 240_000 });
+  return { status: r.status, signal: r.signal, ms: Date.now() - started, output: `${r.stdout}\n${r.stderr}`.slice(-3000) };
+}
+
+const before = { kernel: kernel(), ledger: ledger() };
+const started = Date.now();
+const child = spawn('node', [spec.cli, ...spec.args], { stdio: 'ignore' });
+const writes = [];
+let last = signature();
+let killAt = spec.kill && spec.kill.write === 0 ? started + spec.kill.delayMs : undefined;
+let killed = false;
+const exited = new Promise((resolve) => child.on('exit', (status, signal) => resolve({ status, signal })));
+let done = false;
+void exited.then(() => (done = true));
+while (!done) {
+  const now = Date.now();
+  const current = signature();
+  if (current !== last) {
+    last = current;
+    writes.push(now - started);
+    if (spec.kill && writes.length === spec.kill.write) killAt = now + spec.kill.delayMs;
+  }
+  if (killAt !== undefined && now >= killAt && !killed) {
+    killed = true;
+    child.kill('SIGKILL');
+  }
+  await new Promise((resolve) => setTimeout(resolve, 5));
+}
+const outcome = await exited;
+const afterKill = { kernel: kernel(), ledger: ledger(), ms: Date.now() - started };
+const recovery = spec.recover ? run(spec.recover) : undefined;
+const diff = spec.diff ? run(spec.diff) : undefined;
+const end = { kernel: kernel(), ledger: ledger() };
+process.stdout.write(JSON.stringify({ before, outcome: { ...outcome, killed: outcome.signal === 'SIGKILL' }, writes, afterKill, recovery, diff, end, temporaries: spawnSync('sh', ['-c', `ls ${base} | grep -c tmp || true`], { encoding: 'utf8' }).stdout.trim() }));
