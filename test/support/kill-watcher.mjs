@@ -1,8 +1,11 @@
-// Guest-side half of the VM kill loop (test/kernel/vm-soak/ownership-kill-loop-fast.test.ts):
+// Guest-side half of the VM kill loop (test/kernel/vm-soak/ownership-kill-loop-watched.test.ts):
 // one exec per round, so the host pays the TCG exec round-trip once. It runs the CLI, watches
 // the ledger every 5 ms and SIGKILLs the CLI at the chosen moment (timed from the CLI's n-th
 // ledger write, so the kill lands in the engine rather than in node's start-up), then runs the
-// recovery and `diff --prune`, and prints one JSON object: the kernel and ledger before, right
+// recovery and `diff --prune`; with `kill.settled` it kills as soon as the ledger, folded from
+// its snapshot and journal, has every record settled again after the run made some unsettled
+// (the run's last write: the kernel changed and the records settled, the process not yet gone).
+// Then it prints one JSON object: the kernel and ledger before, right
 // after the kill and at the end, the write times, and the exit statuses.
 // Usage: node kill-watcher.mjs '<json spec>' (see Spec in the test file).
 import { spawn, spawnSync } from 'node:child_process';
@@ -39,6 +42,29 @@ function signature() {
   }
   return parts.join('/');
 }
+/** Whether every record of the ledger is `present` (undefined while a file is mid-write). */
+function allPresent() {
+  const phases = new Map();
+  const files = ledger();
+  try {
+    if (files.snapshot) for (const record of JSON.parse(files.snapshot).records) phases.set(record.key, record.phase);
+  } catch {
+    return undefined;
+  }
+  for (const line of files.journal.split('\n').slice(1)) {
+    const body = line.split('\t')[0];
+    if (!body) continue;
+    let entry;
+    try {
+      entry = JSON.parse(body);
+    } catch {
+      return undefined; // a torn last line: the write is still going on
+    }
+    for (const key of entry.remove ?? []) phases.delete(key);
+    for (const record of entry.set ?? []) phases.set(record.key, record.phase);
+  }
+  return [...phases.values()].every((phase) => phase === 'present');
+}
 function run(args) {
   const started = Date.now();
   const r = spawnSync('node', [spec.cli, ...args], { encoding: 'utf8', timeout: 240_000 });
@@ -50,8 +76,9 @@ const started = Date.now();
 const child = spawn('node', [spec.cli, ...spec.args], { stdio: 'ignore' });
 const writes = [];
 let last = signature();
-let killAt = spec.kill && spec.kill.write === 0 ? started + spec.kill.delayMs : undefined;
+let killAt = spec.kill && !spec.kill.settled && spec.kill.write === 0 ? started + spec.kill.delayMs : undefined;
 let killed = false;
+let sawUnsettled = false;
 const exited = new Promise((resolve) => child.on('exit', (status, signal) => resolve({ status, signal })));
 let done = false;
 void exited.then(() => (done = true));
@@ -61,7 +88,12 @@ while (!done) {
   if (current !== last) {
     last = current;
     writes.push(now - started);
-    if (spec.kill && writes.length === spec.kill.write) killAt = now + spec.kill.delayMs;
+    if (spec.kill && !spec.kill.settled && writes.length === spec.kill.write) killAt = now + spec.kill.delayMs;
+    if (spec.kill?.settled) {
+      const settled = allPresent();
+      if (settled === false) sawUnsettled = true;
+      if (settled === true && sawUnsettled) killAt = now;
+    }
   }
   if (killAt !== undefined && now >= killAt && !killed) {
     killed = true;

@@ -199,10 +199,11 @@ interface WatchedRound {
   readonly end: { kernel: string; ledger: LedgerFiles };
   readonly temporaries: string;
 }
-/** `write` 0: delayMs from the CLI's start; n: delayMs after its n-th ledger write. */
+/** `write` 0: delayMs from the CLI's start; n: delayMs after its n-th ledger write; `settled`: at the write that settles every record again. */
 interface KillPoint {
   readonly write: number;
   readonly delayMs: number;
+  readonly settled?: boolean;
 }
 
 /** The ledger's records folded from the snapshot and the journal (a torn last line ends it): key → phase. */
@@ -328,7 +329,7 @@ describe('ownership through SIGKILL at chosen moments of the engine (real CLI in
         case 1:
           return { write: 1, delayMs: 0 }; // the first intents just durable
         case 3:
-          return { write: n, delayMs: 0 }; // settled, not yet exited
+          return { write: 0, delayMs: 0, settled: true }; // settled, not yet exited (a run may write fewer times than the calibration did)
         default: {
           const at = 1 + jitter(Math.max(1, n - 1)); // mid-run: after some batch's intents
           return { write: at, delayMs: jitter(gap(w, at + 1, end) * 0.9) };
