@@ -22,8 +22,10 @@ const vm = vmFromInject();
 const WATCHER = `${REPO}test/support/kill-watcher.mjs`;
 const KILLS = 7;
 const MAX_ROUNDS = 10;
-/** Rounds (by index) that ask for a set with an SA the kernel refuses, killed while rolling back. */
-const ROLLBACK_ROUNDS = new Set([2, 5]);
+/** What a round's kill aims at; a rollback round asks for a set with an SA the kernel refuses. */
+type Aim = 'start-up' | 'first write' | 'mid-run' | 'rollback' | 'settled';
+/** The first rounds; after them, rounds aim at whatever kind of landing is still missing (up to MAX_ROUNDS). */
+const SCHEDULE: readonly Aim[] = ['start-up', 'first write', 'rollback', 'settled', 'mid-run', 'rollback', 'mid-run'];
 
 const KEYS = { gcm: '11'.repeat(20), gcm2: '22'.repeat(20), aes: '33'.repeat(16), sha256: '44'.repeat(32), sha1: '55'.repeat(20) };
 // Sizes bounded by VM time: under TCG on a loaded machine the engine in the VM takes seconds per
@@ -313,27 +315,27 @@ describe('ownership through SIGKILL at chosen moments of the engine (real CLI in
 
     const jitter = (span: number) => Math.floor(Math.random() * Math.max(1, span));
     const gap = (writes: number[], n: number, end: number) => (writes[n] ?? end) - (writes[n - 1] ?? 0);
-    /** Round r's kill point, cycling through the parts of a run that matter. */
-    const killPoint = (round: number, rollback: boolean): KillPoint => {
+    /** Round r's kill point for what it aims at. */
+    const killPoint = (round: number, aim: Aim): KillPoint => {
+      const rollback = aim === 'rollback';
       const w = rollback ? refused.writes : clean.writes;
       const end = rollback ? refused.afterKill.ms : clean.afterKill.ms;
       const n = w.length;
-      if (rollback) {
-        // Between the rollback's intents (the write before the last) and the settle (the last).
-        const at = Math.max(1, n - 1 - (round % 2));
-        return { write: at, delayMs: jitter(gap(w, at + 1, end) * 0.9) };
-      }
-      // Non-rollback rounds in turn: start-up, the first write, settled, then mid-run ones.
-      switch (round) {
-        case 0:
-          return { write: 0, delayMs: Math.floor((w[0] ?? end) * (0.3 + 0.3 * Math.random())) }; // start-up (its length varies: well before the first write)
-        case 1:
-          return { write: 1, delayMs: 0 }; // the first write just durable (the kernel untouched)
-        case 3:
+      switch (aim) {
+        case 'rollback': {
+          // Between the rollback's intents (the write before the last) and the settle (the last).
+          const at = Math.max(1, n - 1 - (round % 2));
+          return { write: at, delayMs: jitter(gap(w, at + 1, end) * 0.9) };
+        }
+        case 'start-up':
+          return { write: 0, delayMs: Math.floor((w[0] ?? end) * (0.3 + 0.3 * Math.random())) }; // its length varies: well before the first write
+        case 'first write':
+          return { write: 1, delayMs: 0 }; // the first write just durable
+        case 'settled':
           return { write: 0, delayMs: 0, settled: true }; // settled, not yet exited (a run may write fewer times than the calibration did)
-        default: {
-          // Mid-run: after a later write than the first (the first precedes every kernel batch:
-          // a kill 148 ms after it on 6.1 still found the kernel untouched).
+        case 'mid-run': {
+          // After a later write than the first (on 6.1 the first precedes every kernel batch: a
+          // kill 148 ms after it still found the kernel untouched).
           const at = Math.min(Math.max(2, n - 1), 2 + jitter(Math.max(1, n - 3)));
           return { write: at, delayMs: jitter(gap(w, at + 1, end) * 0.9) };
         }
@@ -342,10 +344,22 @@ describe('ownership through SIGKILL at chosen moments of the engine (real CLI in
 
     const landings: { round: number; landing: Landing; kill: KillPoint; writesSeen: number }[] = [];
     let current = 1;
-    for (let round = 0; landings.length < KILLS && round < MAX_ROUNDS; round++) {
+    const reached = () => new Set(landings.map((l) => l.landing));
+    /** After the schedule: a round for the first kind of landing not reached yet, then mid-run ones up to KILLS kills. */
+    const nextAim = (): Aim | undefined => {
+      const got = reached();
+      if (!got.has('before any ledger write') && !got.has('intents durable, kernel untouched')) return 'start-up';
+      if (!got.has('kernel changing, records unsettled')) return 'mid-run';
+      if (!got.has('during rollback')) return 'rollback';
+      if (!got.has('kernel changed, records settled')) return 'settled';
+      return landings.length < KILLS ? 'mid-run' : undefined;
+    };
+    for (let round = 0; round < MAX_ROUNDS; round++) {
+      const aim = SCHEDULE[round] ?? nextAim();
+      if (!aim) break;
       const target = 1 - current;
-      const rollback = ROLLBACK_ROUNDS.has(round);
-      const kill = killPoint(round, rollback);
+      const rollback = aim === 'rollback';
+      const kill = killPoint(round, aim);
       const started = Date.now();
       const result = await watched(rollback ? await refusedFile(target) : file(`set-${target}`), kill, file(`set-${target}`));
       const afterKill = entries(result.afterKill.kernel);
@@ -365,10 +379,10 @@ describe('ownership through SIGKILL at chosen moments of the engine (real CLI in
 
     console.log(`kill loop (${(await vm.health()).kernel}), where the kills landed:\n${landings.map((l) => `  round ${l.round}\t${JSON.stringify(l.kill)}\t${l.writesSeen} writes seen\t${l.landing}`).join('\n')}`);
     expect(landings.length).toBeGreaterThanOrEqual(KILLS);
-    const reached = new Set(landings.map((l) => l.landing));
-    expect(reached.has('before any ledger write') || reached.has('intents durable, kernel untouched'), 'no kill before any kernel change').toBe(true);
-    expect(reached.has('kernel changing, records unsettled'), 'no kill mid-run with the kernel changed and records unsettled').toBe(true);
-    expect(reached.has('during rollback'), 'no kill during a rollback').toBe(true);
-    expect(reached.has('kernel changed, records settled'), 'no kill after settling').toBe(true);
+    const got = reached();
+    expect(got.has('before any ledger write') || got.has('intents durable, kernel untouched'), 'no kill before any kernel change').toBe(true);
+    expect(got.has('kernel changing, records unsettled'), 'no kill mid-run with the kernel changed and records unsettled').toBe(true);
+    expect(got.has('during rollback'), 'no kill during a rollback').toBe(true);
+    expect(got.has('kernel changed, records settled'), 'no kill after settling').toBe(true);
   }, 3_000_000);
 });
