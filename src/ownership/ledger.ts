@@ -25,8 +25,9 @@
  *   snapshot: { "formatVersion": 3, "salt": hex, "scope": {bootId, netns}, "generation": n, "records": [...], "usage": [...] }
  *   journal:  a header line {"generation": n}, then lines `JSON<TAB>sha256-prefix`, each
  *             `{"set"?: [records], "remove"?: [keys], "usage"?: [usage entries, upserted by key],
- *             "forget"?: [usage keys]}` (forget: the retention of ./retention.ts passed; a
- *             reader that ignores it only remembers more)
+ *             "forget"?: [usage keys]}` (forget: the retention of ./retention.ts passed, or
+ *             a new key the kernel refused is claimed by no record any more; a reader that
+ *             ignores it only remembers more)
  * A format-2 ledger (the same without usage) is migrated with an empty history: an SA its
  * records prove gets its first mark from the next dump, and one that is gone by then cannot be
  * installed again with the same key (../engine/sequence-rule.ts: installed before, no mark).
@@ -86,8 +87,8 @@ interface JournalLine {
 
 /**
  * A change to the ledger: records set and removed, key usage entries upserted, and usage
- * entries forgotten (only past their retention, ./retention.ts; a key upserted by the same
- * commit is kept).
+ * entries forgotten (past their retention, ./retention.ts, or a refused new key that no record
+ * claims, ../engine/converge.ts; a key upserted by the same commit is kept).
  */
 export interface LedgerCommit {
   readonly set?: readonly OwnershipRecord[];
