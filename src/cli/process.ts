@@ -7,6 +7,7 @@
  */
 import { installFatalHandlers } from './fatal.js';
 import { processSignals } from './signals.js';
+import { compactHeapFor } from './heap-flags.js';
 
 export type Main = (argv: readonly string[]) => Promise<number>;
 
@@ -17,6 +18,7 @@ export type Main = (argv: readonly string[]) => Promise<number>;
 export async function runProcess(argv: readonly string[], loadMain: () => Promise<Main> = async () => (await import('./main.js')).main): Promise<void> {
   installFatalHandlers();
   const signals = processSignals();
+  compactHeapFor(argv[0]);
   const main = await loadMain();
   const status = await main(argv);
   // A long-running command has stopped everything it started; leave now rather than wait for

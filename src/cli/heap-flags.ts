@@ -1,0 +1,28 @@
+/**
+ * V8 flags for the one-shot commands that hold a whole node's tables at once (`apply`, `diff`,
+ * `import`), set at run time before those commands load. Issue 10 asks for a peak RSS of at
+ * most 120 MB at 10,000 policies, and most of that peak was not live data: the heap live after
+ * a full collection stays under 50 MB, but by V8's defaults the young generation grows to
+ * 16 MB semi-spaces and the old generation grows by a large factor before it is collected.
+ *
+ * - `--optimize-for-size`: V8's own "favour memory over speed" mode; it grows the old
+ *   generation by the smallest factor (so garbage is collected before the heap grows), and it is
+ *   read while the process runs, unlike the heap sizes fixed when the isolate starts.
+ * - `--semi-space-growth-factor=1`: the young generation stays at the size it starts with (it
+ *   is read each time V8 would grow it); `--max-semi-space-size` itself cannot be changed once
+ *   the process runs.
+ *
+ * Measured with `npm run bench:xfrm -- --no-vm` (README "## Performance"). The long-running
+ * commands keep V8's defaults: their working set and pauses were not measured with these.
+ */
+import { setFlagsFromString } from 'node:v8';
+
+const ONE_SHOT_COMMANDS: ReadonlySet<string> = new Set(['apply', 'diff', 'import']);
+export const ONE_SHOT_HEAP_FLAGS = ['--optimize-for-size', '--semi-space-growth-factor=1'] as const;
+
+/** Sets the flags when `command` is one of the one-shot commands; returns whether it did. */
+export function compactHeapFor(command: string | undefined, set: (flag: string) => void = setFlagsFromString): boolean {
+  if (command === undefined || !ONE_SHOT_COMMANDS.has(command)) return false;
+  for (const flag of ONE_SHOT_HEAP_FLAGS) set(flag);
+  return true;
+}
