@@ -12,6 +12,10 @@
  *   is read each time V8 would grow it); `--max-semi-space-size` itself cannot be changed once
  *   the process runs.
  *
+ * V8 leaves flags changed after start without a promise: these two ran through every CLI phase
+ * of bench:xfrm and the unit suite; GC threading flags set the same way (`--single-threaded-gc`)
+ * abort the process at the next collection (tried), so add nothing here unmeasured.
+ *
  * Measured with `npm run bench:xfrm -- --no-vm` (README "## Performance"). The long-running
  * commands keep V8's defaults: their working set and pauses were not measured with these.
  */
