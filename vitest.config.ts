@@ -37,6 +37,9 @@ export default defineConfig({
         test: {
           name: 'vm-6.12',
           include: ['test/kernel/vm/**/*.test.ts'],
+          // The SIGKILL loop (about 9 minutes under TCG) runs on 6.1 in `npm test` and on 6.12
+          // only through `vm-kill-loop-6.12` below: CI's 90-minute bound has no room for it twice.
+          exclude: ['test/kernel/vm/ownership-kill-loop.test.ts'],
           env: { IPSEC_OPERATOR_VM_KERNEL: '6.12' },
           globalSetup: ['test/infra/build-dist.ts', 'test/infra/vm/global-setup.ts'],
           fileParallelism: false,
@@ -45,13 +48,14 @@ export default defineConfig({
         },
       },
       {
-        // Long VM suites kept out of `npm test` by CI's time bound (npm run test:vm-soak).
+        // The VM SIGKILL loop on 6.12, opt-in (npm run test:kill-loop-6.12): see the exclude above.
         test: {
-          name: 'vm-soak',
-          include: ['test/kernel/vm-soak/**/*.test.ts'],
+          name: 'vm-kill-loop-6.12',
+          include: ['test/kernel/vm/ownership-kill-loop.test.ts'],
+          env: { IPSEC_OPERATOR_VM_KERNEL: '6.12' },
           globalSetup: ['test/infra/build-dist.ts', 'test/infra/vm/global-setup.ts'],
           fileParallelism: false,
-          testTimeout: 3_600_000,
+          testTimeout: 300_000, // a bound for TCG on a loaded 2-core machine, not a measure
           hookTimeout: 300_000,
         },
       },

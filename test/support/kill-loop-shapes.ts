@@ -1,8 +1,9 @@
-// The entry shapes of the VM kill loops (test/kernel/vm-soak/): SA i and policy j of a set,
-// varied over protocols, modes, algorithms, marks, interface ids, IPv6, subnets, ports and
-// actions; `variant` 1 changes some of them (keys, reqids, replay windows, priorities) so that a
-// switch between the two sets makes creates, in-place updates and replaces. One definition for
-// both loops, so that their results describe the same shapes.
+// The entry shapes of the VM kill loop (test/kernel/vm/ownership-kill-loop.test.ts): SA i and
+// policy j of a set, varied over protocols, modes, algorithms, marks, interface ids, IPv6,
+// subnets, ports and actions; `variant` 1 changes some of them (keys, reqids, replay windows,
+// priorities) so that a switch between the two sets makes creates, in-place updates and replaces.
+// Each feature recurs with a period of at most 13 (i % 4, % 7, % 10; j % 5, % 11, % 13), so 40 of
+// each kind already hold every one (the 100 + 100 soak this loop replaced added none).
 
 /** The keys the sets' SAs refer to (in the Secret `kill-loop-keys`); test values only. */
 export const KEYS = { gcm: '11'.repeat(20), gcm2: '22'.repeat(20), aes: '33'.repeat(16), sha256: '44'.repeat(32), sha1: '55'.repeat(20) };
