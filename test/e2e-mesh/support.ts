@@ -333,6 +333,36 @@ export class MeshRun {
     return counts;
   }
 
+  /** The node's agent's /metrics now (also kept in agentMetrics). */
+  async scrapeAgentMetrics(name: string): Promise<string> {
+    // The agent serves on the VM's user-network address, reachable from inside the guest.
+    const metrics = await this.vm.sh(`wget -q -T 10 -O - http://10.0.2.15:${this.cluster.agents.get(name)!.metricsPort}/metrics`);
+    expect(metrics.stdout).toContain('ipsec_operator_');
+    this.agentMetrics.set(name, metrics.stdout);
+    return metrics.stdout;
+  }
+
+  /**
+   * The most nodes the mesh's status showed rotating at once (members.rotating, or the nodes
+   * flagged rotating), polled every second from now until the returned stop is called.
+   */
+  watchRotating(): () => Promise<number> {
+    let most = 0;
+    let watching = true;
+    const watcher = (async () => {
+      while (watching) {
+        const status = await this.status().catch(() => undefined);
+        if (status !== undefined) most = Math.max(most, status.members?.rotating ?? 0, (status.nodes ?? []).filter((entry) => entry.rotating === true).length);
+        await sleep(1000);
+      }
+    })();
+    return async () => {
+      watching = false;
+      await watcher;
+      return most;
+    };
+  }
+
   /**
    * scanKeys with every SA key the dumps showed, over every listable API object (Secrets and
    * Events included), the controller's and every agent's log and metrics.
@@ -353,11 +383,8 @@ export class MeshRun {
     sources.set('controller metrics', controllerMetrics);
     for (const name of this.nodes) {
       sources.set(`agent ${name} log`, await this.cluster.agentLogs(name));
-      // The agent serves on the VM's user-network address, reachable from inside the guest.
-      const metrics = await this.vm.sh(`wget -q -T 10 -O - http://10.0.2.15:${this.cluster.agents.get(name)!.metricsPort}/metrics`);
-      expect(metrics.stdout).toContain('ipsec_operator_');
-      sources.set(`agent ${name} metrics`, metrics.stdout);
-      this.agentMetrics.set(name, metrics.stdout);
+      const metrics = await this.scrapeAgentMetrics(name);
+      sources.set(`agent ${name} metrics`, metrics);
     }
     const findings = scanKeys(this.keys, sources);
     const characters = [...sources.values()].reduce((total, text) => total + text.length, 0);
