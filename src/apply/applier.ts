@@ -278,10 +278,10 @@ function refusedInstall(step: Step, add: KernelOutcome | undefined, newKeys: Rea
 }
 
 /** The usage mark written with the intent of an SA the step adds (its resume value, or 0). */
-export function installUsage(step: Step, ownership: UsageView, now: number): KeyUsage | undefined {
+export function installUsage(step: Step, ownership: UsageView & Pick<OwnershipView, 'intentFingerprint'>, now: number): KeyUsage | undefined {
   if (step.target !== 'state' || (step.op !== 'create' && step.op !== 'replace') || repeatsNoNonce(step.entry)) return undefined;
   const key = ownership.usageKey(step.entry);
-  return usageAtInstall(key, step.entry.resumeSequence ?? 0n, now, ownership.usage(key), step.entry);
+  return usageAtInstall(key, step.entry.resumeSequence ?? 0n, now, ownership.usage(key), step.entry, ownership.intentFingerprint(step.entry));
 }
 
 function ledgerProblem(error: unknown): string {

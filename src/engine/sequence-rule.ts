@@ -139,13 +139,15 @@ export function resumeAfterDump(sa: SecurityAssociation, observed: bigint, usage
 /**
  * The usage entry written with the intent to install an SA (before the kernel change). The hard
  * add-expiry deadline is set at the first install and kept: installing the key again does not
- * give it a new lifetime.
+ * give it a new lifetime. An install that raises the mark records which content the new mark
+ * is reserved for (`fingerprint`, its intent fingerprint) and the mark before (see KeyUsage).
  */
-export function usageAtInstall(key: string, resume: bigint, now: number, previous: KeyUsage | undefined, sa?: Pick<SecurityAssociation, 'lifetime'>): KeyUsage {
+export function usageAtInstall(key: string, resume: bigint, now: number, previous: KeyUsage | undefined, sa?: Pick<SecurityAssociation, 'lifetime'>, fingerprint?: string): KeyUsage {
   const mark = previous && previous.mark > resume ? previous.mark : resume;
+  const reservation = previous && fingerprint !== undefined && resume > previous.mark ? { reservedFor: fingerprint, priorMark: previous.mark } : {};
   const lifetime = sa?.lifetime.hardAddExpiresSeconds ?? 0n;
   const deadline = previous?.hardExpiresAt ?? (lifetime > 0n && lifetime < 1n << 40n ? now + Number(lifetime) : undefined);
-  return { key, mark, seenAt: now, ...(previous?.rate === undefined ? {} : { rate: previous.rate }), ...(deadline === undefined ? {} : { hardExpiresAt: deadline }), state: 'live' };
+  return { key, mark, seenAt: now, ...(previous?.rate === undefined ? {} : { rate: previous.rate }), ...(deadline === undefined ? {} : { hardExpiresAt: deadline }), state: 'live', ...reservation };
 }
 
 /**
@@ -242,7 +244,7 @@ export function guardSequences(input: {
     // mark is caught (the price, retiring a key replaced within seconds of its creation, is the
     // safe side).
     const addedSince = Number(current?.observed?.current.addTime ?? 0) + INTENT_CLOCK_SLACK_SECONDS >= (usage?.seenAt ?? Infinity);
-    if (sequence !== undefined && current && usage && (usage.state !== 'live' || (sequence < usage.mark && addedSince)) && ownedInKernel(ownership, key, current)) {
+    if (sequence !== undefined && current && usage && (usage.state !== 'live' || (sequence < usage.mark && addedSince && !underEarlierReservation(usage, sequence, current, ownership))) && ownedInKernel(ownership, key, current)) {
       const why = usage.state !== 'live' ? `its key is retired (${usage.why ?? usage.state})` : `its counter (${sequence}) is below the mark of its key (${usage.mark}): it restarted`;
       restarted.push({ resource: desired.resource, key, sa: current, why });
       continue;
@@ -259,6 +261,17 @@ export function guardSequences(input: {
     states.push(decision.kind === 'resume' ? { ...desired, entry: { ...sa, resumeSequence: decision.sequence } } : desired);
   }
   return { desired: { states, policies: input.desired.policies }, refused, restarted };
+}
+
+/**
+ * Whether an SA below its key's mark is one added before the install that raised the mark (a
+ * crash came between that reservation and its kernel change): its content is not the reserved
+ * one, so an earlier reservation installed it, and its counter is at least the mark before
+ * (marks only grow, so at least where that earlier install resumed). A restarted counter is below
+ * that too, and is still caught.
+ */
+function underEarlierReservation(usage: KeyUsage, sequence: bigint, current: SecurityAssociation, ownership: OwnershipView): boolean {
+  return usage.reservedFor !== undefined && usage.priorMark !== undefined && sequence >= usage.priorMark && ownership.intentFingerprint(current) !== usage.reservedFor;
 }
 
 export function refusalMessage(resource: string, sa: SecurityAssociation, why: string): string {

@@ -17,7 +17,8 @@
  *
  * On disk (ledger format 3): `{ "key": hex64, "mark": "decimal", "seenAt": seconds,
  * "rate"?: packets per second, "hardExpiresAt"?: seconds, "state": "live" | "needs-rekey" |
- * "expired", "why"?: text }`.
+ * "expired", "why"?: text, "reservedFor"?: hex64, "priorMark"?: "decimal" }`. The last two came
+ * later within format 3 (a binary from before them refuses such a ledger by its unknown field).
  */
 import type { SecurityAssociation } from '../xfrm/types.js';
 
@@ -50,6 +51,16 @@ export interface KeyUsage {
   readonly state: KeyUsageState;
   /** Why the key is not live (short, no key bytes). */
   readonly why?: string;
+  /**
+   * Set when an install raised the mark to its resume value (a reservation written before the
+   * kernel change): the intent fingerprint of the content that install adds, and the mark
+   * before it. An SA of this key with other content was added under an earlier reservation, so
+   * it counts from at least `priorMark`, not from `mark`: a crash between the reservation and
+   * its kernel change (a rollback putting the previous content back) must not make the SA
+   * still there look restarted (../engine/sequence-rule.ts guardSequences).
+   */
+  readonly reservedFor?: string;
+  readonly priorMark?: bigint;
 }
 
 /** What the engine needs from the ledger's usage history. */
@@ -77,6 +88,7 @@ export function usageToJson(usage: KeyUsage): Record<string, unknown> {
     ...(usage.hardExpiresAt === undefined ? {} : { hardExpiresAt: usage.hardExpiresAt }),
     state: usage.state,
     ...(usage.why === undefined ? {} : { why: usage.why }),
+    ...(usage.reservedFor === undefined || usage.priorMark === undefined ? {} : { reservedFor: usage.reservedFor, priorMark: usage.priorMark.toString() }),
   };
 }
 
@@ -87,7 +99,7 @@ export function parseUsage(value: unknown, position: number): KeyUsage {
   };
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return fail('is not an object');
   const raw = value as Record<string, unknown>;
-  for (const field of Object.keys(raw)) if (!['key', 'mark', 'seenAt', 'rate', 'hardExpiresAt', 'state', 'why'].includes(field)) fail(`unknown field ${JSON.stringify(field.slice(0, 40))}`);
+  for (const field of Object.keys(raw)) if (!['key', 'mark', 'seenAt', 'rate', 'hardExpiresAt', 'state', 'why', 'reservedFor', 'priorMark'].includes(field)) fail(`unknown field ${JSON.stringify(field.slice(0, 40))}`);
   if (typeof raw.key !== 'string' || !HEX64.test(raw.key)) fail('has no valid key name');
   if (typeof raw.mark !== 'string' || !/^[0-9]{1,20}$/.test(raw.mark) || BigInt(raw.mark) > U64_MAX) fail('has no valid sequence mark');
   if (typeof raw.seenAt !== 'number' || !Number.isSafeInteger(raw.seenAt) || raw.seenAt < 0) fail('has no valid time');
@@ -95,6 +107,9 @@ export function parseUsage(value: unknown, position: number): KeyUsage {
   if (raw.hardExpiresAt !== undefined && (typeof raw.hardExpiresAt !== 'number' || !Number.isSafeInteger(raw.hardExpiresAt) || raw.hardExpiresAt < 0)) fail('has no valid expiry time');
   if (typeof raw.state !== 'string' || !STATES.has(raw.state)) fail('state is not one of live, needs-rekey, expired');
   if (raw.why !== undefined && (typeof raw.why !== 'string' || raw.why.length > 300)) fail('has an invalid reason');
+  if ((raw.reservedFor === undefined) !== (raw.priorMark === undefined)) fail('has only one of reservedFor and priorMark');
+  if (raw.reservedFor !== undefined && (typeof raw.reservedFor !== 'string' || !HEX64.test(raw.reservedFor))) fail('has no valid reservation fingerprint');
+  if (raw.priorMark !== undefined && (typeof raw.priorMark !== 'string' || !/^[0-9]{1,20}$/.test(raw.priorMark) || BigInt(raw.priorMark) > BigInt(raw.mark as string))) fail('has no valid prior mark (at most the mark)');
   return {
     key: raw.key as string,
     mark: BigInt(raw.mark as string),
@@ -103,5 +118,6 @@ export function parseUsage(value: unknown, position: number): KeyUsage {
     ...(raw.hardExpiresAt === undefined ? {} : { hardExpiresAt: raw.hardExpiresAt as number }),
     state: raw.state as KeyUsageState,
     ...(raw.why === undefined ? {} : { why: raw.why as string }),
+    ...(raw.reservedFor === undefined ? {} : { reservedFor: raw.reservedFor as string, priorMark: BigInt(raw.priorMark as string) }),
   };
 }

@@ -112,6 +112,39 @@ describe('the sequence rule', () => {
     for (const key of Object.values(TEST_KEYS)) expect(gone.refused[0]!.message).not.toContain(key.toString('hex'));
   });
 
+  it('a crash between a reservation and its kernel change: the SA added under the earlier reservation stays live, a restarted one does not', () => {
+    // A switch replaced N in place with the same key (same SPI and key, another reqid) at R1; its
+    // rollback reserved R2 for putting the previous content P back and was killed before the
+    // kernel change: N is still in the kernel at R1, added a second before R2's mark.
+    const R1 = 511_705_088n;
+    const R2 = R1 + RESUME_FLOOR;
+    const forward = sa({ spi: 0x100, reqid: 7 });
+    const previous = sa({ spi: 0x100, reqid: 1 });
+    const at = (entry: typeof forward, oseq: bigint) => observe({ ...entry, resumeSequence: oseq }, { addTime: 1_700_000_000 });
+    const ownership = new MemoryOwnership(presentRecords([at(forward, R1)]));
+    const name = ownership.usageKey(forward);
+    expect(ownership.usageKey(previous)).toBe(name); // one key, two contents
+    const reserved = usageAtInstall(name, R2, 1_700_000_001, { ...live(R1, 1_700_000_000, 0), key: name }, previous, ownership.intentFingerprint(previous));
+    expect(reserved).toMatchObject({ mark: R2, reservedFor: ownership.intentFingerprint(previous), priorMark: R1 });
+    ownership.usageEntries.set(name, reserved);
+    const desired = { states: [{ resource: 'SecurityAssociation/x', entry: forward }], policies: [] };
+    const guard = (inKernel: ReturnType<typeof at>) => guardSequences({ desired, observed: { states: [inKernel], policies: [] }, ownership, now: 1_700_000_002 });
+    const kept = guard(at(forward, R1));
+    expect(kept.restarted).toEqual([]);
+    expect(kept.refused).toEqual([]);
+    expect(kept.desired.states[0]!.entry.resumeSequence).toBeGreaterThanOrEqual(R2); // a replace of it would still resume past the reservation
+    // Below the mark before the reservation: restarted whatever its content.
+    expect(guard(at(forward, R1 - 1n)).restarted).toHaveLength(1);
+    // The reserved content itself below the mark: its add dropped the resume value.
+    const holdingReserved = new MemoryOwnership(presentRecords([at(previous, R1)]));
+    holdingReserved.usageEntries.set(name, reserved);
+    const reservedInKernel = guardSequences({ desired: { states: [{ resource: 'SecurityAssociation/x', entry: previous }], policies: [] }, observed: { states: [at(previous, R1)], policies: [] }, ownership: holdingReserved, now: 1_700_000_002 });
+    expect(reservedInKernel.restarted).toHaveLength(1);
+    // An install that does not raise the mark reserves nothing.
+    expect(usageAtInstall(name, R1, 5, { ...live(R2, 1, 0), key: name }, previous, 'f'.repeat(64))).not.toHaveProperty('reservedFor');
+    expect(usageAtInstall(name, 0n, 5, undefined, previous, 'f'.repeat(64))).not.toHaveProperty('reservedFor');
+  });
+
   it('names keys by salted hash: another key, SPI or salt is another name', () => {
     const name = usageKeyOf(TEST_SALT, sa());
     expect(name).toMatch(/^[0-9a-f]{64}$/);
@@ -231,6 +264,18 @@ describe('key usage in the ledger (format 3)', () => {
     expect(snapshot.usage).toEqual([{ key, mark: String((1n << 40n) + 3n), seenAt: 5, rate: 2.5, state: 'live' }]);
   });
 
+  it('keeps a reservation (the content a mark is reserved for, and the mark before) through a reopen', async () => {
+    const path = join(directory, 'ledger.json');
+    const first = await Ledger.open(path, { scope: { bootId: 'boot-1', netns: '1' } });
+    const key = first.usageKey(sa());
+    const reservation = { key, mark: 2n << 20n, seenAt: 7, state: 'live' as const, reservedFor: 'c'.repeat(64), priorMark: 1n << 20n };
+    await first.commit({ usage: [reservation] });
+    await first.close();
+    const again = await Ledger.open(path, { scope: { bootId: 'boot-1', netns: '1' } });
+    expect(again.usage(key)).toEqual(reservation);
+    await again.close();
+  });
+
   it('migrates format 2 with an empty history and writes format 3', async () => {
     const path = join(directory, 'ledger.json');
     await writeFile(path, `${JSON.stringify({ formatVersion: 2, salt: TEST_SALT, scope: null, generation: 1, records: [] })}\n`);
@@ -247,7 +292,14 @@ describe('key usage in the ledger (format 3)', () => {
     await writeFile(path, text);
     await expect(Ledger.open(path)).rejects.toThrow(/invalid key usage 0: has no valid sequence mark.*Nothing was changed/);
     expect(await readFile(path, 'utf8')).toBe(text);
-    for (const bad of [{ key: KEY, mark: '1', seenAt: 0, state: 'gone' }, { key: KEY, mark: '1', seenAt: 0, state: 'live', extra: 1 }, { key: 'x', mark: '1', seenAt: 0, state: 'live' }]) {
+    for (const bad of [
+      { key: KEY, mark: '1', seenAt: 0, state: 'gone' },
+      { key: KEY, mark: '1', seenAt: 0, state: 'live', extra: 1 },
+      { key: 'x', mark: '1', seenAt: 0, state: 'live' },
+      { key: KEY, mark: '9', seenAt: 0, state: 'live', reservedFor: KEY }, // a reservation without its prior mark
+      { key: KEY, mark: '9', seenAt: 0, state: 'live', reservedFor: KEY, priorMark: '10' }, // a prior mark above the mark
+      { key: KEY, mark: '9', seenAt: 0, state: 'live', reservedFor: 'zz', priorMark: '1' },
+    ]) {
       await writeFile(path, `${JSON.stringify({ formatVersion: 3, salt: TEST_SALT, scope: null, generation: 1, records: [], usage: [bad] })}\n`);
       await expect(Ledger.open(path)).rejects.toThrow(/invalid key usage 0/);
     }
