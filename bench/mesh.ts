@@ -1,6 +1,6 @@
 // Benchmark (not a test): how long an IpsecMesh rotation round takes on real kernels (issue 12).
 // The real control plane and controller on the host, one agent per node in the test VM
-// (test/infra/cluster, as test/e2e-mesh/mesh.test.ts), a transport IPv4 mesh over N nodes
+// (test/infra/cluster, as test/e2e-mesh/mesh-churn.test.ts), a transport IPv4 mesh over N nodes
 // (default 3). Each round is requested with the rotate annotation and timed, from the
 // annotation to:
 //
