@@ -111,13 +111,13 @@ export const u64: FieldType<bigint> = {
   size: 8,
   byteOrder: 'host',
   // Most u64 fields on the wire are lifetimes: all ones (XFRM_INF) or zero. Those two are read
-  // and written as two u32 halves without making a BigInt (a dump of 10,000 policies holds
-  // 120,000 of them).
+  // and written as two u32 halves and read as shared constants, without making a BigInt (a dump
+  // of 10,000 policies holds 120,000 of them).
   read(buffer, offset) {
     const low = buffer.readUInt32LE(offset);
     const high = buffer.readUInt32LE(offset + 4);
     if (low === 0xffff_ffff && high === 0xffff_ffff) return U64_MAX;
-    if (high === 0) return BigInt(low);
+    if (high === 0) return low === 0 ? 0n : BigInt(low);
     return buffer.readBigUInt64LE(offset);
   },
   write(buffer, offset, value) {

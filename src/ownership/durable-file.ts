@@ -67,8 +67,25 @@ export async function writeFully(handle: FileHandle, data: string | Uint8Array, 
   }
 }
 
-/** Atomically and durably replaces `path` with `contents` (see the module comment). */
-export async function replaceFile(path: string, contents: string | Uint8Array, options: { readonly mode?: number; readonly what?: string } = {}): Promise<void> {
+/**
+ * Writes `chunks` one after the other from `position` (each as `writeFully` does), so that a
+ * large text never exists as one string or Buffer. Returns the number of bytes written.
+ */
+export async function writeChunksFully(handle: FileHandle, chunks: Iterable<string>, position: number): Promise<number> {
+  let written = 0;
+  for (const chunk of chunks) {
+    const bytes = Buffer.from(chunk);
+    await writeFully(handle, bytes, position + written);
+    written += bytes.length;
+  }
+  return written;
+}
+
+/**
+ * Atomically and durably replaces `path` with `contents` (see the module comment); an iterable
+ * of strings is written chunk by chunk (`writeChunksFully`).
+ */
+export async function replaceFile(path: string, contents: string | Uint8Array | Iterable<string>, options: { readonly mode?: number; readonly what?: string } = {}): Promise<void> {
   const directory = dirname(path);
   const what = options.what ?? `writing ${path}`;
   const temporary = temporaryName(path);
@@ -76,7 +93,8 @@ export async function replaceFile(path: string, contents: string | Uint8Array, o
   try {
     const handle = await open(temporary, 'wx', options.mode ?? 0o600);
     try {
-      await handle.writeFile(contents);
+      if (typeof contents === 'string' || contents instanceof Uint8Array) await handle.writeFile(contents);
+      else await writeChunksFully(handle, contents, 0);
       await handle.sync();
     } finally {
       await handle.close();

@@ -34,13 +34,14 @@
  * A format-1 ledger (one JSON file, records without incarnations) is migrated: each record
  * becomes an intent matched by its recorded whole-content fingerprint (./records.ts).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { SecurityAssociation, SecurityPolicy } from '../xfrm/types.js';
-import { assertWritable, ensureDirectory, removeLeftoverTemporaries, replaceFile, writeFully } from './durable-file.js';
+import { assertWritable, ensureDirectory, removeLeftoverTemporaries, replaceFile, writeChunksFully } from './durable-file.js';
 import { LedgerError, fileSystemError } from './errors.js';
 import { fingerprintEntry, incarnationOf, intentFingerprint, usageKeyOf } from './fingerprint.js';
+import { hashedChunks, jsonChunks } from './json-chunks.js';
 import { LedgerLock } from './lock.js';
 import { RecordFormatError, parseRecord, type Incarnation, type OwnershipRecord } from './records.js';
 import type { OwnershipView } from './settle.js';
@@ -293,11 +294,14 @@ export class Ledger implements OwnershipView, UsageView {
 
   async #append(line: JournalLine): Promise<void> {
     const journal = this.#journal!;
-    const text = journalText(line);
     const before = this.#journalBytes;
+    let written = 0;
     await this.#checkpoint('journal:append');
     try {
-      await writeFully(journal, text, before); // a full disk writes short without an error: loop until it says ENOSPC
+      // A full disk writes short without an error: writeChunksFully loops until it says ENOSPC.
+      const hash = createHash('sha256');
+      written = await writeChunksFully(journal, hashedChunks(jsonChunks(line, JOURNAL_ARRAYS), hash), before);
+      written += await writeChunksFully(journal, [`\t${checksumOf(hash)}\n`], before + written);
       await this.#checkpoint('journal:written');
       await journal.datasync();
     } catch (error) {
@@ -311,7 +315,7 @@ export class Ledger implements OwnershipView, UsageView {
       }
       throw fileSystemError(error, dirname(this.#path), 'appending to the ownership ledger journal', 'the change was not recorded');
     }
-    this.#journalBytes += Buffer.byteLength(text);
+    this.#journalBytes += written;
     this.#journalLines += 1;
     await this.#checkpoint('journal:synced');
   }
@@ -328,7 +332,7 @@ export class Ledger implements OwnershipView, UsageView {
       usage: [...this.#usage.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)).map(usageToJson),
     };
     await this.#checkpoint('snapshot:write');
-    await replaceFile(this.#path, `${JSON.stringify(snapshot)}\n`, { what: 'writing the ownership ledger' });
+    await replaceFile(this.#path, [...jsonChunks(snapshot, SNAPSHOT_ARRAYS), '\n'], { what: 'writing the ownership ledger' });
     this.#generation = generation;
     // A crash here leaves a journal of the previous generation: it is ignored when read, since
     // the snapshot already holds every line of it.
@@ -360,13 +364,17 @@ function journalHeader(generation: number): string {
   return `${JSON.stringify({ generation })}\n`;
 }
 
-function journalText(line: JournalLine): string {
-  const body = JSON.stringify(line);
-  return `${body}\t${checksum(body)}\n`;
+/** The arrays of a journal line and of a snapshot written element by element (./json-chunks.ts). */
+const JOURNAL_ARRAYS: ReadonlySet<string> = new Set(['set', 'remove', 'forget', 'usage']);
+const SNAPSHOT_ARRAYS: ReadonlySet<string> = new Set(['records', 'usage']);
+
+/** A journal line is `<JSON>\t<checksum>\n`: the first 16 hex digits of SHA-256 over the JSON text. */
+function checksum(body: string): string {
+  return checksumOf(createHash('sha256').update(body));
 }
 
-function checksum(body: string): string {
-  return createHash('sha256').update(body).digest('hex').slice(0, 16);
+function checksumOf(hash: Hash): string {
+  return hash.digest('hex').slice(0, 16);
 }
 
 interface Loaded {

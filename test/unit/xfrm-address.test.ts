@@ -62,3 +62,17 @@ describe('canonical addresses (what `ip` prints)', () => {
     }
   });
 });
+
+describe('IPv4 text through its bounded cache', () => {
+  it('formats every address right, across the cache being emptied and refilled', () => {
+    // 10,000 distinct addresses (more than the cache holds), twice over.
+    const bytes = Buffer.alloc(4);
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < 10_000; i++) {
+        const value = (i * 2_654_435_761) >>> 0; // spread over the whole space
+        bytes.writeUInt32BE(value);
+        expect(formatAddress('inet', bytes)).toBe(`${value >>> 24}.${(value >>> 16) & 255}.${(value >>> 8) & 255}.${value & 255}`);
+      }
+    }
+  });
+});
