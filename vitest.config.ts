@@ -45,31 +45,6 @@ export default defineConfig({
         },
       },
       {
-        // The VM SIGKILL loop with SAs (issue 8), opt-in (npm run test:kill-loop runs both kernels):
-        // out of `npm test` until the false NeedsRekey it found after a kill during a rollback
-        // (README, "Ownership through SIGKILL") is fixed, and CI's 90-minute bound is measured
-        // with it (about 9 minutes a kernel under TCG).
-        test: {
-          name: 'vm-kill-loop',
-          include: ['test/kernel/vm-kill-loop/**/*.test.ts'],
-          globalSetup: ['test/infra/build-dist.ts', 'test/infra/vm/global-setup.ts'],
-          fileParallelism: false,
-          testTimeout: 300_000, // a bound for TCG on a loaded 2-core machine, not a measure
-          hookTimeout: 300_000,
-        },
-      },
-      {
-        test: {
-          name: 'vm-kill-loop-6.12',
-          include: ['test/kernel/vm-kill-loop/**/*.test.ts'],
-          env: { IPSEC_OPERATOR_VM_KERNEL: '6.12' },
-          globalSetup: ['test/infra/build-dist.ts', 'test/infra/vm/global-setup.ts'],
-          fileParallelism: false,
-          testTimeout: 300_000, // a bound for TCG on a loaded 2-core machine, not a measure
-          hookTimeout: 300_000,
-        },
-      },
-      {
         test: {
           name: 'controlplane',
           include: ['test/controlplane/**/*.test.ts'],

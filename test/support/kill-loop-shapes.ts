@@ -1,4 +1,4 @@
-// The entry shapes of the VM kill loop (test/kernel/vm-kill-loop/ownership-kill-loop.test.ts): SA i and
+// The entry shapes of the VM kill loop (test/kernel/vm/ownership-kill-loop.test.ts): SA i and
 // policy j of a set, varied over protocols, modes, algorithms, marks, interface ids, IPv6,
 // subnets, ports and actions; `variant` 1 changes some of them (keys, reqids, replay windows,
 // priorities) so that a switch between the two sets makes creates, in-place updates and replaces.

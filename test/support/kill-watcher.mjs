@@ -1,4 +1,4 @@
-// Guest-side half of the VM kill loop (test/kernel/vm-kill-loop/ownership-kill-loop.test.ts):
+// Guest-side half of the VM kill loop (test/kernel/vm/ownership-kill-loop.test.ts):
 // one exec per round, so the host pays the TCG exec round-trip once. It runs the CLI, watches
 // the ledger every 5 ms and SIGKILLs the CLI at the chosen moment (timed from the CLI's n-th
 // ledger write, so the kill lands in the engine rather than in node's start-up), then runs the

@@ -14,11 +14,11 @@
 // - rollback rounds add a fresh IPComp SA the kernel refuses, so the run rolls back.
 // After each kill and recovery: every foreign entry as it was (counters aside, add times and
 // policy indexes kept), ours exactly the target set, `diff --prune` exit 0, the ledger settled.
-// Opt-in (projects `vm-kill-loop` on 6.1 and `vm-kill-loop-6.12`, `npm run test:kill-loop`):
-// out of `npm test` until the false NeedsRekey it found after a kill during a rollback is fixed
-// (README, "Ownership through SIGKILL"). It replaced a 100 + 100 soak that killed at blind
-// moments (most kills landed in node's start-up) and never passed whole; its one check this loop
-// lacked, what a refused run reports, is the calibration's below.
+// In both VM layers (vm on 6.1, vm-6.12). It found a false NeedsRekey after a kill during a
+// rollback (fixed by the usage entry's reservedFor/priorMark, docs/design.md). It replaced a
+// 100 + 100 soak that killed at blind moments (most kills landed in node's start-up) and never
+// passed whole; its one check this loop lacked, what a refused run reports, is the
+// calibration's below.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { vmFromInject } from '../../infra/vm/inject.js';
 import { CLI, freshNamespace, REPO, stateDir, warmCrypto } from '../../support/vm-cli.js';
