@@ -4,9 +4,14 @@
  * chunks must equal one over the whole text.
  */
 import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { hashedChunks, jsonChunks } from '../../src/ownership/json-chunks.js';
+import { journalPath, Ledger } from '../../src/ownership/ledger.js';
+import type { KeyUsage } from '../../src/ownership/usage.js';
 
 const record = (index: number) => ({
   key: `policy out main inet 10.0.${index >> 8}.${index & 255}/32 192.0.2.1/32 0 0/0 0/0 0 0 mark - if_id 0`,
@@ -48,5 +53,40 @@ describe('jsonChunks', () => {
     const text = [...hashedChunks(jsonChunks(value, new Set(['set'])), hash)].join('');
     expect(hash.digest('hex')).toBe(createHash('sha256').update(JSON.stringify(value)).digest('hex'));
     expect(text).toBe(JSON.stringify(value));
+  });
+});
+
+describe('a journal line written in chunks and cut short (a crash between two chunk writes)', () => {
+  const usageKey = (n: number) => n.toString(16).padStart(64, '0');
+  const usage = (from: number, count: number): KeyUsage[] =>
+    Array.from({ length: count }, (_, index) => ({ key: usageKey(from + index), mark: 1_048_576n, seenAt: 1_700_000_000, state: 'live' }));
+
+  it('reads back as the ledger before that commit, at every cut, and takes the next commit whole', async () => {
+    const directory = await mkdtemp(join(tmpdir(), 'ipsecop-chunks-'));
+    const path = join(directory, 'ledger.json');
+    try {
+      let ledger = await Ledger.open(path);
+      await ledger.commit({ usage: usage(0, 10) });
+      const before = (await stat(journalPath(path))).size;
+      await ledger.commit({ usage: usage(10, 3_000) }); // several 64 Ki chunks
+      const after = (await stat(journalPath(path))).size;
+      await ledger.close();
+      expect(after - before).toBeGreaterThan(3 * 64 * 1024);
+      const whole = await readFile(journalPath(path));
+      // Cuts at chunk boundaries and inside chunks, and one byte short of the newline.
+      for (const cut of [before + 1, before + 64 * 1024, before + 64 * 1024 + 1, before + 3 * 64 * 1024 + 17, after - 1]) {
+        await writeFile(journalPath(path), whole);
+        await truncate(journalPath(path), cut);
+        ledger = await Ledger.open(path);
+        expect(ledger.usageEntries().size, `cut at ${cut - before} bytes into the line`).toBe(10);
+        await ledger.commit({ usage: usage(20_000, 1) });
+        await ledger.close();
+        ledger = await Ledger.open(path);
+        expect(ledger.usageEntries().size, `the commit after the cut at ${cut - before}`).toBe(11);
+        await ledger.close();
+      }
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+    }
   });
 });
