@@ -30,13 +30,15 @@ import type { NodeMeshReport } from '../crd/mesh-contract.js';
 import type { Logger } from '../kube/logger.js';
 import type { KernelTables } from '../engine/converge.js';
 import type { DesiredTables, ObservedTables } from '../plan/planner.js';
+import { stateKey } from '../plan/identity.js';
 import { buildMeshEntries, meshReqid, meshResource, type MeshKeys } from '../mesh/entries.js';
 import { MeshKeyStore } from '../mesh/key-store.js';
 import { advertise, decide, startRotation, type MeshDecision, type RotationInput } from '../mesh/rotation.js';
 import type { MeshAdvertisement } from '../mesh/types.js';
+import type { SecurityAssociation } from '../xfrm/types.js';
 import { generateX25519KeyPair, type X25519KeyPair } from '../mesh/x25519.js';
 import { statusEqual } from '../kube/status.js';
-import { InboundActivity, foreignSpis, installedMesh, sequenceUsage, softLimitReached, type MeshKernelInput, type OwnerOf } from './mesh-kernel.js';
+import { InboundActivity, OutboundDrain, foreignSpis, installedMesh, sequenceUsage, softLimitReached, type MeshKernelInput, type OwnerOf } from './mesh-kernel.js';
 import { apiTime, emptyAdvertisement, meshReport, progressed, readyPeers, shouldStart } from './mesh-progress.js';
 import { meshEntriesSpec, meshTimers, meshView, type MeshView } from './mesh-view.js';
 import type { MeshSnapshot } from './mesh-caches.js';
@@ -65,6 +67,8 @@ interface MeshContext {
   readonly leaving: boolean;
   readonly input?: Omit<RotationInput, 'installed' | 'local'>;
   readonly decision?: MeshDecision;
+  /** Outbound SAs of the mesh that must not go in this pass (OutboundDrain), as the kernel holds them. */
+  readonly draining?: readonly SecurityAssociation[];
   readonly reason?: { readonly reason: string; readonly message: string };
 }
 
@@ -84,6 +88,7 @@ export class MeshWorker {
   readonly #generate: () => X25519KeyPair;
   readonly #stores = new Map<string, MeshKeyStore>();
   readonly #activity = new Map<string, InboundActivity>();
+  readonly #drains = new Map<string, OutboundDrain>();
   /** What this node published last, per mesh uid (after the status write). */
   readonly #published = new Map<string, MeshAdvertisement>();
   #pending = new Map<string, MeshAdvertisement>();
@@ -138,7 +143,7 @@ export class MeshWorker {
         const context = await this.#decide(view, store, leaving, observed, ownerOf);
         contexts.push(context);
         const entries = buildMeshEntries(meshEntriesSpec(view.mesh, view.identity), view.self, view.peers, context.decision!, keysOf(store));
-        desired.states.push(...entries.states);
+        desired.states.push(...entries.states, ...drainingEntries(resource, entries, context.draining ?? []));
         desired.policies.push(...entries.policies);
       } catch (error) {
         protect.add(resource);
@@ -244,6 +249,7 @@ export class MeshWorker {
   #forget(uid: string): void {
     this.#stores.delete(uid);
     this.#activity.delete(uid);
+    this.#drains.delete(uid);
     this.#published.delete(uid);
   }
 
@@ -280,6 +286,12 @@ export class MeshWorker {
       this.#activity.set(view.identity.uid, activity);
     }
     activity.observe(observed.states, new Set(store.state.allocations.map((a) => a.spi)), now);
+    let drain = this.#drains.get(view.identity.uid);
+    if (drain === undefined) {
+      drain = new OutboundDrain();
+      this.#drains.set(view.identity.uid, drain);
+    }
+    drain.observe(kernelInput, now);
     const foreign = foreignSpis(kernelInput);
     const input: Omit<RotationInput, 'installed' | 'local'> = {
       meshUid: view.identity.uid,
@@ -296,12 +308,21 @@ export class MeshWorker {
     const decision = decide({ ...input, local: store.state, installed: installedMesh(kernelInput) });
     // Persisted before anything it implies is applied: a restarted agent resumes from here.
     if (!statusEqual(decision.local, store.state)) await store.save(decision.local);
-    return { view, store, leaving, input, decision };
+    return { view, store, leaving, input, decision, draining: drain.kept(kernelInput, timers.gracePeriodMs, now) };
   }
 
   #kernelInput(view: MeshView, store: MeshKeyStore, observed: ObservedTables, ownerOf: OwnerOf): MeshKernelInput {
     return { observed, ownerOf, resource: meshResource(view.identity), reqid: meshReqid(view.identity.uid), self: view.self!, peers: view.peers, allocations: store.state.allocations };
   }
+}
+
+/**
+ * The outbound SAs still draining that the decision no longer wants, desired as the kernel holds
+ * them (the same content plans nothing): kept, not pruned, until their grace period is over.
+ */
+function drainingEntries(resource: string, entries: DesiredTables, draining: readonly SecurityAssociation[]): DesiredTables['states'][number][] {
+  const wanted = new Set(entries.states.map(({ entry }) => stateKey(entry.id)));
+  return draining.filter((sa) => !wanted.has(stateKey(sa.id))).map((sa) => ({ resource, entry: { ...sa, observed: undefined } }));
 }
 
 function keysOf(store: MeshKeyStore): MeshKeys {

@@ -7,7 +7,7 @@ import type { IpsecMeshObject, NodeMeshReport } from '../../src/crd/mesh-contrac
 import { normalizeMeshReport } from '../../src/crd/mesh-contract.js';
 import type { IpsecNodeState } from '../../src/crd/node-state.js';
 import { meshInputsChanged, meshNodeChanged, nodeStateMeshesChanged } from '../../src/agent/mesh-changes.js';
-import { InboundActivity, foreignSpis, installedMesh, sequenceUsage, softLimitReached, type MeshKernelInput } from '../../src/agent/mesh-kernel.js';
+import { InboundActivity, OutboundDrain, foreignSpis, installedMesh, sequenceUsage, softLimitReached, type MeshKernelInput } from '../../src/agent/mesh-kernel.js';
 import { emptyAdvertisement, meshReport, progressed, readyPeers, shouldStart } from '../../src/agent/mesh-progress.js';
 import { meshEntriesSpec, meshTimers, meshView, nodeAddresses } from '../../src/agent/mesh-view.js';
 import type { RotationRecord } from '../../src/mesh/key-store.js';
@@ -173,6 +173,34 @@ describe('what a dump says of a mesh', () => {
     activity.observe(withPackets(9n), new Set([0x1001]), 4600);
     expect(activity.idle(0x1001, 2000, 4600)).toBe(true);
     expect(activity.idle(0x9999, 2000, 0)).toBe(true);
+  });
+
+  // The policy to b switched from 0x2002 to 0x2003 (the next SA), its selector the same.
+  const switched: MeshKernelInput = {
+    ...input,
+    observed: { states: [...observed.states, sa('192.0.2.1', '192.0.2.2', 0x2003)], policies: [out(0x2003, '192.0.2.2'), observed.policies[1]!] },
+    ownerOf: (key) => (key === stateKey(sa('192.0.2.1', '192.0.2.2', 0x2003).id) ? resource : input.ownerOf(key)),
+  };
+
+  it('keeps an outbound SA for the grace period after a policy of the mesh last pinned it (one first seen unpinned: from then)', () => {
+    const drain = new OutboundDrain();
+    const spis = (kept: SecurityAssociation[]) => kept.map((state) => state.id.spi);
+    drain.observe(input, 1000);
+    expect(spis(drain.kept(input, 2000, 1000))).toEqual([0x2002, 0x4004]);
+    drain.observe(switched, 1500);
+    expect(spis(drain.kept(switched, 2000, 2999))).toEqual([0x2002, 0x4004, 0x2003]);
+    expect(spis(drain.kept(switched, 2000, 3000))).toEqual([0x2003]);
+    // Gone from the kernel, then back (added again): unpinned from when it is seen again.
+    drain.observe({ ...switched, observed: { ...switched.observed, states: switched.observed.states.filter((state) => state.id.spi !== 0x2002) } }, 4000);
+    drain.observe(switched, 5000);
+    expect(spis(drain.kept(switched, 2000, 6999))).toEqual([0x2002, 0x2003]);
+  });
+
+  it('does not ask for a rotation for a draining outbound SA at its soft limit: it was replaced already', () => {
+    const atLimit = sa('192.0.2.1', '192.0.2.2', 0x2002, { lifetime: { ...DEFAULT_LIFETIME, softPacketLimit: 1000n }, observed: { current: { bytes: 0n, packets: 1000n, addTime: 0n, useTime: 0n } } as never });
+    const states = switched.observed.states.map((state) => (state.id.spi === 0x2002 ? atLimit : state));
+    expect(softLimitReached({ ...switched, observed: { ...switched.observed, states } })).toBe(false);
+    expect(softLimitReached({ ...input, observed: { ...observed, states: [atLimit] } })).toBe(true);
   });
 });
 

@@ -5,6 +5,10 @@
 // SIGKILL: not the rest of the batch, no rollback), then started again from its state
 // directory, ledger and kernel. After every single kernel change of every node, no outbound
 // policy may pin an SPI whose SA the node lacks: that is the packet XfrmOutNoStates counts.
+// Nor may an outbound SA go before the grace period has passed since a policy last pinned it: a
+// packet that found the policy just before its switch still looks for the old SA (the kernel
+// resolves templates after the policy lookup, without a lock), and is dropped as XfrmOutNoStates
+// too if it is gone (src/agent/mesh-kernel.ts OutboundDrain).
 // (MeshCluster's own `lossless` check runs between passes only; a replace of an outbound SA
 // or a delete ordered before the policy's switch happens inside one pass.)
 import { describe, expect, it } from 'vitest';
@@ -14,11 +18,12 @@ import { MeshCluster, type SimNode } from '../support/mesh-agents.js';
 
 const UID = '0b7e3f52-6c1d-4e8a-9f20-7d4c3b2a1e0f';
 const KILLED = 'c';
+const GRACE_MS = 2000;
 
 function meshObject(requests: MeshRotationRequest[] = []): IpsecMeshObject {
   return {
     metadata: { name: 'cluster', uid: UID, generation: 1 },
-    spec: { nodeSelector: { matchLabels: { mesh: 'on' } }, rotation: { gracePeriod: '2s', backstop: '1h', interval: '24h' } },
+    spec: { nodeSelector: { matchLabels: { mesh: 'on' } }, rotation: { gracePeriod: `${GRACE_MS / 1000}s`, backstop: '1h', interval: '24h' } },
     status: requests.length > 0 ? { rotationRequests: requests } : {},
   };
 }
@@ -46,10 +51,21 @@ interface Stop {
   reached?: () => void;
 }
 
-/** Applies each change on its own, checking every node after it; stops the killed node's agent at `stop.at`. */
+/** SPIs the node's outbound policies pin. */
+function pinned(node: SimNode): Set<number> {
+  return new Set(node.kernel.policies.filter((policy) => policy.id.direction === 'out').flatMap((policy) => policy.templates.map((template) => template.spi).filter((spi) => spi !== 0)));
+}
+
+/**
+ * Applies each change on its own, checking every node after it, and that an outbound SA is
+ * deleted no sooner than GRACE_MS after the node's policies stopped pinning it; stops the killed
+ * node's agent at `stop.at`. The kernel is the node's across a restart: so is what it records.
+ */
 function watchChanges(cluster: MeshCluster, node: SimNode, stop: Stop, seen: string[]): void {
   const kernel = node.kernel;
   const apply = kernel.apply.bind(kernel);
+  let pinnedNow = pinned(node);
+  const unpinnedAt = new Map<number, number>();
   kernel.apply = async (changes: readonly KernelChange[]): Promise<readonly KernelOutcome[]> => {
     const outcomes: KernelOutcome[] = [];
     for (const change of changes) {
@@ -57,7 +73,14 @@ function watchChanges(cluster: MeshCluster, node: SimNode, stop: Stop, seen: str
         stop.reached?.();
         return new Promise(() => undefined);
       }
+      if (change.op === 'delete-state' && change.id.destination !== node.address) {
+        const since = cluster.clock - (unpinnedAt.get(change.id.spi) ?? -Infinity);
+        if (pinnedNow.has(change.id.spi) || since < GRACE_MS) seen.push(`${node.name} deleted its outbound SA 0x${change.id.spi.toString(16)} ${pinnedNow.has(change.id.spi) ? 'while pinned' : `${since} ms after its policy stopped pinning it`}`);
+      }
       outcomes.push(...(await apply([change])));
+      const after = pinned(node);
+      for (const spi of pinnedNow) if (!after.has(spi)) unpinnedAt.set(spi, cluster.clock);
+      pinnedNow = after;
       for (const problem of pinsWithoutSa(cluster)) seen.push(`${problem}, after ${node.name}'s ${change.op}`);
     }
     return outcomes;
@@ -89,6 +112,8 @@ async function rotationWithKill(at: number): Promise<{ killed: boolean; changes:
   if (killed) cluster.restart(cluster.node(KILLED));
   await cluster.settle(40, 3000);
   for (const name of ['a', 'b', 'c']) expect(cluster.report(name)!.rotation, name).toMatchObject({ state: 'Done', generation: 2 });
+  // The drained SAs went: one outbound SA per peer is left on every node.
+  for (const node of cluster.nodes) expect(node.kernel.states.filter((sa) => sa.source === node.address).length, node.name).toBe(2);
   return { killed, changes, seen };
 }
 
