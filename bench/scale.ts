@@ -21,7 +21,7 @@
 // done by `make bootstrap`). Cleans up every namespace, process and directory it made.
 //
 //   npm run bench:scale [-- --nodes 50] [--policies 2000] [--resync-seconds 30] [--json FILE]
-//                       [--mesh-nodes N] [--mesh-rounds 1] [--mesh-kernel 6.1]
+//                       [--mesh-nodes N] [--mesh-rounds 1] [--mesh-max-concurrent 3] [--mesh-kernel 6.1]
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, uptime as osUptime, loadavg } from 'node:os';
@@ -54,6 +54,7 @@ const { values } = parseArgs({
     /** The mesh phase: 0 (the default) leaves it out. */
     'mesh-nodes': { type: 'string', default: '0' },
     'mesh-rounds': { type: 'string', default: '1' },
+    'mesh-max-concurrent': { type: 'string', default: String(MESH_ROTATION_DEFAULTS.maxConcurrent) },
     'mesh-kernel': { type: 'string', default: MESH_ROTATION_DEFAULTS.kernel },
   },
 });
@@ -65,7 +66,7 @@ if (!Number.isInteger(POLICIES) || POLICIES < NODES + 1) throw new Error('--poli
 const MESH: MeshRotationOptions | undefined =
   Number(values['mesh-nodes']) === 0
     ? undefined
-    : { ...MESH_ROTATION_DEFAULTS, nodes: Number(values['mesh-nodes']), rounds: Number(values['mesh-rounds']), kernel: values['mesh-kernel']!, log: (line) => process.stderr.write(`[bench:scale mesh] ${line}\n`) };
+    : { ...MESH_ROTATION_DEFAULTS, nodes: Number(values['mesh-nodes']), rounds: Number(values['mesh-rounds']), maxConcurrent: Number(values['mesh-max-concurrent']), kernel: values['mesh-kernel']!, log: (line) => process.stderr.write(`[bench:scale mesh] ${line}\n`) };
 if (MESH) checkMeshRotationOptions(MESH);
 
 const log = (line: string) => process.stderr.write(`[bench:scale] ${line}\n`);
