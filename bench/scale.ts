@@ -10,12 +10,18 @@
 //   - one edit of the fleet policy → each node reports the new generation Applied (p50/p99);
 //   - one agent stopped and started again → ready (its first reconcile converged);
 //   - controller and agent CPU seconds and peak RSS, API requests per second by verb
-//     (apiserver_request_total), open watches (apiserver_longrunning_requests).
+//     (apiserver_request_total), open watches (apiserver_longrunning_requests);
+//   - with `--mesh-nodes N` (off by default: it boots the test VM, whose TCG guest adds ten
+//     minutes and more, and the phases above need none of it), after those: an IpsecMesh of N
+//     nodes in the test VM (ESP needs the guest's kernel), the time for a rotation round to
+//     complete (status done, old SAs gone), median of `--mesh-rounds`; bench/mesh.ts's
+//     measurement, run after the host's processes are stopped so the two do not share the cores.
 //
 // Needs root (network namespaces) and the control plane build (scripts/build-controlplane.sh,
 // done by `make bootstrap`). Cleans up every namespace, process and directory it made.
 //
 //   npm run bench:scale [-- --nodes 50] [--policies 2000] [--resync-seconds 30] [--json FILE]
+//                       [--mesh-nodes N] [--mesh-rounds 1] [--mesh-max-concurrent 3] [--mesh-kernel 6.1]
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, uptime as osUptime, loadavg } from 'node:os';
@@ -29,6 +35,7 @@ import { check, kubectl } from '../test/infra/controlplane/tools.js';
 import { freePort } from '../test/infra/free-port.js';
 import { IpsecResources } from '../src/kube/client.js';
 import type { IpsecNodeState } from '../src/crd/node-state.js';
+import { checkMeshRotationOptions, measureMeshRotation, median, MESH_ROTATION_DEFAULTS, type MeshRotationOptions, type MeshRotationResult } from './mesh.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const CLI = join(ROOT, 'dist/bundle/ipsec-operator.mjs');
@@ -44,6 +51,11 @@ const { values } = parseArgs({
     /** How long to wait for a phase to converge before giving up on it. */
     'timeout-seconds': { type: 'string', default: '600' },
     json: { type: 'string' },
+    /** The mesh phase: 0 (the default) leaves it out. */
+    'mesh-nodes': { type: 'string', default: '0' },
+    'mesh-rounds': { type: 'string', default: '1' },
+    'mesh-max-concurrent': { type: 'string', default: String(MESH_ROTATION_DEFAULTS.maxConcurrent) },
+    'mesh-kernel': { type: 'string', default: MESH_ROTATION_DEFAULTS.kernel },
   },
 });
 const NODES = Number(values.nodes);
@@ -51,6 +63,11 @@ const POLICIES = Number(values.policies);
 const TIMEOUT_MS = Number(values['timeout-seconds']) * 1000;
 if (!Number.isInteger(NODES) || NODES < 1 || NODES > 250) throw new Error('--nodes must be 1..250');
 if (!Number.isInteger(POLICIES) || POLICIES < NODES + 1) throw new Error('--policies must be more than --nodes');
+const MESH: MeshRotationOptions | undefined =
+  Number(values['mesh-nodes']) === 0
+    ? undefined
+    : { ...MESH_ROTATION_DEFAULTS, nodes: Number(values['mesh-nodes']), rounds: Number(values['mesh-rounds']), maxConcurrent: Number(values['mesh-max-concurrent']), kernel: values['mesh-kernel']!, log: (line) => process.stderr.write(`[bench:scale mesh] ${line}\n`) };
+if (MESH) checkMeshRotationOptions(MESH);
 
 const log = (line: string) => process.stderr.write(`[bench:scale] ${line}\n`);
 const nodeName = (i: number) => `scale-n${String(i).padStart(3, '0')}`;
@@ -157,13 +174,43 @@ async function main(): Promise<void> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
 
+  let result: Result;
   try {
-    const result = await run(scratch, made);
-    print(result);
-    if (values.json) writeFileSync(values.json, `${JSON.stringify(result, null, 2)}\n`);
+    result = await run(scratch, made);
   } finally {
     await stopAll();
   }
+  const mesh = MESH ? await meshPhase(MESH) : undefined;
+  print(result, mesh);
+  if (values.json) writeFileSync(values.json, `${JSON.stringify({ ...result, ...(mesh ? { mesh } : {}) }, null, 2)}\n`);
+  if (mesh && 'error' in mesh) process.exitCode = 1;
+}
+
+type MeshPhase = MeshRotationResult | { readonly nodes: number; readonly error: string };
+
+/** bench/mesh.ts's measurement; a failure is reported in the table, not lost with the host's figures. */
+async function meshPhase(options: MeshRotationOptions): Promise<MeshPhase> {
+  log(`mesh phase: ${options.nodes} nodes in the test VM, ${options.rounds} round(s)`);
+  try {
+    return await measureMeshRotation(options);
+  } catch (error) {
+    log(`mesh phase failed: ${(error as Error).stack ?? String(error)}`);
+    return { nodes: options.nodes, error: (error as Error).message.split('\n')[0]! };
+  }
+}
+
+function meshRows(mesh: MeshPhase): [string, string, string][] {
+  if ('error' in mesh) return [[`IpsecMesh of ${mesh.nodes} nodes in the VM: rotation round`, `failed: ${mesh.error}`, '']];
+  const of = `median of ${mesh.rounds.length}`;
+  const s = (seconds: number) => `${seconds.toFixed(1)} s`;
+  const load = (l: readonly number[]) => l.map((x) => x.toFixed(1)).join(' ');
+  const members = `IpsecMesh, ${mesh.nodes} nodes`;
+  return [
+    [`${members} in the VM (kernel ${mesh.kernel}, maxConcurrent ${mesh.maxConcurrent}, grace ${mesh.grace}, load ${load(mesh.loadBefore)} → ${load(mesh.loadAfter)}): apply → Ready, one SA per direction`, s(mesh.readySeconds), ''],
+    [`${members}: rotation round, annotation → status done (${of})`, s(median(mesh.rounds.map((round) => round.statusSeconds))), ''],
+    [`${members}: rotation round, annotation → old SAs gone (${of})`, s(median(mesh.rounds.map((round) => round.settledSeconds))), ''],
+    [`${members}: guest memory after the rounds`, mesh.guestMemory.after, ''],
+  ];
 }
 
 interface Latencies {
@@ -435,7 +482,7 @@ async function run(scratch: string, made: { controlPlane?: ControlPlane; control
   };
 }
 
-function print(result: Result): void {
+function print(result: Result, mesh?: MeshPhase): void {
   const ms = (value: number) => (value >= 10_000 ? `${(value / 1000).toFixed(1)} s` : `${value.toFixed(0)} ms`);
   const counts = (byResult: Record<string, number>) =>
     Object.entries(byResult)
@@ -468,6 +515,7 @@ function print(result: Result): void {
       .join(', ');
     rows.push([`API requests/s by verb and resource, ${phase}${phase === 'quiet' ? ` (${result.quietSeconds} s, nothing changing)` : ''}`, text || '0', '']);
   }
+  if (mesh) rows.push(...meshRows(mesh));
   const widths = [0, 1, 2].map((column) => Math.max(...rows.map((row) => row[column]!.length), ['what', 'measured', 'target'][column]!.length));
   const line = (cells: readonly string[]) => `| ${cells.map((cell, column) => cell.padEnd(widths[column]!)).join(' | ')} |`;
   const out = [
