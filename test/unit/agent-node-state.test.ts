@@ -7,7 +7,7 @@ const at = (seconds: number) => new Date(Date.UTC(2026, 11, 2, 1, 0, seconds, 25
 
 const inputs: NodeStateInputs = {
   converged: true,
-  reports: [{ kind: 'SecurityAssociation', name: 'a-to-b', generation: 1, state: 'Applied', reason: 'Applied', entries: 1 }],
+  reports: [{ kind: 'SecurityAssociation', name: 'a-to-b', uid: 'uid-a-to-b', generation: 1, state: 'Applied', reason: 'Applied', entries: 1 }],
   kernelStates: 3,
   kernelPolicies: 2,
   owned: [{ target: 'state' }, { target: 'state' }, { target: 'policy' }],

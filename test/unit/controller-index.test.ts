@@ -6,21 +6,97 @@
 import { describe, expect, it } from 'vitest';
 import { ClusterIndex, type IndexedResource, type ResourceFacts } from '../../src/controller/cluster-index.js';
 import { buildErrors, findConflicts, judge, selectedNodes, type ClusterView } from '../../src/controller/analysis.js';
-import type { ResourceReport } from '../../src/crd/node-state.js';
+import type { LegacyResourceReport, ResourceReport, ResourceStanding } from '../../src/crd/node-state.js';
+import { appliedSetDigest } from '../../src/crd/applied-set.js';
 import { resourceName } from '../../src/model/ordering.js';
 import { policySpec, saSpec, TEST_KEYS } from '../support/entries.js';
 
-/** From-scratch facts of a view: the definition, sharing no code with the index. */
-function scratchFacts(view: ClusterView): ResourceFacts {
-  const conflicts = findConflicts(view);
-  return {
-    selectedNodes: (resource) => selectedNodes(resource.spec.nodeSelector, view.nodes),
-    report: (node, key) => view.reports.get(node)?.resources.find((report) => `${report.kind}/${report.name}` === key),
-    entriesRemaining: (key) =>
-      [...view.reports.values()].filter((report) => view.nodes.has(report.node)).reduce((sum, report) => sum + (report.resources.find((entry) => `${entry.kind}/${entry.name}` === key)?.entries ?? 0), 0),
-    buildErrors: (resource) => buildErrors(resource, view.secrets),
-    conflict: (key) => conflicts.get(key),
-  };
+/** What a node's IpsecNodeState says in the walk: the first format, or the bounded one with the set its digest is of. */
+type Written =
+  | { readonly format: 'legacy'; readonly reports: readonly LegacyResourceReport[] }
+  | { readonly format: 'digest'; readonly reports: readonly ResourceReport[]; readonly claimed: ReadonlyMap<string, Proven>; readonly unlisted: number };
+type Proven = { readonly uid: string | undefined; readonly generation: number };
+
+const keyOf = (report: { kind: string; name: string }) => `${report.kind}/${report.name}`;
+
+function standingOf(written: Written): ResourceStanding {
+  if (written.format === 'legacy') return written;
+  const members = [...written.claimed].map(([key, { uid, generation }]) => ({ kind: key.split('/')[0] as 'IpsecPolicy', name: key.split('/')[1]!, uid: uid ?? '', generation }));
+  return { format: 'digest', reports: written.reports, applied: appliedSetDigest(members), unlisted: written.unlisted };
+}
+
+/**
+ * The set a node is expected to have applied, from scratch: the resources that select it,
+ * are not being deleted, and that it does not list.
+ */
+function expectedSet(view: ClusterView, node: string, listed: readonly { kind: string; name: string }[]): Map<string, Proven> {
+  const labels = view.nodes.get(node);
+  const set = new Map<string, Proven>();
+  if (!labels) return set;
+  const keys = new Set(listed.map(keyOf));
+  for (const resource of view.resources) {
+    if (resource.metadata.deletionTimestamp || keys.has(resourceName(resource))) continue;
+    if (selectedNodes(resource.spec.nodeSelector, new Map([[node, labels]])).length === 0) continue;
+    set.set(resourceName(resource), { uid: resource.metadata.uid ?? '', generation: resource.metadata.generation ?? 0 });
+  }
+  return set;
+}
+
+const sameSet = (a: ReadonlyMap<string, Proven>, b: ReadonlyMap<string, Proven>) => a.size === b.size && [...a].every(([key, value]) => b.get(key)?.uid === value.uid && b.get(key)?.generation === value.generation);
+
+/**
+ * The proofs of the walk, from scratch after every step: the rule of docs/design.md ("Node
+ * reports") written out over whole sets, sharing no code with ../../src/controller/node-proof.ts.
+ */
+class ScratchProofs {
+  readonly written = new Map<string, Written>();
+  readonly proven = new Map<string, Map<string, Proven>>();
+
+  write(node: string, next: Written | undefined): void {
+    const before = this.written.get(node);
+    if (next === undefined) {
+      this.written.delete(node);
+      this.proven.delete(node);
+      return;
+    }
+    if (before?.format === 'legacy' && next.format === 'digest') {
+      const proven = this.proven.get(node) ?? new Map<string, Proven>();
+      for (const report of before.reports) if (report.state === 'Applied' && report.generation !== undefined) proven.set(keyOf(report), { uid: undefined, generation: report.generation });
+      this.proven.set(node, proven);
+    }
+    this.written.set(node, next);
+  }
+
+  settle(view: ClusterView): void {
+    for (const [node, written] of this.written) {
+      if (written.format !== 'digest' || written.unlisted > 0) continue;
+      const expected = expectedSet(view, node, written.reports);
+      if (sameSet(expected, written.claimed)) this.proven.set(node, expected);
+    }
+  }
+
+  facts(view: ClusterView): ResourceFacts {
+    const conflicts = findConflicts(view);
+    const listed = (node: string, key: string) => this.written.get(node)?.reports.find((report) => keyOf(report) === key);
+    return {
+      selectedNodes: (resource) => selectedNodes(resource.spec.nodeSelector, view.nodes),
+      report: (node, key) => {
+        const report = listed(node, key);
+        if (report) return report;
+        const proven = this.written.get(node)?.format === 'digest' ? this.proven.get(node)?.get(key) : undefined;
+        const resource = view.resources.find((candidate) => resourceName(candidate) === key);
+        if (!proven || !resource || (proven.uid !== undefined && proven.uid !== (resource.metadata.uid ?? ''))) return undefined;
+        return { kind: resource.kind, name: resource.metadata.name, generation: proven.generation, state: 'Applied' };
+      },
+      entriesRemaining: (key) =>
+        [...this.written].filter(([node]) => view.nodes.has(node)).reduce((sum, [node, written]) => {
+          const report = listed(node, key);
+          return sum + (report ? (report.entries ?? 0) : written.format === 'digest' && this.proven.get(node)?.has(key) ? 1 : 0);
+        }, 0),
+      buildErrors: (resource) => buildErrors(resource, view.secrets),
+      conflict: (key) => conflicts.get(key),
+    };
+  }
 }
 
 /** mulberry32: a seeded walk is reproducible from its seed. */
@@ -35,6 +111,18 @@ function random(seed: number): () => number {
   };
 }
 
+/** The status of an agent that applied exactly `applied` and lists `reports`. */
+function standing(applied: readonly IndexedResource[], reports: readonly ResourceReport[] = [], unlisted = 0): ResourceStanding {
+  const members = applied.map((resource) => ({ kind: resource.kind, name: resource.metadata.name, uid: resource.metadata.uid ?? '', generation: resource.metadata.generation ?? 0 }));
+  return { format: 'digest', applied: appliedSetDigest(members), reports, unlisted };
+}
+
+/** An SA the index holds, by key (the setup's SAs select every node). */
+function saOf(index: ClusterIndex, key: string): IndexedResource {
+  const name = key.slice('SecurityAssociation/'.length);
+  return { apiVersion: 'ipsec.xfrm.io/v1alpha1', kind: 'SecurityAssociation', metadata: { name, generation: 1, resourceVersion: name }, spec: saSpec({ spi: 0x100 + Number(name.slice(2)) }) } as IndexedResource;
+}
+
 const SELECTORS = [undefined, { matchLabels: { role: 'a' } }, { matchLabels: { role: 'b' } }, { matchExpressions: [{ key: 'role', operator: 'Exists' as const }] }];
 
 describe('the cluster index', () => {
@@ -45,11 +133,14 @@ describe('the cluster index', () => {
     const resources = new Map<string, IndexedResource>();
     const nodes = new Map<string, Record<string, string>>();
     const secrets = new Map<string, Map<string, Buffer>>();
-    const reports = new Map<string, { node: string; resources: ResourceReport[] }>();
+    const scratch = new ScratchProofs();
     let version = 0;
-    const view = (): ClusterView => ({ resources: [...resources.values()], nodes, secrets, reports });
+    let uids = 0;
+    // The scratch facts read the walk's own record of what each node wrote, not this view's reports.
+    const view = (): ClusterView => ({ resources: [...resources.values()], nodes, secrets, reports: new Map() });
     const verdicts = () => {
-      const facts = scratchFacts(view());
+      scratch.settle(view());
+      const facts = scratch.facts(view());
       return new Map([...resources.values()].map((resource) => [resourceName(resource), JSON.stringify(judge(resource, facts))]));
     };
     let before = verdicts();
@@ -65,12 +156,14 @@ describe('the cluster index', () => {
           kind === 'SecurityAssociation'
             ? saSpec({ spi: pick([0x100, 0x101]), aead: { algorithm: 'rfc4106(gcm(aes))', icvLength: 128, keyRef: { name: pick(['keys', 'other']), key: 'gcm128' } }, ...(nodeSelector ? { nodeSelector } : {}) })
             : policySpec({ selector: { source: '10.0.0.1/32', destination: pick(['10.0.0.2/32', '10.0.0.3/32']) }, ...(nodeSelector ? { nodeSelector } : {}) });
-        const existing = resources.get(`${kind}/${name}`);
+        // Now and then deleted and created again under its name: a new uid, generation 1.
+        const existing = next() < 0.1 ? undefined : resources.get(`${kind}/${name}`);
         const resource = {
           apiVersion: 'ipsec.xfrm.io/v1alpha1',
           kind,
           metadata: {
             name,
+            uid: existing?.metadata.uid ?? `uid-${++uids}`,
             generation: (existing?.metadata.generation ?? 0) + 1,
             resourceVersion: String(++version),
             creationTimestamp: existing?.metadata.creationTimestamp ?? `2026-12-02T00:00:0${Math.floor(next() * 3)}Z`,
@@ -100,18 +193,34 @@ describe('the cluster index', () => {
         touched = index.setNode(name, labels);
       } else {
         const node = pick(['n1', 'n2', 'n3']);
-        const sent =
-          next() < 0.15
-            ? undefined
-            : [...resources.values()]
-                .filter(() => next() < 0.6)
-                .map((resource): ResourceReport => {
-                  const state = pick(['Applied', 'Failed', 'Removed'] as const);
-                  return { kind: resource.kind, name: resource.metadata.name, generation: resource.metadata.generation ?? 0, state, ...(state === 'Failed' ? { reason: 'KernelRejected', message: 'no' } : {}), entries: Math.floor(next() * 2) };
-                });
-        if (sent) reports.set(node, { node, resources: sent });
-        else reports.delete(node);
-        touched = index.setNodeState(node, node, sent);
+        const roll = next();
+        const failedOrRemoved = (resource: IndexedResource): ResourceReport => {
+          const state = pick(['Failed', 'Removed'] as const);
+          return { kind: resource.kind, name: resource.metadata.name, generation: resource.metadata.generation ?? 0, state, ...(state === 'Failed' ? { reason: 'KernelRejected', message: 'no' } : {}), entries: Math.floor(next() * 2) };
+        };
+        let sent: Written | undefined;
+        if (roll < 0.15) sent = undefined;
+        else if (roll < 0.35) {
+          // An agent of the first format: a report per resource, Applied ones too.
+          const legacy = [...resources.values()]
+            .filter(() => next() < 0.6)
+            .map((resource): LegacyResourceReport => (next() < 0.5 ? { kind: resource.kind, name: resource.metadata.name, generation: resource.metadata.generation ?? 0, state: 'Applied', entries: 1 } : failedOrRemoved(resource)));
+          sent = { format: 'legacy', reports: legacy };
+        } else {
+          const listed = [...resources.values()].filter(() => next() < 0.25).map(failedOrRemoved);
+          // Mostly the very set the controller expects (a proof), else one the agent is behind
+          // or ahead with (a member missing, one at another generation).
+          const claimed = expectedSet(view(), node, listed);
+          const shape = next();
+          if (shape > 0.5 && claimed.size > 0) {
+            const victim = pick([...claimed.keys()]);
+            if (shape < 0.75) claimed.delete(victim);
+            else claimed.set(victim, { ...claimed.get(victim)!, generation: claimed.get(victim)!.generation - 1 });
+          }
+          sent = { format: 'digest', reports: listed, claimed, unlisted: next() < 0.1 ? 1 : 0 };
+        }
+        scratch.write(node, sent);
+        touched = index.setNodeState(node, node, sent && standingOf(sent));
       }
       const after = verdicts();
       for (const resource of resources.values()) {
@@ -191,15 +300,18 @@ describe('the cluster index', () => {
       expect(index.setNode('node-4', { 'ipsec.xfrm.io/node': 'node-4', pool: 'even', rack: 'r1' }).size).toBe(0);
     });
 
-    it('an IpsecNodeState: only the resources whose report changed', () => {
+    it('an IpsecNodeState: only the resources whose standing changed', () => {
       const { index, policies } = setup();
       const mine = policies.filter((_, i) => i % NODES === 5);
-      const reports = mine.map((policy): ResourceReport => ({ kind: 'IpsecPolicy', name: policy.metadata.name, generation: 1, state: 'Applied', entries: 1 }));
-      expect(index.setNodeState('node-5', 'node-5', reports).size).toBe(40);
-      // The agent's next write with one report moved on: one resource.
-      const moved = reports.map((report, i) => (i === 3 ? { ...report, state: 'Failed' as const, reason: 'KernelRejected', message: 'EINVAL' } : report));
+      const sas = [...index.keys()].filter((key) => key.startsWith('SecurityAssociation/'));
+      // node-5 applied its 40 policies and the 4 SAs every node selects: a proof of 44.
+      const all = [...mine, ...sas.map((key) => saOf(index, key))];
+      expect(index.setNodeState('node-5', 'node-5', standing(all)).size).toBe(44);
+      // The agent's next write with one resource failed: one resource.
+      const failed: ResourceReport = { kind: 'IpsecPolicy', name: mine[3]!.metadata.name, generation: 1, state: 'Failed', reason: 'KernelRejected', message: 'EINVAL' };
+      const moved = standing(all.filter((resource) => resource !== mine[3]), [failed]);
       expect([...index.setNodeState('node-5', 'node-5', moved)]).toEqual([`IpsecPolicy/${mine[3]!.metadata.name}`]);
-      // The same reports again (a write of other fields, say the kernel's counts): nothing.
+      // The same again (a write of other fields, say the kernel's counts): nothing.
       expect(index.setNodeState('node-5', 'node-5', moved).size).toBe(0);
     });
 
