@@ -101,7 +101,8 @@ export class ClusterIndex implements ResourceFacts {
     const touched = new Set([key]);
     const identities = new Set<string>();
     if (previous) this.forget(key, previous, identities);
-    const entry = { resource, ...this.build(resource), member: memberOf(resource) };
+    const member = previous && previous.member.uid === (resource.metadata.uid ?? '') && previous.member.generation === (resource.metadata.generation ?? 0) ? previous.member : memberOf(resource);
+    const entry = { resource, ...this.build(resource), member };
     this.remember(key, entry, identities);
     for (const changed of this.regroup(identities, [key])) touched.add(changed);
     for (const changed of this.refreshEverywhere(key)) touched.add(changed);

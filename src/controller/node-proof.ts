@@ -47,7 +47,8 @@ export class NodeProof {
   /** Sets the expected membership of `key`; returns whether it changed. */
   setMember(key: string, member: Member | undefined): boolean {
     const previous = this.expected.get(key);
-    if (previous === member) return false;
+    // The same uid and generation (a write of the resource's status, say): nothing to prove.
+    if (previous === member || (previous && member && previous.uid === member.uid && previous.generation === member.generation)) return false;
     if (previous) this.sum.remove(previous.hash);
     if (member) {
       this.expected.set(key, member);

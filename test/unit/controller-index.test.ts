@@ -5,7 +5,7 @@
 // counted on a cluster of 2,000 policies and 50 nodes).
 import { describe, expect, it } from 'vitest';
 import { ClusterIndex, type IndexedResource, type ResourceFacts } from '../../src/controller/cluster-index.js';
-import { buildErrors, findConflicts, judge, selectedNodes, type ClusterView } from '../../src/controller/analysis.js';
+import { buildErrors, findConflicts, judge, selectedNodes, type ClusterView, type Verdict } from '../../src/controller/analysis.js';
 import type { LegacyResourceReport, ResourceReport, ResourceStanding } from '../../src/crd/node-state.js';
 import { appliedSetDigest } from '../../src/crd/applied-set.js';
 import { resourceName } from '../../src/model/ordering.js';
@@ -322,6 +322,130 @@ describe('the cluster index', () => {
       expect(index.conflict('IpsecPolicy/twin')).toEqual({ winner: 'IpsecPolicy/p0', nodes: ['node-0'] });
       expect([...index.removeResource(policies[0]!)].sort()).toEqual(['IpsecPolicy/p0', 'IpsecPolicy/twin']);
       expect(index.conflict('IpsecPolicy/twin')).toBeUndefined();
+    });
+  });
+
+  describe('the bounded IpsecNodeState: reports for what is not applied, a proof for the rest', () => {
+    const NODES = 50;
+    const policy = (i: number, generation = 1, node = i % NODES): IndexedResource =>
+      ({
+        apiVersion: 'ipsec.xfrm.io/v1alpha1',
+        kind: 'IpsecPolicy',
+        metadata: { name: `p${i}`, uid: `uid-p${i}`, generation, resourceVersion: `p${i}-${generation}`, creationTimestamp: '2026-12-02T00:00:00Z' },
+        spec: policySpec({ selector: { source: '10.0.0.1/32', destination: `10.${(i >> 8) & 255}.${i & 255}.1/32` }, nodeSelector: { matchLabels: { 'ipsec.xfrm.io/node': `node-${node}` } } }),
+      }) as IndexedResource;
+    /** 2,000 policies on 50 nodes, every node's agent caught up. */
+    const caughtUp = () => {
+      const index = new ClusterIndex();
+      for (let node = 0; node < NODES; node++) index.setNode(`node-${node}`, { 'ipsec.xfrm.io/node': `node-${node}` });
+      const policies = Array.from({ length: 2000 }, (_, i) => policy(i));
+      for (const resource of policies) index.upsertResource(resource);
+      const on = (node: number, list: readonly IndexedResource[]) => list.filter((resource) => resource.spec.nodeSelector?.matchLabels?.['ipsec.xfrm.io/node'] === `node-${node}`);
+      for (let node = 0; node < NODES; node++) index.setNodeState(`node-${node}`, `node-${node}`, standing(on(node, policies)));
+      return { index, policies, on };
+    };
+    const verdictsOf = (index: ClusterIndex, resources: readonly IndexedResource[]) => new Map(resources.map((resource) => [resourceName(resource), judge(resource, index)]));
+
+    it('applied through the digest alone: every policy Ready, with no report listed', () => {
+      const { index, policies } = caughtUp();
+      const verdicts = verdictsOf(index, policies);
+      expect([...verdicts.values()].every((verdict) => verdict.ready && verdict.reason === 'Applied' && verdict.nodes.applied === 1)).toBe(true);
+    });
+
+    it('a failure listed: that policy fails with the node\'s reason and message, the node\'s others stay Applied', () => {
+      const { index, policies, on } = caughtUp();
+      const mine = on(7, policies);
+      const failed: ResourceReport = { kind: 'IpsecPolicy', name: 'p7', generation: 1, state: 'Failed', reason: 'KernelRejected', message: 'the kernel refused it (EINVAL)' };
+      expect([...index.setNodeState('node-7', 'node-7', standing(mine.slice(1), [failed]))]).toEqual(['IpsecPolicy/p7']);
+      expect(judge(policies[7]!, index)).toMatchObject({ ready: false, reason: 'KernelRejected', message: 'node-7: the kernel refused it (EINVAL)' });
+      for (const resource of mine.slice(1)) expect(judge(resource, index).ready).toBe(true);
+    });
+
+    it('an edit of one policy: only it waits, and none of the node\'s others leaves Ready at any step', () => {
+      const { index, policies, on } = caughtUp();
+      const before = verdictsOf(index, policies);
+      const edited = policy(7, 2);
+      const current = policies.map((resource) => (resource.metadata.name === 'p7' ? edited : resource));
+      const others = (verdicts: Map<string, Verdict>) => [...verdicts].filter(([key]) => key !== 'IpsecPolicy/p7');
+      // 1. The controller sees the edit first: only p7 is enqueued, and only p7 waits.
+      expect([...index.upsertResource(edited)]).toEqual(['IpsecPolicy/p7']);
+      let after = verdictsOf(index, current);
+      expect(others(after)).toEqual(others(before));
+      expect(after.get('IpsecPolicy/p7')).toMatchObject({ ready: false, reason: 'Pending', message: 'waiting for node node-7' });
+      // 2. node-7 writes again before it caught up (its digest is of the old set): nothing moves.
+      expect(index.setNodeState('node-7', 'node-7', standing(on(7, policies))).size).toBe(0);
+      after = verdictsOf(index, current);
+      expect(others(after)).toEqual(others(before));
+      expect(after.get('IpsecPolicy/p7')!.reason).toBe('Pending');
+      // 3. node-7 applied generation 2: p7 alone moves, to Ready.
+      expect([...index.setNodeState('node-7', 'node-7', standing(on(7, current)))]).toEqual(['IpsecPolicy/p7']);
+      after = verdictsOf(index, current);
+      expect(others(after)).toEqual(others(before));
+      expect(after.get('IpsecPolicy/p7')).toMatchObject({ ready: true, reason: 'Applied' });
+    });
+
+    it('the agent first: a digest of a set the controller does not expect yet proves nothing until the controller sees the edit', () => {
+      const { index, policies, on } = caughtUp();
+      const edited = policy(7, 2);
+      const current = policies.map((resource) => (resource.metadata.name === 'p7' ? edited : resource));
+      expect(index.setNodeState('node-7', 'node-7', standing(on(7, current))).size).toBe(0);
+      // Still generation 1 in the controller's cache, proved before: Ready.
+      expect(judge(policies[7]!, index).ready).toBe(true);
+      // The edit arrives: the node's digest now matches, and p7 is Ready at generation 2 at once.
+      expect([...index.upsertResource(edited)]).toEqual(['IpsecPolicy/p7']);
+      expect(judge(edited, index)).toMatchObject({ ready: true, reason: 'Applied' });
+    });
+
+    it('a node that has not caught up: a new policy waits there, and a deletion waits for its report', () => {
+      const { index, policies, on } = caughtUp();
+      const added = policy(2000, 1, 3);
+      expect([...index.upsertResource(added)]).toEqual(['IpsecPolicy/p2000']);
+      expect(judge(added, index)).toMatchObject({ ready: false, reason: 'Pending', message: 'waiting for node node-3' });
+      // p3 is deleted; node-3 (behind) has not seen it: its last proof holds p3, so its entries remain.
+      const deleting = { ...policies[3]!, metadata: { ...policies[3]!.metadata, resourceVersion: 'p3-deleting', deletionTimestamp: '2026-12-02T01:00:00Z' } } as IndexedResource;
+      index.upsertResource(deleting);
+      expect(judge(deleting, index)).toMatchObject({ reason: 'Deleting', entriesRemaining: 1 });
+      // node-3 caught up: it applied p2000 and removed p3 (listed Removed, 0 entries).
+      const removed: ResourceReport = { kind: 'IpsecPolicy', name: 'p3', generation: 1, state: 'Removed', reason: 'Removed', entries: 0 };
+      const touched = index.setNodeState('node-3', 'node-3', standing([...on(3, policies).filter((resource) => resource.metadata.name !== 'p3'), added], [removed]));
+      expect([...touched].sort()).toEqual(['IpsecPolicy/p2000', 'IpsecPolicy/p3']);
+      expect(judge(added, index).ready).toBe(true);
+      expect(judge(deleting, index)).toMatchObject({ reason: 'Deleting', entriesRemaining: 0 });
+    });
+
+    it('a node that cannot list all its reports proves nothing meanwhile', () => {
+      const { index, policies, on } = caughtUp();
+      const edited = policy(7, 2);
+      index.upsertResource(edited);
+      const current = policies.map((resource) => (resource.metadata.name === 'p7' ? edited : resource));
+      expect(index.setNodeState('node-7', 'node-7', standing(on(7, current), [], 1)).size).toBe(0);
+      expect(judge(edited, index).reason).toBe('Pending');
+    });
+
+    it('a policy deleted and created again under its name is another resource: a proof of the old uid does not count', () => {
+      const { index, policies } = caughtUp();
+      const again = { ...policies[7]!, metadata: { ...policies[7]!.metadata, uid: 'uid-p7-again', resourceVersion: 'p7-again' } } as IndexedResource;
+      expect([...index.upsertResource(again)]).toEqual(['IpsecPolicy/p7']);
+      expect(judge(again, index).reason).toBe('Pending');
+    });
+
+    it('an agent of the first format is read as before, and its upgrade flips nothing to Pending', () => {
+      const { index, policies, on } = caughtUp();
+      const mine = on(9, policies);
+      const legacy: ResourceStanding = { format: 'legacy', reports: mine.map((resource) => ({ kind: 'IpsecPolicy', name: resource.metadata.name, generation: 1, state: 'Applied', entries: 1 })) };
+      // The first format's Applied reports, read as they are: nothing moves.
+      index.setNodeState('node-9', 'node-9', legacy);
+      const before = verdictsOf(index, mine);
+      expect([...before.values()].every((verdict) => verdict.ready)).toBe(true);
+      // Upgraded, but behind (it has not seen a policy added meanwhile): the old Applied reports stand.
+      const added = policy(2009, 1, 9);
+      index.upsertResource(added);
+      index.setNodeState('node-9', 'node-9', standing(mine));
+      expect(verdictsOf(index, mine)).toEqual(before);
+      // Caught up: proved, still Ready, and the new one too.
+      index.setNodeState('node-9', 'node-9', standing([...mine, added]));
+      expect(verdictsOf(index, mine)).toEqual(before);
+      expect(judge(added, index).ready).toBe(true);
     });
   });
 });
