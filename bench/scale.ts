@@ -36,6 +36,7 @@ import { freePort } from '../test/infra/free-port.js';
 import { IpsecResources } from '../src/kube/client.js';
 import type { IpsecNodeState } from '../src/crd/node-state.js';
 import { checkMeshRotationOptions, measureMeshRotation, median, MESH_ROTATION_DEFAULTS, type MeshRotationOptions, type MeshRotationResult } from './mesh.js';
+import { appliedSetDigest } from '../src/crd/applied-set.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const CLI = join(ROOT, 'dist/bundle/ipsec-operator.mjs');
@@ -334,7 +335,7 @@ async function run(scratch: string, made: { controlPlane?: ControlPlane; control
   // What the bench watches: node states (per-node convergence) and policies (controller status).
   const resources = new IpsecResources(admin);
   const nodeStates = resources.informer<IpsecNodeState>('ipsecnodestates');
-  type PolicyObject = { metadata: { name: string; generation?: number }; status?: { observedGeneration?: number; conditions?: { type: string; status: string; observedGeneration?: number }[] } };
+  type PolicyObject = { metadata: { name: string; uid?: string; generation?: number }; status?: { observedGeneration?: number; conditions?: { type: string; status: string; observedGeneration?: number }[] } };
   const policies = resources.informer<PolicyObject & { kind?: string; apiVersion?: string }>('ipsecpolicies');
   /** Node → policy name → the generation it must report Applied. */
   const expected = new Map<string, Map<string, number>>();
@@ -346,12 +347,26 @@ async function run(scratch: string, made: { controlPlane?: ControlPlane; control
   }
   const appliedAt = new Map<string, number>();
   let phaseStart = 0;
+  /** Nodes whose state arrived before the bench saw the uid of one of their policies: checked again when it does. */
+  const waitingForUid = new Set<string>();
+  // A node applied what it must when its status lists no report and its applied set is the
+  // expected one: the digest (src/crd/applied-set.ts) of those policies at those generations.
   const nodeApplied = (state: IpsecNodeState): boolean => {
-    const want = expected.get(state.spec?.nodeName ?? '');
-    if (!want) return false;
-    let count = 0;
-    for (const report of state.status?.resources ?? []) if (report.state === 'Applied' && want.get(report.name) === report.generation) count++;
-    return count === want.size;
+    const node = state.spec?.nodeName ?? '';
+    const want = expected.get(node);
+    const status = state.status;
+    if (!want || status?.applied === undefined || (status.resources?.length ?? 0) > 0) return false;
+    const members = [];
+    for (const [name, generation] of want) {
+      const uid = policies.get(name)?.metadata.uid;
+      if (uid === undefined) {
+        waitingForUid.add(node);
+        return false;
+      }
+      members.push({ kind: 'IpsecPolicy' as const, name, uid, generation });
+    }
+    const digest = appliedSetDigest(members);
+    return status.applied.resources === digest.resources && status.applied.digest === digest.digest;
   };
   const onState = (state: IpsecNodeState) => {
     const node = state.spec?.nodeName ?? '';
@@ -366,7 +381,20 @@ async function run(scratch: string, made: { controlPlane?: ControlPlane; control
     else readyNames.delete(policy.metadata.name);
     readyPolicies = readyNames.size;
   };
-  policies.addHandlers({ add: onPolicy, update: (_old, policy) => onPolicy(policy), delete: (policy) => readyNames.delete(policy.metadata.name) });
+  const recheckWaiting = () => {
+    if (waitingForUid.size === 0) return;
+    const nodes = [...waitingForUid];
+    waitingForUid.clear();
+    for (const node of nodes) {
+      const state = nodeStates.get(node);
+      if (state) onState(state);
+    }
+  };
+  policies.addHandlers({
+    add: (policy) => (onPolicy(policy), recheckWaiting()),
+    update: (_old, policy) => onPolicy(policy),
+    delete: (policy) => readyNames.delete(policy.metadata.name),
+  });
   nodeStates.start();
   policies.start();
   await nodeStates.waitForSync();

@@ -10,7 +10,7 @@
  * message): never key bytes.
  */
 import type { EventSubject } from '../kube/events.js';
-import type { ResourceReport } from '../crd/node-state.js';
+import type { ResourceOutcome } from './node-state-report.js';
 import type { IpsecResource } from '../crd/types.js';
 import { API_GROUP, API_VERSION } from '../crd/types.js';
 import { describeState } from '../plan/describe.js';
@@ -33,7 +33,7 @@ export class AgentEvents {
   ) {}
 
   /** After a pass: Events for resources whose key became NeedsRekey or Expired on this node. */
-  reports(reports: readonly ResourceReport[], resources: readonly IpsecResource[]): void {
+  reports(reports: readonly ResourceOutcome[], resources: readonly IpsecResource[]): void {
     const seen = new Set<string>();
     for (const report of reports) {
       const name = `${report.kind}/${report.name}`;

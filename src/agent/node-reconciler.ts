@@ -19,7 +19,7 @@ import { describeStep } from '../plan/describe.js';
 import { stateKey } from '../plan/identity.js';
 import { refusedEncapsulations } from './encap-sockets.js';
 import { exemptionOptOuts, withEncapExemptions } from './encap-exemptions.js';
-import type { ResourceReport } from '../crd/node-state.js';
+import type { ResourceOutcome } from './node-state-report.js';
 import type { SecurityAssociation } from '../xfrm/types.js';
 
 export interface NodeInputs {
@@ -43,7 +43,8 @@ export interface NodeInputs {
 }
 
 export interface NodeReconcileResult {
-  readonly reports: ResourceReport[];
+  /** Every selected resource (and every one this node still holds entries of), Applied ones too. */
+  readonly reports: ResourceOutcome[];
   /** Steps the kernel accepted and kept, over every round. */
   readonly applied: readonly Step[];
   /** Kernel refusals, over every round (each set its resource aside). */
@@ -141,10 +142,10 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
 
   const entriesByResource = new Map<string, number>();
   for (const record of ownership.records().values()) entriesByResource.set(record.resource, (entriesByResource.get(record.resource) ?? 0) + 1);
-  const reports: ResourceReport[] = selected.map((resource) => {
+  const reports: ResourceOutcome[] = selected.map((resource): ResourceOutcome => {
     const name = resourceName(resource);
     const entries = entriesByResource.get(name) ?? 0;
-    const base = { kind: resource.kind, name: resource.metadata.name, generation: resource.metadata.generation ?? 0, entries };
+    const base = { kind: resource.kind, name: resource.metadata.name, uid: resource.metadata.uid ?? '', generation: resource.metadata.generation ?? 0, entries };
     if (resource.metadata.deletionTimestamp) return { ...base, state: entries === 0 ? 'Removed' : 'Failed', reason: entries === 0 ? 'Removed' : 'Deleting', message: entries === 0 ? 'entries removed' : 'entries not yet removed' };
     const failure = failures.get(name);
     if (failure) return { ...base, state: 'Failed', reason: failure.reason, message: failure.message };

@@ -5,8 +5,28 @@
  */
 import { setCondition, type Condition } from '../kube/conditions.js';
 import { statusEqual } from '../kube/status.js';
-import type { EncapsulationSocketReport, IpsecNodeStateStatus, ResourceReport } from '../crd/node-state.js';
+import { MAX_LISTED_REPORTS, MAX_REPORT_MESSAGE, type EncapsulationSocketReport, type IpsecNodeStateStatus, type ResourceReport } from '../crd/node-state.js';
 import type { NodeMeshReport } from '../crd/mesh-contract.js';
+import { appliedSetDigest } from '../crd/applied-set.js';
+import { capMessage } from '../crd/echo.js';
+
+/**
+ * How one selected resource (or one this node still holds entries of) came out of a pass
+ * (./node-reconciler.ts). Applied ones carry what the digest of `status.applied` needs; the
+ * others become the reports of `status.resources`.
+ */
+export type ResourceOutcome =
+  | (ResourceReport & { readonly uid?: string })
+  | {
+      readonly kind: ResourceReport['kind'];
+      readonly name: string;
+      readonly uid: string;
+      readonly generation: number;
+      readonly state: 'Applied';
+      readonly reason?: string;
+      readonly message?: string;
+      readonly entries?: number;
+    };
 
 /**
  * How stale lastAttemptTime and lastSyncTime may grow while nothing else changes. Refreshing
@@ -18,7 +38,7 @@ export const HEARTBEAT_SECONDS = 300;
 
 export interface NodeStateInputs {
   readonly converged: boolean;
-  readonly reports: readonly ResourceReport[];
+  readonly reports: readonly ResourceOutcome[];
   /** Entries in the kernel dump after the pass. */
   readonly kernelStates: number;
   readonly kernelPolicies: number;
@@ -65,6 +85,7 @@ export function nodeStateStatus(inputs: NodeStateInputs): IpsecNodeStateStatus &
 
 function freshStatus(inputs: NodeStateInputs): IpsecNodeStateStatus & { readonly conditions: Condition[] } {
   const failed = inputs.reports.filter((report) => report.state === 'Failed').length;
+  const { applied, listed, unlisted } = resourcesPart(inputs.reports);
   const conditions = setCondition(
     [...inputs.conditions],
     inputs.converged && failed === 0
@@ -92,11 +113,36 @@ function freshStatus(inputs: NodeStateInputs): IpsecNodeStateStatus & { readonly
       foreignPolicies: Math.max(0, inputs.kernelPolicies - ownedPolicies),
     },
     driftRepairs: inputs.driftRepairs,
-    resources: inputs.reports,
+    applied,
+    resources: listed,
+    ...(unlisted > 0 ? { unlistedReports: unlisted } : {}),
     encapsulationSockets: inputs.encapsulationSockets,
     ...meshesOf(inputs),
     conditions,
   };
+}
+
+/**
+ * The bounded form of the pass's outcomes: the applied ones as a count and a digest, the others
+ * listed (at most MAX_LISTED_REPORTS, removals first: a deletion waits for them) with their
+ * messages capped, and the rest counted. The order within each group is the pass's (resources
+ * by age), so the same outcomes give the same status and no write.
+ */
+function resourcesPart(outcomes: readonly ResourceOutcome[]): { applied: NonNullable<IpsecNodeStateStatus['applied']>; listed: ResourceReport[]; unlisted: number } {
+  const appliedMembers = [];
+  const removals: ResourceReport[] = [];
+  const others: ResourceReport[] = [];
+  for (const outcome of outcomes) {
+    if (outcome.state === 'Applied') {
+      appliedMembers.push({ kind: outcome.kind, name: outcome.name, uid: outcome.uid, generation: outcome.generation });
+      continue;
+    }
+    const { uid: _uid, ...report } = outcome;
+    const capped = report.message === undefined ? report : { ...report, message: capMessage(report.message, MAX_REPORT_MESSAGE) };
+    (report.state === 'Removed' || report.reason === 'Deleting' ? removals : others).push(capped);
+  }
+  const all = [...removals, ...others];
+  return { applied: appliedSetDigest(appliedMembers), listed: all.slice(0, MAX_LISTED_REPORTS), unlisted: Math.max(0, all.length - MAX_LISTED_REPORTS) };
 }
 
 /** Absent when there are none: a cluster without meshes writes what it wrote before meshes existed. */

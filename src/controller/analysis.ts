@@ -16,12 +16,13 @@ import { selectsNode } from '../model/node-selector.js';
 import { policyKey, stateKey } from '../plan/identity.js';
 import { compareResourceAge, resourceName } from '../model/ordering.js';
 import { capMessage } from '../crd/echo.js';
-import type { ResourceReport } from '../crd/node-state.js';
+import type { ResourceStanding } from '../crd/node-state.js';
 import { ClusterIndex, type ResourceFacts } from './cluster-index.js';
 
 export interface NodeReport {
   readonly node: string;
-  readonly resources: readonly ResourceReport[];
+  /** Its IpsecNodeState's reports and applied set (../crd/node-state.ts resourceStanding). */
+  readonly standing: ResourceStanding;
 }
 
 export interface ClusterView {
@@ -103,7 +104,7 @@ export function viewFacts(view: ClusterView): ClusterIndex {
   const index = new ClusterIndex();
   for (const [name, labels] of view.nodes) index.setNode(name, labels);
   for (const [name, data] of view.secrets) index.setSecret(name, data);
-  for (const [node, report] of view.reports) index.setNodeState(node, report.node, report.resources);
+  for (const [node, report] of view.reports) index.setNodeState(node, report.node, report.standing);
   for (const resource of view.resources) index.upsertResource(resource);
   return index;
 }

@@ -8,18 +8,22 @@
  * errors, the kernel identity it asks for, the Secrets the build looked up), redone only when
  * the resource or one of those Secrets changes; resources are grouped by identity, and
  * conflicts are worked out within a group only (two resources can only conflict when they ask
- * for the same identity). Reports are indexed by node and resource, so a verdict reads its
- * nodes' reports without scanning anyone else's.
+ * for the same identity). Per node, ./node-proof.ts keeps the reports its agent listed and the
+ * applied set it last proved, with the expected set's digest kept member by member, so a
+ * verdict reads its nodes' standing without scanning anyone else's, and an IpsecNodeState
+ * event costs what changed in it.
  *
  * Pure: no I/O, no clock. The controller feeds it from its informers' events; tests feed it
  * directly and count `builds` to show the work per change.
  */
 import type { IpsecResource } from '../crd/types.js';
-import type { ResourceReport } from '../crd/node-state.js';
+import type { LegacyResourceReport, ResourceStanding } from '../crd/node-state.js';
+import { memberHash } from '../crd/applied-set.js';
 import { buildSecurityAssociation, buildSecurityPolicy, type BuildContext, type BuildError } from '../model/build.js';
 import { selectsNode } from '../model/node-selector.js';
 import { compareResourceAge, resourceName } from '../model/ordering.js';
 import { policyKey, stateKey } from '../plan/identity.js';
+import { NodeProof, type Member } from './node-proof.js';
 
 export type IndexedResource = IpsecResource & { metadata: { creationTimestamp?: string; resourceVersion?: string } };
 export type Labels = Readonly<Record<string, string>>;
@@ -37,9 +41,15 @@ export interface Conflict {
 export interface ResourceFacts {
   /** Names of the nodes the selector matches, sorted. */
   selectedNodes(resource: IndexedResource): string[];
-  /** The report of `node` about `key`, if that node's agent sent one. */
-  report(node: string, key: string): ResourceReport | undefined;
-  /** Kernel entries of `key` still held on nodes that exist. */
+  /**
+   * How `key` stands on `node`: the report its agent listed, else Applied at the generation
+   * the node last proved (./node-proof.ts); undefined when neither.
+   */
+  report(node: string, key: string): LegacyResourceReport | undefined;
+  /**
+   * Kernel entries of `key` still held on nodes that exist: the count a node reported, or at
+   * least one on a node whose last proof holds it and that has not reported it since.
+   */
   entriesRemaining(key: string): number;
   buildErrors(resource: IndexedResource): readonly BuildError[];
   conflict(key: string): Conflict | undefined;
@@ -55,6 +65,8 @@ interface Built {
 
 interface Entry extends Built {
   readonly resource: IndexedResource;
+  /** The resource as a member of the applied sets of the nodes that select it. */
+  readonly member: Member;
 }
 
 /** Devices are checked by each node's agent; the controller cannot see interfaces. */
@@ -72,8 +84,8 @@ export class ClusterIndex implements ResourceFacts {
   /** Identity → keys of resources asking for it. */
   private readonly holders = new Map<string, Set<string>>();
   private readonly conflicts = new Map<string, Conflict>();
-  /** Node → key → report. */
-  private readonly reports = new Map<string, Map<string, ResourceReport>>();
+  /** Node → its reports and proofs (a node with a Node object or an IpsecNodeState). */
+  private readonly proofs = new Map<string, NodeProof>();
   /** IpsecNodeState name → the node it reports on (a rename of spec.nodeName moves its reports). */
   private readonly stateNodes = new Map<string, string>();
 
@@ -89,9 +101,11 @@ export class ClusterIndex implements ResourceFacts {
     const touched = new Set([key]);
     const identities = new Set<string>();
     if (previous) this.forget(key, previous, identities);
-    const entry = { resource, ...this.build(resource) };
+    const member = previous && previous.member.uid === (resource.metadata.uid ?? '') && previous.member.generation === (resource.metadata.generation ?? 0) ? previous.member : memberOf(resource);
+    const entry = { resource, ...this.build(resource), member };
     this.remember(key, entry, identities);
     for (const changed of this.regroup(identities, [key])) touched.add(changed);
+    for (const changed of this.refreshEverywhere(key)) touched.add(changed);
     return touched;
   }
 
@@ -103,6 +117,7 @@ export class ClusterIndex implements ResourceFacts {
     this.forget(key, previous, identities);
     const touched = new Set([key]);
     for (const changed of this.regroup(identities, [key])) touched.add(changed);
+    for (const changed of this.refreshEverywhere(key)) touched.add(changed);
     return touched;
   }
 
@@ -117,7 +132,7 @@ export class ClusterIndex implements ResourceFacts {
     for (const key of [...(this.readers.get(name) ?? [])]) {
       const entry = this.entries.get(key)!;
       this.forget(key, entry, identities);
-      this.remember(key, { resource: entry.resource, ...this.build(entry.resource) }, identities);
+      this.remember(key, { ...entry, ...this.build(entry.resource) }, identities);
       touched.add(key);
     }
     for (const changed of this.regroup(identities, touched)) touched.add(changed);
@@ -144,26 +159,29 @@ export class ClusterIndex implements ResourceFacts {
     }
     // A node that comes or goes changes what counts as remaining entries (a deleted node's
     // kernel is gone with it).
-    if ((previous === undefined) !== (labels === undefined)) for (const key of this.reports.get(name)?.keys() ?? []) if (this.entries.has(key)) touched.add(key);
+    const proof = this.proofOf(name);
+    if ((previous === undefined) !== (labels === undefined)) for (const key of proof.keys()) if (this.entries.has(key)) touched.add(key);
     for (const changed of this.regroup(identities, [])) touched.add(changed);
+    // The set the node is expected to have applied follows its selection.
+    for (const key of this.entries.keys()) proof.setMember(key, this.memberOn(name, key));
+    for (const key of proof.prove()) if (this.entries.has(key)) touched.add(key);
+    this.dropIdle(name);
     return touched;
   }
 
-  /** An IpsecNodeState added or changed (`reports` set) or deleted (`reports` undefined). */
-  setNodeState(stateName: string, node: string, reports: readonly ResourceReport[] | undefined): Set<string> {
+  /** An IpsecNodeState added or changed (`standing` set) or deleted (`standing` undefined). */
+  setNodeState(stateName: string, node: string, standing: ResourceStanding | undefined): Set<string> {
     const touched = new Set<string>();
     const previousNode = this.stateNodes.get(stateName);
-    const before = previousNode === undefined ? new Map<string, ResourceReport>() : (this.reports.get(previousNode) ?? new Map<string, ResourceReport>());
-    const after = new Map<string, ResourceReport>();
-    for (const report of reports ?? []) after.set(`${report.kind}/${report.name}`, report);
-    if (previousNode !== undefined) this.reports.delete(previousNode);
-    if (reports) {
-      this.stateNodes.set(stateName, node);
-      this.reports.set(node, after);
-    } else this.stateNodes.delete(stateName);
-    const moved = previousNode !== undefined && previousNode !== node;
-    for (const [key, report] of before) if (moved || !sameReport(report, after.get(key))) touched.add(key);
-    for (const [key, report] of after) if (moved || !sameReport(report, before.get(key))) touched.add(key);
+    if (previousNode !== undefined && previousNode !== node) {
+      // spec.nodeName renamed: the old node has no state any more.
+      for (const key of this.read(previousNode, undefined)) touched.add(key);
+      this.dropIdle(previousNode);
+    }
+    if (standing) this.stateNodes.set(stateName, node);
+    else this.stateNodes.delete(stateName);
+    if (standing || previousNode === node) for (const key of this.read(node, standing)) touched.add(key);
+    this.dropIdle(node);
     // Only resources that exist have a verdict to change.
     for (const key of touched) if (!this.entries.has(key)) touched.delete(key);
     return touched;
@@ -179,15 +197,24 @@ export class ClusterIndex implements ResourceFacts {
     return this.sortedNodes.filter((node) => selectsNode(resource.spec.nodeSelector, this.nodes.get(node)!));
   }
 
-  report(node: string, key: string): ResourceReport | undefined {
-    return this.reports.get(node)?.get(key);
+  report(node: string, key: string): LegacyResourceReport | undefined {
+    const proof = this.proofs.get(node);
+    if (!proof) return undefined;
+    const listed = proof.listed.get(key);
+    if (listed) return listed;
+    const entry = this.entries.get(key);
+    const generation = entry && proof.applied(key, entry.member.uid);
+    if (entry === undefined || generation === undefined) return undefined;
+    return { kind: entry.resource.kind, name: entry.resource.metadata.name, generation, state: 'Applied' };
   }
 
   entriesRemaining(key: string): number {
     let sum = 0;
-    for (const [node, reports] of this.reports) {
+    for (const [node, proof] of this.proofs) {
       if (!this.nodes.has(node)) continue; // the node is gone, and its kernel with it
-      sum += reports.get(key)?.entries ?? 0;
+      const listed = proof.listed.get(key);
+      // Applied, not yet reported removed: its count is not written any more; one at least.
+      sum += listed !== undefined ? (listed.entries ?? 0) : proof.holds(key) ? 1 : 0;
     }
     return sum;
   }
@@ -204,6 +231,48 @@ export class ClusterIndex implements ResourceFacts {
   }
 
   // --- internals ----------------------------------------------------------------------------
+
+  private proofOf(node: string): NodeProof {
+    let proof = this.proofs.get(node);
+    if (!proof) this.proofs.set(node, (proof = new NodeProof()));
+    return proof;
+  }
+
+  /** A node with neither a Node nor an IpsecNodeState keeps nothing worth a proof. */
+  private dropIdle(node: string): void {
+    if (!this.nodes.has(node) && this.proofs.get(node)?.standing === undefined) this.proofs.delete(node);
+  }
+
+  /**
+   * `key` as a member of the set `node` is expected to have applied: when the node selects the
+   * resource, it is not being deleted, and the node lists no report of it.
+   */
+  private memberOn(node: string, key: string): Member | undefined {
+    const labels = this.nodes.get(node);
+    const entry = this.entries.get(key);
+    if (labels === undefined || entry === undefined || entry.resource.metadata.deletionTimestamp) return undefined;
+    if (this.proofs.get(node)?.listed.has(key)) return undefined;
+    return selectsNode(entry.resource.spec.nodeSelector, labels) ? entry.member : undefined;
+  }
+
+  /** After a change of one resource: its membership on every node, and the proofs that completes. */
+  private refreshEverywhere(key: string): string[] {
+    const moved: string[] = [];
+    for (const node of this.nodes.keys()) {
+      const proof = this.proofOf(node);
+      if (proof.setMember(key, this.memberOn(node, key))) moved.push(...proof.prove());
+    }
+    return moved;
+  }
+
+  /** A node's status read: its listed reports, the memberships they change, and a proof. */
+  private read(node: string, standing: ResourceStanding | undefined): Set<string> {
+    const proof = this.proofOf(node);
+    const { touched, listingChanged } = proof.setStanding(standing);
+    for (const key of listingChanged) proof.setMember(key, this.memberOn(node, key));
+    for (const key of proof.prove()) touched.add(key);
+    return touched;
+  }
 
   private build(resource: IndexedResource): Built {
     this.builds++;
@@ -324,7 +393,7 @@ function sameLabels(a: Labels, b: Labels): boolean {
   return keys.every((key) => Object.prototype.hasOwnProperty.call(b, key) && a[key] === b[key]);
 }
 
-function sameReport(a: ResourceReport | undefined, b: ResourceReport | undefined): boolean {
-  if (a === undefined || b === undefined) return a === b;
-  return a.state === b.state && a.generation === b.generation && a.reason === b.reason && a.message === b.message && a.entries === b.entries;
+function memberOf(resource: IndexedResource): Member {
+  const member = { kind: resource.kind, name: resource.metadata.name, uid: resource.metadata.uid ?? '', generation: resource.metadata.generation ?? 0 };
+  return { uid: member.uid, generation: member.generation, hash: memberHash(member) };
 }

@@ -30,7 +30,7 @@ import { isNotFound } from '../kube/api-errors.js';
 import { statusEqual } from '../kube/status.js';
 import type { Logger } from '../kube/logger.js';
 import { API_GROUP, API_VERSION, type IpsecResource } from '../crd/types.js';
-import { reportedNode, type IpsecNodeState } from '../crd/node-state.js';
+import { reportedNode, resourceStanding, type IpsecNodeState } from '../crd/node-state.js';
 import { judge, type Verdict } from './analysis.js';
 import { ClusterIndex, type SecretData } from './cluster-index.js';
 import { MESH_KEY_PREFIX, MeshMetrics, meshReconciler } from './mesh-controller.js';
@@ -202,8 +202,8 @@ export async function runController(options: ControllerOptions): Promise<void> {
       delete: (node) => enqueueKeys(index.setNode(node.metadata?.name ?? '', undefined)),
     });
     nodeStates.addHandlers({
-      add: (state) => enqueueKeys(index.setNodeState(state.metadata?.name ?? '', reportedNode(state), state.status?.resources ?? [])),
-      update: (_old, state) => enqueueKeys(index.setNodeState(state.metadata?.name ?? '', reportedNode(state), state.status?.resources ?? [])),
+      add: (state) => enqueueKeys(index.setNodeState(state.metadata?.name ?? '', reportedNode(state), resourceStanding(state.status))),
+      update: (_old, state) => enqueueKeys(index.setNodeState(state.metadata?.name ?? '', reportedNode(state), resourceStanding(state.status))),
       delete: (state) => enqueueKeys(index.setNodeState(state.metadata?.name ?? '', reportedNode(state), undefined)),
     });
     // Membership and reports of every mesh may change with any Node or IpsecNodeState (meshes

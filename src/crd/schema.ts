@@ -9,6 +9,7 @@
 import { API_GROUP, API_VERSION } from './types.js';
 import { nodeMeshReport, renderMeshCrd } from './mesh-schema.js';
 import { bool, conditionSchema, int, list, oneOf, rule, str, type Schema } from './schema-builders.js';
+import { MAX_LISTED_REPORTS } from './node-state.js';
 
 export type { Schema };
 
@@ -290,12 +291,15 @@ function forApiServer(schema: Schema): Schema {
 }
 
 const resourceReport: Schema = obj(
-  'How one resource stands on this node.',
+  'A resource this node has not applied (applied ones are proven as a set: see applied).',
   {
     kind: oneOf('Resource kind.', ['SecurityAssociation', 'IpsecPolicy']),
     name: str('Resource name.'),
     generation: int('Generation the agent applied or tried.', 0, Number.MAX_SAFE_INTEGER),
-    state: oneOf('Applied: the kernel holds it. Failed: see message. Removed: its entries are gone (deletion).', ['Applied', 'Failed', 'Removed']),
+    // Applied only from agents of the first format (a report per resource, no `applied`); the
+    // rule on the status refuses it beside `applied`. Kept so that an agent not yet upgraded can
+    // still write during an upgrade.
+    state: oneOf('Failed: see message. Removed: its entries are gone (deletion). Applied: only from agents of the first format, which listed every resource.', ['Applied', 'Failed', 'Removed']),
     entries: int('Kernel entries of this resource that ipsec-operator holds on this node.', 0, 1_000_000),
     reason: str('CamelCase reason, e.g. Applied, KernelRejected, InvalidKey, MissingSecret, Conflict.'),
     message: str('Detail, with the kernel reason where there is one. Never key material.', { maxLength: 4096 }),
@@ -338,7 +342,16 @@ export const ipsecNodeStateStatus: Schema = obj(
       foreignPolicies: int('Policies of other software (left untouched).', 0, Number.MAX_SAFE_INTEGER),
     }),
     driftRepairs: int('Owned entries restored after someone else changed or removed them.', 0, Number.MAX_SAFE_INTEGER),
-    resources: list('Per resource.', resourceReport, { 'x-kubernetes-list-type': 'atomic' }),
+    applied: obj(
+      'The resources this node applied, as a set: a count and a digest of their (kind, name, uid, generation) (src/crd/applied-set.ts). The controller compares it with the set it expects.',
+      {
+        resources: int('How many.', 0, Number.MAX_SAFE_INTEGER),
+        digest: str('Sum modulo 2^128 of the first 128 bits of each SHA-256, 32 hex digits.', { pattern: '^[0-9a-f]{32}$', minLength: 32, maxLength: 32 }),
+      },
+      ['resources', 'digest'],
+    ),
+    resources: list('Resources not applied (failed, or being removed), at most 256 beside applied.', resourceReport, { 'x-kubernetes-list-type': 'atomic' }),
+    unlistedReports: int('Resources not applied beyond the 256 listed.', 0, Number.MAX_SAFE_INTEGER),
     encapsulationSockets: list('UDP encapsulation sockets (NAT-T) the SAs of this node need, and where each stands.', encapSocketReport, {
       'x-kubernetes-list-type': 'atomic',
     }),
@@ -348,6 +361,17 @@ export const ipsecNodeStateStatus: Schema = obj(
       'x-kubernetes-list-map-keys': ['uid'],
     }),
     conditions: list('Conditions (Ready).', condition, { 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'] }),
+  },
+  [],
+  {
+    // The bounded format (src/crd/node-state.ts): with `applied`, only resources not applied
+    // are listed, and at most MAX_LISTED_REPORTS of them. Without it (an agent of the first
+    // format) the list is what it was.
+    'x-kubernetes-validations': [
+      rule(`!has(self.applied) || !has(self.resources) || size(self.resources) <= ${MAX_LISTED_REPORTS}`, `at most ${MAX_LISTED_REPORTS} resources are listed beside applied; count the rest in unlistedReports`),
+      rule("!has(self.applied) || !has(self.resources) || self.resources.all(r, r.state != 'Applied')", 'applied resources are counted in applied, not listed'),
+      rule('!has(self.unlistedReports) || has(self.applied)', 'unlistedReports goes with applied'),
+    ],
   },
 );
 

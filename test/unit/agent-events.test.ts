@@ -7,7 +7,7 @@ import type { CoreV1Event } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 
 import { AgentEvents } from '../../src/agent/agent-events.js';
-import type { ResourceReport } from '../../src/crd/node-state.js';
+import type { ResourceOutcome } from '../../src/agent/node-state-report.js';
 import type { IpsecResource } from '../../src/crd/types.js';
 import { EventRecorder, type EventSink } from '../../src/kube/events.js';
 import { sa, TEST_KEYS } from '../support/entries.js';
@@ -26,7 +26,8 @@ class KeptSink implements EventSink {
 }
 
 const resource = { apiVersion: 'ipsec.xfrm.io/v1alpha1', kind: 'SecurityAssociation', metadata: { name: 'a-to-b', uid: 'uid-1', generation: 1 }, spec: {} } as unknown as IpsecResource;
-const report = (reason: string, message = reason): ResourceReport => ({ kind: 'SecurityAssociation', name: 'a-to-b', state: reason === 'Applied' ? 'Applied' : 'Failed', reason, message });
+const report = (reason: string, message = reason): ResourceOutcome =>
+  reason === 'Applied' ? { kind: 'SecurityAssociation', name: 'a-to-b', uid: 'uid-1', generation: 1, state: 'Applied', reason, message } : { kind: 'SecurityAssociation', name: 'a-to-b', state: 'Failed', reason, message };
 
 function setup() {
   const sink = new KeptSink();

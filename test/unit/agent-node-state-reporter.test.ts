@@ -30,7 +30,7 @@ function fakeApi(initial?: { status?: unknown }) {
 
 const facts = (kernelPolicies: number): NodeStateFacts => ({
   converged: true,
-  reports: [{ kind: 'IpsecPolicy', name: 'p', generation: 1, state: 'Applied', entries: 1 }],
+  reports: [{ kind: 'IpsecPolicy', name: 'p', uid: 'uid-p', generation: 1, state: 'Applied', entries: 1 }],
   kernelStates: 0,
   kernelPolicies,
   owned: [{ target: 'policy' }],

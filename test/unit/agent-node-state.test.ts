@@ -2,12 +2,14 @@ import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
 import { apiTime, nodeStateStatus, type NodeStateInputs } from '../../src/agent/node-state-report.js';
 import { ipsecNodeStateStatus } from '../../src/crd/schema.js';
+import { appliedSetDigest } from '../../src/crd/applied-set.js';
+import { MAX_LISTED_REPORTS } from '../../src/crd/node-state.js';
 
 const at = (seconds: number) => new Date(Date.UTC(2026, 11, 2, 1, 0, seconds, 250));
 
 const inputs: NodeStateInputs = {
   converged: true,
-  reports: [{ kind: 'SecurityAssociation', name: 'a-to-b', generation: 1, state: 'Applied', reason: 'Applied', entries: 1 }],
+  reports: [{ kind: 'SecurityAssociation', name: 'a-to-b', uid: 'uid-a-to-b', generation: 1, state: 'Applied', reason: 'Applied', entries: 1 }],
   kernelStates: 3,
   kernelPolicies: 2,
   owned: [{ target: 'state' }, { target: 'state' }, { target: 'policy' }],
@@ -64,5 +66,38 @@ describe('the node state an agent reports', () => {
 
   it('writes API times with whole seconds', () => {
     expect(apiTime(at(5))).toBe('2026-12-02T01:00:05Z');
+  });
+
+  describe('bounded, whatever the number of resources', () => {
+    const applied = (i: number) => ({ kind: 'IpsecPolicy' as const, name: `policy-${i}`, uid: `5c1e0d7a-0000-4000-8000-${String(i).padStart(12, '0')}`, generation: 3, state: 'Applied' as const, reason: 'Applied', message: '1 kernel entry', entries: 1 });
+
+    it('10,000 applied resources: a count and a digest, no list', () => {
+      const reports = Array.from({ length: 10_000 }, (_, i) => applied(i));
+      const status = nodeStateStatus({ ...inputs, reports });
+      const bytes = Buffer.byteLength(JSON.stringify(status));
+      console.log(`status of 10,000 applied resources: ${bytes} bytes`);
+      expect(status.resources).toEqual([]);
+      expect(status.applied).toEqual(appliedSetDigest(reports));
+      expect(status.applied!.resources).toBe(10_000);
+      expect(bytes).toBeLessThan(1024);
+      expect(valid(status), JSON.stringify(valid.errors)).toBe(true);
+      // The order of the pass does not matter to the digest; a generation does.
+      expect(nodeStateStatus({ ...inputs, reports: [...reports].reverse() }).applied).toEqual(status.applied);
+      expect(nodeStateStatus({ ...inputs, reports: reports.map((report, i) => (i === 5 ? { ...report, generation: 4 } : report)) }).applied!.digest).not.toBe(status.applied!.digest);
+    });
+
+    it('10,000 failed with 4 KiB messages: the first 256 listed (removals first), messages cut, the rest counted', () => {
+      const failed = Array.from({ length: 10_000 }, (_, i) => ({ kind: 'IpsecPolicy' as const, name: `policy-${String(i).padStart(240, 'x')}`, generation: 3, state: 'Failed' as const, reason: 'KernelRejected', message: 'E'.repeat(4096), entries: 1 }));
+      const removing = { kind: 'IpsecPolicy' as const, name: 'going', generation: 1, state: 'Failed' as const, reason: 'Deleting', message: 'entries not yet removed', entries: 2 };
+      const status = nodeStateStatus({ ...inputs, reports: [...failed, removing] });
+      const bytes = Buffer.byteLength(JSON.stringify(status));
+      console.log(`status of 10,001 failed resources (240-character names, 4 KiB messages): ${bytes} bytes`);
+      expect(status.resources).toHaveLength(MAX_LISTED_REPORTS);
+      expect(status.resources![0]).toEqual(removing);
+      expect(status.unlistedReports).toBe(10_001 - MAX_LISTED_REPORTS);
+      expect(status.conditions[0]).toMatchObject({ reason: 'ResourcesFailed', message: '10001 resource(s) not applied' });
+      expect(bytes).toBeLessThan(400_000);
+      expect(valid(status), JSON.stringify(valid.errors)).toBe(true);
+    });
   });
 });

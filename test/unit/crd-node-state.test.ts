@@ -5,7 +5,8 @@
 import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
 import { ipsecNodeStateSpec, ipsecNodeStateStatus, type Schema } from '../../src/crd/schema.js';
-import { reportedNode, type EncapsulationSocketReport, type IpsecNodeStateSpec, type IpsecNodeStateStatus, type NodeEntryCounts, type ResourceReport } from '../../src/crd/node-state.js';
+import { reportedNode, resourceStanding, type AppliedSet, type EncapsulationSocketReport, type IpsecNodeStateSpec, type IpsecNodeStateStatus, type LegacyNodeStateStatus, type NodeEntryCounts, type ResourceReport } from '../../src/crd/node-state.js';
+import { appliedSetDigest } from '../../src/crd/applied-set.js';
 import type { MeshRotationProgress, NodeMeshReport } from '../../src/crd/mesh-contract.js';
 import type { InboundAck, MeshAdvertisement, OutboundUse, PublishedGeneration } from '../../src/mesh/types.js';
 
@@ -49,6 +50,8 @@ const report = {
   entries: 1,
 } satisfies Required<ResourceReport>;
 
+const applied = appliedSetDigest([{ kind: 'IpsecPolicy', name: 'a-out', uid: '5c1e0d7a-0000-4000-8000-000000000001', generation: 1 }]) satisfies Required<AppliedSet>;
+
 const entries = { ownedStates: 2, ownedPolicies: 6, foreignStates: 1, foreignPolicies: 1 } satisfies Required<NodeEntryCounts>;
 
 const socket = {
@@ -68,7 +71,9 @@ const status = {
   algorithms: { aead: ['rfc4106(gcm(aes))'], encryption: ['cbc(aes)'] },
   entries,
   driftRepairs: 4,
-  resources: [report, { kind: 'IpsecPolicy', name: 'a-out', state: 'Applied' }],
+  applied,
+  resources: [report],
+  unlistedReports: 0,
   encapsulationSockets: [socket],
   meshes: [meshReport],
   conditions: [{ type: 'Ready', status: 'False', reason: 'ResourcesFailed', message: '1 resource(s) not applied', lastTransitionTime: '2026-12-02T01:00:30Z' }],
@@ -89,6 +94,7 @@ describe('the IpsecNodeState contract', () => {
     expect(Object.keys(entries).sort()).toEqual(Object.keys(properties(properties(ipsecNodeStateStatus)['entries']!)).sort());
     const reportSchema = (properties(ipsecNodeStateStatus)['resources'] as { items: Schema }).items;
     expect(Object.keys(report).sort()).toEqual(Object.keys(properties(reportSchema)).sort());
+    expect(Object.keys(applied).sort()).toEqual(Object.keys(properties(properties(ipsecNodeStateStatus)['applied']!)).sort());
     const socketSchema = (properties(ipsecNodeStateStatus)['encapsulationSockets'] as { items: Schema }).items;
     expect(Object.keys(socket).sort()).toEqual(Object.keys(properties(socketSchema)).sort());
     expect(Object.keys(spec)).toEqual(Object.keys(properties(ipsecNodeStateSpec)));
@@ -124,7 +130,19 @@ describe('the IpsecNodeState contract', () => {
     expect(validate(status), JSON.stringify(validate.errors)).toBe(true);
     expect(validate({ ...status, extra: 1 })).toBe(false);
     expect(validate({ ...status, resources: [{ ...report, state: 'Pending' }] })).toBe(false);
+    expect(validate({ ...status, applied: { ...applied, digest: 'ABC' } })).toBe(false);
+    expect(validate({ ...status, applied: { digest: applied.digest } })).toBe(false);
     expect(ajv.compile(ipsecNodeStateSpec)(spec)).toBe(true);
+  });
+
+  it('still accepts a status of the first format (a report per resource, Applied ones too) and reads it as such', () => {
+    const { applied: _applied, unlistedReports: _unlisted, resources: _resources, ...common } = status;
+    const legacy = { ...common, resources: [report, { kind: 'IpsecPolicy', name: 'a-out', generation: 1, state: 'Applied', entries: 1 }] } satisfies LegacyNodeStateStatus;
+    const validate = ajv.compile(ipsecNodeStateStatus);
+    expect(validate(legacy), JSON.stringify(validate.errors)).toBe(true);
+    expect(resourceStanding(legacy)).toEqual({ format: 'legacy', reports: legacy.resources });
+    expect(resourceStanding(status)).toEqual({ format: 'digest', applied, reports: [report], unlisted: 0 });
+    expect(resourceStanding(undefined)).toEqual({ format: 'legacy', reports: [] });
   });
 
   it('reports on the node its spec names, else the one it is named after', () => {

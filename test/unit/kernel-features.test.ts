@@ -26,6 +26,7 @@ import { XfrmClient } from '../../src/xfrm/client.js';
 import { stateDirectionProbeRequest } from '../../src/xfrm/messages.js';
 import { ScriptedTransport, ackPayload } from './fixtures/scripted-transport.js';
 import { judge, viewFacts, type ClusterView } from '../../src/controller/analysis.js';
+import { appliedSetDigest } from '../../src/crd/applied-set.js';
 
 const DEBIAN_61 = '6.1.0-57-amd64';
 const DEBIAN_612 = '6.12.117+deb12-amd64';
@@ -340,7 +341,7 @@ describe('the controller passes the node reasons through to the resource', () =>
     resources: [resource],
     nodes: new Map([['a', {}]]),
     secrets: new Map([['keys', new Map(Object.entries(TEST_KEYS))]]),
-    reports: new Map([['a', { node: 'a', resources: [{ kind: 'SecurityAssociation', name: 'out', generation: 1, state: 'Failed', reason, message, entries: 0 }] }]]),
+    reports: new Map([['a', { node: 'a', standing: { format: 'digest', applied: appliedSetDigest([]), unlisted: 0, reports: [{ kind: 'SecurityAssociation', name: 'out', generation: 1, state: 'Failed', reason, message, entries: 0 }] } }]]),
   });
   it.each([
     ['KernelUnsupported', 'spec.direction: kernel 6.1.0-57-amd64 does not keep spec.direction', 'KernelUnsupported'],
