@@ -23,24 +23,19 @@
 //   npm run bench:scale [-- --nodes 50] [--policies 2000] [--resync-seconds 30] [--json FILE]
 //                       [--mesh-nodes N] [--mesh-rounds 1] [--mesh-max-concurrent 3] [--mesh-kernel 6.1]
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir, uptime as osUptime, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CoreV1Api } from '@kubernetes/client-node';
-import { startControlPlane, type ControlPlane } from '../test/infra/controlplane/controlplane.js';
-import { loadKubeConfig } from '../test/infra/controlplane/kubeconfig.js';
-import { check, kubectl } from '../test/infra/controlplane/tools.js';
+import type { ControlPlane } from '../test/infra/controlplane/controlplane.js';
+import { agentArgs, buildProduct, CLI, NAMESPACE, processUsage, quantile, ready, removeBenchState, startBenchControlPlane, sumBy } from './cluster.js';
 import { freePort } from '../test/infra/free-port.js';
 import { IpsecResources } from '../src/kube/client.js';
 import type { IpsecNodeState } from '../src/crd/node-state.js';
 import { checkMeshRotationOptions, measureMeshRotation, median, MESH_ROTATION_DEFAULTS, type MeshRotationOptions, type MeshRotationResult } from './mesh.js';
 import { appliedSetDigest } from '../src/crd/applied-set.js';
 
-const ROOT = fileURLToPath(new URL('../', import.meta.url));
-const CLI = join(ROOT, 'dist/bundle/ipsec-operator.mjs');
-const NAMESPACE = 'ipsec-operator';
 const NODE_LABEL = 'ipsec.xfrm.io/node';
 const FLEET = 'scale-fleet';
 
@@ -83,28 +78,6 @@ interface Agent {
   output: string;
 }
 
-/** CPU seconds (user + system) and peak RSS of a live process, from /proc. */
-function processUsage(pid: number | undefined): { cpuSeconds: number; rssMb: number; peakRssMb: number } {
-  if (pid === undefined) return { cpuSeconds: 0, rssMb: 0, peakRssMb: 0 };
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // Fields after the command: state is [0], utime [11], stime [12] (proc(5) numbers 14 and 15).
-    const ticks = Number(fields[11]) + Number(fields[12]);
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0);
-    return { cpuSeconds: ticks / CLOCK_TICKS, rssMb: kb('VmRSS') / 1024, peakRssMb: kb('VmHWM') / 1024 };
-  } catch {
-    return { cpuSeconds: 0, rssMb: 0, peakRssMb: 0 };
-  }
-}
-const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-
-function quantile(sorted: readonly number[], q: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
-}
-
 function policyManifest(index: number): Record<string, unknown> {
   const fleet = index === POLICIES - 1;
   const node = nodeName(index % NODES);
@@ -121,28 +94,9 @@ function policyManifest(index: number): Record<string, unknown> {
   };
 }
 
-/** Sum of a Prometheus counter/gauge by one label, from the text format. */
-/** Sums of a metric's samples by the value of `label` (by the values of several, joined by a space). */
-function sumBy(metrics: string, name: string, label: string | readonly string[], filter: (labels: string) => boolean = () => true): Map<string, number> {
-  const sums = new Map<string, number>();
-  const pattern = new RegExp(`^${name}\\{([^}]*)\\} ([0-9.e+-]+)$`, 'gm');
-  const labels = typeof label === 'string' ? [label] : label;
-  for (const match of metrics.matchAll(pattern)) {
-    if (!filter(match[1]!)) continue;
-    const value = labels.map((one) => new RegExp(`(?:^|,)${one}="([^"]*)"`).exec(match[1]!)?.[1] ?? '').join(' ');
-    sums.set(value, (sums.get(value) ?? 0) + Number(match[2]));
-  }
-  return sums;
-}
-
 async function main(): Promise<void> {
   log(`building the product (tsc, bundle); load ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-  try {
-    execFileSync('npx', ['--no-install', 'tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (error) {
-    log(`warning: tsc reported errors (dist/ was emitted anyway): ${String((error as { stdout?: Buffer }).stdout ?? '').split('\n').slice(0, 3).join(' | ')}`);
-  }
-  execFileSync(process.execPath, ['scripts/bundle.mjs'], { cwd: ROOT, stdio: 'inherit' });
+  buildProduct(log);
 
   const scratch = mkdtempSync(join(tmpdir(), 'ipsecop-bench-scale-'));
   const made: { controlPlane?: ControlPlane; controller?: ChildProcess; agents: Agent[]; netns: string[] } = { agents: [], netns: [] };
@@ -158,15 +112,7 @@ async function main(): Promise<void> {
     }, 20_000);
     await Promise.all(stopping);
     clearTimeout(timer);
-    for (const netns of made.netns) {
-      try {
-        execFileSync('ip', ['netns', 'delete', netns], { stdio: 'ignore' });
-      } catch {
-        // already gone
-      }
-    }
-    await made.controlPlane?.stop();
-    rmSync(scratch, { recursive: true, force: true });
+    await removeBenchState(made.netns, made.controlPlane, scratch);
   };
   const onSignal = () => {
     log('interrupted; cleaning up');
@@ -257,14 +203,7 @@ function latencies(values: number[]): Latencies {
 async function run(scratch: string, made: { controlPlane?: ControlPlane; controller?: ChildProcess; agents: Agent[]; netns: string[] }): Promise<Result> {
   const loadBefore = loadavg();
   log('starting the control plane');
-  const controlPlane = await startControlPlane({ dataDir: join(scratch, 'controlplane') });
-  made.controlPlane = controlPlane;
-  const kubeconfig = controlPlane.kubeconfigPath;
-  const admin = loadKubeConfig(kubeconfig);
-  const kc = (args: string[], input?: string) => check(kubectl(args, { kubeconfig, ...(input === undefined ? {} : { input }) }), `kubectl ${args.slice(0, 3).join(' ')}`);
-  await kc(['apply', '--server-side', '-f', join(ROOT, 'deploy/crds')]);
-  await kc(['wait', '--for=condition=Established', '--timeout=60s', 'crd/securityassociations.ipsec.xfrm.io', 'crd/ipsecpolicies.ipsec.xfrm.io', 'crd/ipsecnodestates.ipsec.xfrm.io']);
-  await kc(['create', 'namespace', NAMESPACE]);
+  const { kubeconfig, admin, kc } = await startBenchControlPlane(join(scratch, 'controlplane'), (controlPlane) => (made.controlPlane = controlPlane));
   const openWatches = async () => [...sumBy(await kc(['get', '--raw', '/metrics']), 'apiserver_longrunning_requests', 'verb', (labels) => labels.includes('verb="WATCH"')).values()].reduce((a, b) => a + b, 0);
   // The apiserver's own informers watch too: counted before anything of ours starts.
   const baselineWatches = await openWatches();
@@ -298,7 +237,7 @@ async function run(scratch: string, made: { controlPlane?: ControlPlane; control
   const startAgent = (agent: Omit<Agent, 'process' | 'output'> & Partial<Agent>): Agent => {
     const child = spawn(
       process.execPath,
-      [CLI, 'agent', '--node-name', agent.node, '--netns', agent.netns, '--namespace', NAMESPACE, '--kubeconfig', kubeconfig, '--state-dir', join(scratch, 'state', agent.node), '--metrics-address', `127.0.0.1:${agent.metricsPort}`, '--resync-seconds', values['resync-seconds']!],
+      agentArgs({ node: agent.node, netns: agent.netns, kubeconfig, stateDir: join(scratch, 'state', agent.node), metricsPort: agent.metricsPort, resyncSeconds: values['resync-seconds']! }),
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const handle: Agent = { ...agent, process: child, output: '' };
@@ -310,13 +249,6 @@ async function run(scratch: string, made: { controlPlane?: ControlPlane; control
   log(`starting the controller and ${NODES} agents`);
   for (let i = 0; i < NODES; i++) made.agents.push(startAgent({ node: nodeName(i), netns: netnsName(i), metricsPort: await freePort() }));
 
-  const ready = async (port: number): Promise<boolean> => {
-    try {
-      return (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200;
-    } catch {
-      return false;
-    }
-  };
   const waitUntil = async (what: string, test: () => boolean | Promise<boolean>, everyMs = 20): Promise<number> => {
     const start = performance.now();
     while (!(await test())) {
