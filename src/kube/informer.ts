@@ -387,6 +387,7 @@ export class Informer<T extends KubeObject> {
   private replace(items: readonly T[]): void {
     const fresh = new Map<string, T>();
     for (const item of items) {
+      dropManagedFields(item);
       const key = this.keyOf(item);
       if (key !== undefined) fresh.set(key, item);
     }
@@ -404,6 +405,7 @@ export class Informer<T extends KubeObject> {
   }
 
   private upsert(item: T): void {
+    dropManagedFields(item);
     const key = this.keyOf(item);
     if (key === undefined) return;
     const old = this.cache.get(key);
@@ -462,4 +464,17 @@ function abortQuietly(handle: WatchHandle): void {
   } catch {
     // Aborting a stream that already ended is not an error.
   }
+}
+
+/**
+ * Removes `metadata.managedFields` from an object about to be cached (client-go's advice for
+ * informers, via SetTransform). Nothing here reads it (status is written with server-side
+ * apply, which needs no copy of it), and it is often the largest part of an object: one entry
+ * per field manager, each a tree of every field it set. An agent caches every IpsecPolicy,
+ * SecurityAssociation and Secret of its node, so the trees were held for thousands of objects.
+ * The object is the informer's own, fresh from the list or watch, so it is changed in place.
+ */
+function dropManagedFields(item: KubeObject): void {
+  const metadata = item?.metadata as { managedFields?: unknown } | undefined;
+  if (metadata && metadata.managedFields !== undefined) delete metadata.managedFields;
 }

@@ -59,6 +59,22 @@ describe('Informer', () => {
     informer.stop();
   });
 
+  it('caches objects without their managedFields, listed or watched, and keeps the rest of their metadata', async () => {
+    const { server, informer } = setup();
+    const managed = (name: string, value: number) => ({ ...thing(name, value), metadata: { name, labels: { node: 'a' }, managedFields: [{ manager: 'kubectl', operation: 'Apply', fieldsV1: { 'f:spec': {} } }] } });
+    server.put(managed('listed', 1));
+    informer.start();
+    await informer.waitForSync();
+    server.put(managed('watched', 2));
+    for (const name of ['listed', 'watched']) {
+      const cached = informer.get(name) as (Thing & { metadata: Record<string, unknown> }) | undefined;
+      expect(cached?.metadata, name).not.toHaveProperty('managedFields');
+      expect(cached?.metadata['labels'], name).toEqual({ node: 'a' });
+      expect(cached?.metadata['resourceVersion'], name).toBeTruthy();
+    }
+    informer.stop();
+  });
+
   it('ignores a MODIFIED that carries the resourceVersion it already has', async () => {
     const { server, informer, events } = setup();
     const stored = server.put(thing('a', 1));
