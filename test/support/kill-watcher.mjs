@@ -1,7 +1,8 @@
 // Guest-side half of the VM kill loop (test/kernel/vm/ownership-kill-loop.test.ts):
 // one exec per round, so the host pays the TCG exec round-trip once. It runs the CLI, watches
 // the ledger every 5 ms and SIGKILLs the CLI at the chosen moment (timed from the CLI's n-th
-// ledger write, so the kill lands in the engine rather than in node's start-up), then runs the
+// ledger write, so the kill lands in the engine rather than in node's start-up; inotify wakes it
+// at each write), then runs the
 // recovery and `diff --prune`; with `kill.settled` it kills as soon as the ledger, folded from
 // its snapshot and journal, has every record settled again after the run made some unsettled
 // (the run's last write: the kernel changed and the records settled, the process not yet gone);
@@ -12,7 +13,7 @@
 // (its tail: what a refused run says it rolled back).
 // Usage: node kill-watcher.mjs '<json spec>' (see Spec in the test file).
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync, watch } from 'node:fs';
 
 const spec = JSON.parse(process.argv[2]);
 const base = `${spec.stateDir}/netns-${spec.netns}`;
@@ -118,6 +119,17 @@ let sawUnsettled = false;
 const exited = new Promise((resolve) => child.on('exit', (status, signal) => resolve({ status, signal })));
 let done = false;
 void exited.then(() => (done = true));
+// inotify on the state directory, besides the 5 ms poll: the loop looks at the ledger as soon as
+// the CLI writes it, so a kill aimed at a short window (the last write before the exit, a
+// rollback's intents) is not late by a poll period. The directory exists from the first apply
+// on; a round without it (the very first run) is watched by the poll alone.
+let wake = () => undefined;
+let directoryWatch;
+try {
+  directoryWatch = watch(base, () => wake()).on('error', () => undefined); // a removed directory: the poll goes on
+} catch {
+  directoryWatch = undefined;
+}
 while (!done) {
   const now = Date.now();
   const current = signature();
@@ -139,11 +151,16 @@ while (!done) {
     killed = true;
     child.kill('SIGKILL');
   }
-  await new Promise((resolve) => setTimeout(resolve, 5));
+  // Woken by the next change in the state directory, or after 5 ms at the latest.
+  await new Promise((resolve) => {
+    wake = resolve;
+    setTimeout(resolve, 5);
+  });
 }
+directoryWatch?.close();
 const outcome = await exited;
 const afterKill = { kernel: kernel(), ledger: ledger(), ms: Date.now() - started };
 const recovery = spec.recover ? run(spec.recover) : undefined;
 const diff = spec.diff ? run(spec.diff) : undefined;
 const end = { kernel: kernel(), ledger: ledger() };
-process.stdout.write(JSON.stringify({ before, outcome: { ...outcome, killed: outcome.signal === 'SIGKILL', output }, writes, rollbackMs: rollbackMs ?? null, afterKill, recovery, diff, end, temporaries: spawnSync('sh', ['-c', `ls ${base} | grep -c tmp || true`], { encoding: 'utf8' }).stdout.trim() }));
+process.stdout.write(JSON.stringify({ before, outcome: { ...outcome, killed: outcome.signal === 'SIGKILL', output }, writes, rollbackMs: rollbackMs ?? null, afterKill, recovery, diff, end, inotify: directoryWatch !== undefined, temporaries: spawnSync('sh', ['-c', `ls ${base} | grep -c tmp || true`], { encoding: 'utf8' }).stdout.trim() }));
