@@ -35,6 +35,17 @@ afterAll(async () => {
 });
 
 /** Counts await points; at point `stopAt` it never returns (and nothing else runs after it). */
+/**
+ * The wall clock of every trial, the kernel's add times and the engine's marks and intents alike:
+ * it stands still. Trial k stops at the k-th await point of the run that trial k + 1 repeats, so
+ * every trial must take the same path up to its stop; with the real clock a second that turned
+ * within a run changed it (an SA added more than the intent clock slack before a mark counts
+ * differently), and a loaded machine then skipped points and even failed a count of them. What a
+ * turning second does to the sequence rule is tested in sequence-rule.test.ts.
+ */
+const FROZEN_SECONDS = 1_800_000_000;
+const frozenClock = (): number => FROZEN_SECONDS;
+
 class Stopper {
   count = 0;
   stoppedAt: string | undefined;
@@ -149,12 +160,13 @@ async function trial(stopAt: number, options: TrialOptions = {}): Promise<Trial>
   directories.push(directory);
   const path = join(directory, 'ledger.json');
   const kernel = new FakeKernel(foreign);
+  kernel.clock = frozenClock;
   const foreignBefore = (await kernel.dump());
   const foreignSnapshot = [...foreignBefore.states, ...foreignBefore.policies].map(withoutCounters).sort();
 
   // State A, cleanly.
   const setup = await Ledger.open(path);
-  const applied = await converge(kernel, setup, { desired: stateA, prune: true, dryRun: false });
+  const applied = await converge(kernel, setup, { desired: stateA, prune: true, dryRun: false, now: frozenClock });
   expect(applied.outcome).toBe('applied');
   await setup.close();
 
@@ -162,7 +174,7 @@ async function trial(stopAt: number, options: TrialOptions = {}): Promise<Trial>
   const stopper = new Stopper(stopAt);
   const crashing = await Ledger.open(path, { checkpoint: (label) => stopper.point(`ledger:${label}${stopper.afterRefusal ? ' (after a refusal)' : ''}`), compactAfterLines: 3 });
   if (options.refuse) kernel.refuse = options.refuse;
-  const run = converge(stoppable(kernel, stopper), crashing, { desired: stateB, prune: true, dryRun: false });
+  const run = converge(stoppable(kernel, stopper), crashing, { desired: stateB, prune: true, dryRun: false, now: frozenClock });
   const finished = await Promise.race([run.then(() => true), stopper.reached.then(() => false)]);
   expect(finished).toBe(stopper.stoppedAt === undefined);
   await crashing.close(); // the kernel drops a dead process's lock
@@ -170,7 +182,7 @@ async function trial(stopAt: number, options: TrialOptions = {}): Promise<Trial>
   // Restart, and run to the end.
   const restarted = await Ledger.open(path);
   try {
-    const result = await converge(kernel, restarted, { desired: stateB, prune: true, dryRun: false });
+    const result = await converge(kernel, restarted, { desired: stateB, prune: true, dryRun: false, now: frozenClock });
     const observed = await kernel.dump();
     const all = [...observed.states, ...observed.policies];
 
@@ -212,7 +224,7 @@ async function trial(stopAt: number, options: TrialOptions = {}): Promise<Trial>
         // The cause fixed (the module loaded): the key installs, as new or resumed past the
         // kept mark, never from a restarted counter over a mark.
         kernel.refuse = () => false;
-        const fixed = await converge(kernel, restarted, { desired: stateB, prune: true, dryRun: false });
+        const fixed = await converge(kernel, restarted, { desired: stateB, prune: true, dryRun: false, now: frozenClock });
         expect(fixed.sequence, `stopped at ${stopper.stoppedAt}`).toEqual([]);
         expect(fixed.outcome, `stopped at ${stopper.stoppedAt}`).toBe('applied');
         const installed = (await kernel.dump()).states.find((held) => keyOf(held) === keyOf(options.refusedNewKey!));
@@ -226,7 +238,7 @@ async function trial(stopAt: number, options: TrialOptions = {}): Promise<Trial>
     } else {
       expect(result.outcome, `stopped at ${stopper.stoppedAt}`).toBe('applied');
       // diff --prune: nothing to do.
-      const again = await planFor(kernel, restarted, { desired: stateB, prune: true });
+      const again = await planFor(kernel, restarted, { desired: stateB, prune: true, now: frozenClock });
       expect(again.steps, `stopped at ${stopper.stoppedAt}`).toEqual([]);
       expect(again.conflicts).toEqual([]);
       // The contents are B's (keys included): compare what the planner compares.
@@ -266,8 +278,9 @@ async function resumeTrial(stopAt: number): Promise<Trial> {
   directories.push(directory);
   const path = join(directory, 'ledger.json');
   const kernel = new FakeKernel(foreign);
+  kernel.clock = frozenClock;
   const setup = await Ledger.open(path);
-  expect((await converge(kernel, setup, { desired: stateA, prune: true, dryRun: false })).outcome).toBe('applied');
+  expect((await converge(kernel, setup, { desired: stateA, prune: true, dryRun: false, now: frozenClock })).outcome).toBe('applied');
   await setup.close();
   kernel.send(ours.outSa.id, 1000);
   kernel.foreign({ op: 'delete-state', id: ours.outSa.id }); // the hand flush
@@ -275,13 +288,13 @@ async function resumeTrial(stopAt: number): Promise<Trial> {
 
   const stopper = new Stopper(stopAt);
   const crashing = await Ledger.open(path, { checkpoint: (label) => stopper.point(`ledger:${label}`), compactAfterLines: 3 });
-  const run = converge(stoppable(kernel, stopper), crashing, { desired: stateA, prune: true, dryRun: false, conflicts: 'skip' });
+  const run = converge(stoppable(kernel, stopper), crashing, { desired: stateA, prune: true, dryRun: false, now: frozenClock, conflicts: 'skip' });
   await Promise.race([run, stopper.reached]);
   await crashing.close();
 
   const restarted = await Ledger.open(path);
   try {
-    const result = await converge(kernel, restarted, { desired: stateA, prune: true, dryRun: false, conflicts: 'skip' });
+    const result = await converge(kernel, restarted, { desired: stateA, prune: true, dryRun: false, now: frozenClock, conflicts: 'skip' });
     expect(result.sequence.map((refusal) => refusal.reason), `stopped at ${stopper.stoppedAt}`).toEqual(['NeedsRekey']);
     const observed = await kernel.dump();
     const mine = observed.states.filter((held) => keyOf(held) === keyOf(ours.outSa));
