@@ -1,7 +1,7 @@
 // IpsecMesh's other shapes on real kernels (issue 12): IPv6 node addresses and tunnel mode for
 // pod CIDRs, each under the same numbered UDP traffic and instruments as mesh-churn.test.ts.
 // One cluster of three agents (test/infra/cluster), each node with an IPv4 and an IPv6 InternalIP
-// and a pod namespace behind it (a veth; the node forwards; its pod CIDRs, one /24 and one /64,
+// (the IPv6 one in non-canonical text, which the API server keeps as written) and a pod namespace behind it (a veth; the node forwards; its pod CIDRs, one /24 and one /64,
 // in the Node's spec.podCIDRs and routed to every other node's address, as a CNI would), and
 // two dual-stack meshes one after the other:
 // 1. transport between the node addresses, IPv4 and IPv6: Ready with an SA at both ends of all
@@ -120,6 +120,10 @@ describe('IpsecMesh on real kernels: a dual-stack transport mesh, then a tunnel 
     let carried: Map<string, bigint>;
 
     it('becomes Ready with a transport SA at both ends of all twelve directions', async () => {
+      // The Node holds its IPv6 address in the topology's non-canonical text, the SAs the canonical one.
+      const written = JSON.parse(await run.cluster.kubectl(['get', 'node', 'a', '-o', 'jsonpath={.status.addresses}'])) as { type: string; address: string }[];
+      expect(written).toContainEqual({ type: 'InternalIP', address: run.node('a').ipv6 });
+      expect(run.node('a').ipv6).not.toBe(run.address('a', 'IPv6'));
       await becomesReady(TRANSPORT);
     });
 

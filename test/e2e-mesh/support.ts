@@ -318,10 +318,15 @@ export class MeshRun {
     await this.cluster.startAgent(name, extraArgs);
   }
 
-  /** The Node objects have no kubelet: their InternalIPs (the mesh's node addresses, one per family) are written here. */
+  /**
+   * The Node objects have no kubelet: their InternalIPs (the mesh's node addresses, one per
+   * family) are written here, in the topology's text. Its IPv6 text is not canonical
+   * (`2001:db8:100:0::1`, the kernel prints `2001:db8:100::1`); the API server keeps it as written,
+   * so the agents must not compare it as it stands.
+   */
   async writeNodeAddresses(): Promise<void> {
     for (const name of this.nodes) {
-      const internal = this.nodeFamilies.map((family) => ({ type: 'InternalIP', address: this.address(name, family) }));
+      const internal = this.nodeFamilies.map((family) => ({ type: 'InternalIP', address: family === 'IPv4' ? this.node(name).ipv4! : this.node(name).ipv6! }));
       await this.cluster.kubectl(['patch', 'node', name, '--subresource=status', '--type=merge', '-p', JSON.stringify({ status: { addresses: [...internal, { type: 'Hostname', address: name }] } })]);
     }
   }
