@@ -77,10 +77,11 @@ export default defineConfig({
       {
         // IpsecMesh on real kernels with traffic (issue 12): four nodes through rotation rounds, a
         // join, a SIGKILLed agent, a boot id change and a leave, 0 lost, the key scan and the
-        // agents' mesh metrics (in `npm test`).
+        // agents' mesh metrics; a dual-stack transport mesh and a tunnel mesh for pod CIDRs, each
+        // through a rotation round with 0 lost (in `npm test`).
         test: {
           name: 'e2e-mesh',
-          include: ['test/e2e-mesh/mesh-churn.test.ts'],
+          include: ['test/e2e-mesh/mesh-churn.test.ts', 'test/e2e-mesh/mesh-modes.test.ts'],
           globalSetup: ['test/infra/build-dist.ts', 'test/infra/controlplane/global-setup.ts', 'test/infra/vm/global-setup.ts'],
           fileParallelism: false,
           testTimeout: 900_000,
@@ -91,7 +92,7 @@ export default defineConfig({
         // The same on the second kernel of the matrix (npm run test:e2e-mesh runs both).
         test: {
           name: 'e2e-mesh-6.12',
-          include: ['test/e2e-mesh/mesh-churn.test.ts'],
+          include: ['test/e2e-mesh/mesh-churn.test.ts', 'test/e2e-mesh/mesh-modes.test.ts'],
           env: { IPSEC_OPERATOR_VM_KERNEL: '6.12' },
           globalSetup: ['test/infra/build-dist.ts', 'test/infra/controlplane/global-setup.ts', 'test/infra/vm/global-setup.ts'],
           fileParallelism: false,

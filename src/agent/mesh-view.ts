@@ -14,6 +14,7 @@ import type { MeshIdentity } from '../mesh/derive.js';
 import type { MeshEntriesSpec, MeshExemption } from '../mesh/entries.js';
 import type { MeshSelf } from '../mesh/rotation.js';
 import type { MeshAdvertisement } from '../mesh/types.js';
+import { formatAddress, parseAddress, type ParsedAddress } from '../xfrm/address.js';
 import type { AddressFamily } from '../xfrm/types.js';
 
 const FAMILY: Readonly<Record<'IPv4' | 'IPv6', AddressFamily>> = { IPv4: 'inet', IPv6: 'inet6' };
@@ -92,13 +93,24 @@ export function meshFamilies(mesh: IpsecMeshObject): AddressFamily[] {
   return (mesh.spec.addressFamilies ?? ['IPv4']).map((family) => FAMILY[family]);
 }
 
-/** The first status address of `type` per family (InternalIP by default, as the schema says). */
+/**
+ * The first status address of `type` per family (InternalIP by default, as the schema says), in
+ * canonical text. The API server keeps a Node's addresses as written (`2001:DB8:0::1` is
+ * accepted as is), while the kernel dumps SAs with canonical addresses and the planner and the
+ * mesh compare addresses as strings: an address kept as written would name SAs the kernel never
+ * shows, so the mesh would never converge. One that is no address at all is skipped.
+ */
 export function nodeAddresses(node: V1Node, type: 'InternalIP' | 'ExternalIP', families: readonly AddressFamily[]): Partial<Record<AddressFamily, string>> {
   const addresses: Partial<Record<AddressFamily, string>> = {};
   for (const entry of node.status?.addresses ?? []) {
     if (entry.type !== type) continue;
-    const family: AddressFamily = entry.address.includes(':') ? 'inet6' : 'inet';
-    if (families.includes(family) && addresses[family] === undefined) addresses[family] = entry.address;
+    let parsed: ParsedAddress;
+    try {
+      parsed = parseAddress(entry.address);
+    } catch {
+      continue;
+    }
+    if (families.includes(parsed.family) && addresses[parsed.family] === undefined) addresses[parsed.family] = formatAddress(parsed.family, parsed.bytes);
   }
   return addresses;
 }

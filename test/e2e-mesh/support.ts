@@ -4,6 +4,11 @@
 // scan over everything the cluster shows; and the run's setup and teardown (startMeshRun,
 // MeshRun.finish) and the waits every mesh test makes (a round completed, Ready with N members).
 // The instruments are test/support/traffic-proof.ts.
+//
+// A run may hold several meshes one after the other (MeshRun.use): the node addresses of both
+// families and, with `pods`, a pod namespace behind each node (its pod CIDRs in the Node's
+// spec.podCIDRs) are set up once, and each mesh says which families it protects and whether its
+// traffic runs between the nodes or between their pods.
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
 import type { VmClient } from '../infra/vm/client.js';
@@ -11,6 +16,7 @@ import { startCluster, type Cluster } from '../infra/cluster/cluster.js';
 import type { TopologyNode } from '../infra/vm/topology.js';
 import { timed, waitFor } from '../e2e/support.js';
 import { warmCrypto } from '../support/vm-cli.js';
+import { canonicalAddress } from '../../src/xfrm/address.js';
 import { directionCounts, dumpedKeys, parseStateDump, parseTrafficSummary, parseXfrmStat, scanKeys, SequenceTracker, xfrmStatIncrease, type DirectionCount, type KeyFinding } from '../support/traffic-proof.js';
 
 const TRAFFIC_NODE = fileURLToPath(new URL('../infra/vm/guest/traffic-node.mjs', import.meta.url));
@@ -39,15 +45,26 @@ export interface MeshReport {
 
 export const condition = (status: MeshStatus, type: string) => status.conditions?.find((c) => c.type === type);
 
-export function meshManifest(name: string, maxConcurrent: number): string {
+export type MeshFamily = 'IPv4' | 'IPv6';
+export type MeshMode = 'transport' | 'tunnel';
+
+/** What a mesh protects: its address families, its mode and so where its test traffic runs (tunnel: between the pods). */
+export interface MeshShape {
+  readonly families: readonly MeshFamily[];
+  readonly mode: MeshMode;
+}
+
+const IPV4_TRANSPORT: MeshShape = { families: ['IPv4'], mode: 'transport' };
+
+export function meshManifest(name: string, maxConcurrent: number, shape: MeshShape = IPV4_TRANSPORT): string {
   return `apiVersion: ipsec.xfrm.io/v1alpha1
 kind: IpsecMesh
 metadata:
   name: ${name}
 spec:
   nodeSelector: {matchLabels: {${MESH_LABEL}: ${name}}}
-  addressFamilies: [IPv4]
-  mode: transport
+  addressFamilies: [${shape.families.join(', ')}]
+  mode: ${shape.mode}
   aead: rfc4106-gcm-aes256
   rotation:
     interval: 24h
@@ -66,6 +83,38 @@ export interface MeshRunOptions {
   readonly members?: readonly string[];
   /** The agents' full resync (the harness's default is 10 s). */
   readonly resyncSeconds?: number;
+  /** The first mesh's shape (default IPv4 transport); MeshRun.use switches to another. */
+  readonly shape?: MeshShape;
+  /** Every node's InternalIPs, one per family (default IPv4 only, as a single-stack cluster). */
+  readonly families?: readonly MeshFamily[];
+  /**
+   * A pod namespace behind each node: a veth into the node's namespace, which forwards; a pod
+   * CIDR per family of `families` in the Node's spec.podCIDRs (as a kubelet's node IPAM would
+   * set it), routed to each other node's address. For tunnel-mode meshes.
+   */
+  readonly pods?: boolean;
+}
+
+/** One end of the test traffic: an address in a namespace, of a node or of the pod behind it. */
+export interface TrafficEndpoint {
+  readonly node: string;
+  readonly family: MeshFamily;
+  readonly netns: string;
+  readonly address: string;
+}
+
+/**
+ * The pod behind node number `index`: RFC 2544's benchmarking range (never routed) for IPv4,
+ * RFC 3849's documentation range for IPv6, one /24 and one /64 per node; the node's side of the
+ * veth is .1 / ::1 (the pod's gateway), the pod .2 / ::2. Canonical text: it is compared with
+ * what the kernel and node:dgram print.
+ */
+function podLayout(index: number): Record<MeshFamily, { cidr: string; gateway: string; pod: string }> {
+  const v6 = `2001:db8:200:${(index + 1).toString(16)}`;
+  return {
+    IPv4: { cidr: `198.18.${index + 1}.0/24`, gateway: `198.18.${index + 1}.1`, pod: `198.18.${index + 1}.2` },
+    IPv6: { cidr: `${v6}::/64`, gateway: `${v6}::1`, pod: `${v6}::2` },
+  };
 }
 
 /**
@@ -78,10 +127,16 @@ export async function startMeshRun(vm: VmClient, options: MeshRunOptions): Promi
   const cluster = await timed('cluster started', () =>
     startCluster({ vm, kubeconfigPath: options.kubeconfigPath, nodes: options.nodes, ...(options.resyncSeconds !== undefined ? { resyncSeconds: options.resyncSeconds } : {}), log: (line) => console.log(`[e2e-mesh] ${line}`) }),
   );
-  const run = new MeshRun(vm, cluster, options.mesh, options.nodes);
-  await cluster.kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/ipsecmeshes.ipsec.xfrm.io']);
-  await run.writeNodeAddresses();
-  for (const name of options.members ?? options.nodes) await run.label(name, true);
+  const run = new MeshRun(vm, cluster, options.mesh, options.nodes, options.shape ?? IPV4_TRANSPORT, options.families ?? ['IPv4']);
+  try {
+    await cluster.kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/ipsecmeshes.ipsec.xfrm.io']);
+    await run.writeNodeAddresses();
+    if (options.pods === true) await run.createPods();
+    for (const name of options.members ?? options.nodes) await run.label(name, true);
+  } catch (error) {
+    await run.finish();
+    throw error;
+  }
   return run;
 }
 
@@ -95,19 +150,39 @@ export class MeshRun {
   /** Each agent's /metrics as the last key scan read it. */
   readonly agentMetrics = new Map<string, string>();
 
+  /** Every mesh the run used, for finish. */
+  readonly #meshes: string[] = [];
+  /** The pod namespaces behind the nodes (createPods), by node. */
+  readonly #pods = new Map<string, { readonly netns: string; readonly addresses: Record<MeshFamily, string> }>();
+
   constructor(
     readonly vm: VmClient,
     readonly cluster: Cluster,
-    readonly mesh: string,
+    public mesh: string,
     readonly nodes: readonly string[],
-  ) {}
+    public shape: MeshShape,
+    /** The families of the nodes' InternalIPs. */
+    readonly nodeFamilies: readonly MeshFamily[],
+  ) {
+    this.#meshes.push(mesh);
+  }
 
-  /** The run's end: log tails and timings printed, the mesh deleted, the cluster stopped. */
+  /** From now on the run's mesh (status, labels, traffic, SA counts) is `mesh`, of `shape`. */
+  use(mesh: string, shape: MeshShape): void {
+    this.mesh = mesh;
+    this.shape = shape;
+    this.#meshes.push(mesh);
+  }
+
+  /** The run's end: log tails and timings printed, the meshes and pods deleted, the cluster stopped. */
   async finish(tailCharacters = 4000): Promise<void> {
     for (const name of this.nodes) console.log(`[e2e-mesh] agent ${name} log tail:\n${(await this.cluster.agentLogs(name).catch(() => '')).slice(-tailCharacters)}`);
     console.log(`[e2e-mesh] controller log tail:\n${this.cluster.controllerLogs().slice(-tailCharacters)}`);
     console.log(`[e2e-mesh] timings:\n${this.timings.join('\n')}`);
-    await this.cluster.kubectl(['delete', 'ipsecmesh', this.mesh, '--ignore-not-found', '--wait=false']).catch(() => undefined);
+    await this.cluster.kubectl(['delete', 'ipsecmesh', ...this.#meshes, '--ignore-not-found', '--wait=false']).catch(() => undefined);
+    const pods = [...this.#pods.values()].map((pod) => pod.netns);
+    // A process left in a namespace would keep it alive after `netns del`.
+    if (pods.length > 0) await this.vm.trySh(`for ns in ${pods.join(' ')}; do [ -e /run/netns/$ns ] || continue; pids=$(ip netns pids $ns); [ -z "$pids" ] || kill -9 $pids; ip netns del $ns; done`);
     await this.cluster.stop();
   }
 
@@ -152,8 +227,88 @@ export class MeshRun {
     return this.cluster.topology.node(name);
   }
 
-  address(name: string): string {
-    return this.node(name).ipv4!;
+  /** The node's address in `family` (its InternalIP), in canonical text as the kernel prints it. */
+  address(name: string, family: MeshFamily = 'IPv4'): string {
+    const node = this.node(name);
+    const address = family === 'IPv4' ? node.ipv4 : node.ipv6;
+    if (address === undefined) throw new Error(`node ${name} has no ${family} address`);
+    return canonicalAddress(address);
+  }
+
+  /** Every node address the run's mesh protects (its families), for matching SAs. */
+  addresses(name: string): string[] {
+    return this.shape.families.map((family) => this.address(name, family));
+  }
+
+  /** The traffic ends of `among` for the run's mesh: per family, the nodes' addresses, or in tunnel mode their pods'. */
+  endpoints(among: readonly string[]): TrafficEndpoint[] {
+    return among.flatMap((node) =>
+      this.shape.families.map((family) => {
+        if (this.shape.mode === 'transport') return { node, family, netns: this.node(node).netns, address: this.address(node, family) };
+        const pod = this.#pods.get(node);
+        if (pod === undefined) throw new Error(`a tunnel-mode mesh's traffic runs between pods: start the run with pods (node ${node} has none)`);
+        return { node, family, netns: pod.netns, address: pod.addresses[family] };
+      }),
+    );
+  }
+
+  /**
+   * Packets the receiver's SAs of the run's mode from the sender's node address to its own
+   * decrypted (SequenceTracker.carried), for a direction of the test traffic.
+   */
+  carried(count: DirectionCount): bigint {
+    const [from, to] = [this.#endpointOf(count.from), this.#endpointOf(count.to)];
+    return this.tracker.carried(to.node, this.shape.mode, this.address(from.node, from.family), this.address(to.node, to.family));
+  }
+
+  /** `a->b` (single family) or `a->b IPv6`, for a direction of the test traffic. */
+  directionName(count: DirectionCount): string {
+    const [from, to] = [this.#endpointOf(count.from), this.#endpointOf(count.to)];
+    return `${from.node}->${to.node}${this.shape.families.length > 1 ? ` ${from.family}` : ''}`;
+  }
+
+  #endpointOf(address: string): TrafficEndpoint {
+    const found = this.endpoints(this.nodes).find((endpoint) => endpoint.address === address);
+    if (found === undefined) throw new Error(`no traffic endpoint has the address ${address}`);
+    return found;
+  }
+
+  /** The pod CIDR of `name` in `family` (createPods), as the kernel prints a selector. */
+  podCIDR(name: string, family: MeshFamily): string {
+    if (!this.#pods.has(name)) throw new Error(`node ${name} has no pod (start the run with pods)`);
+    return podLayout(this.nodes.indexOf(name))[family].cidr;
+  }
+
+  /** Creates the pod namespaces behind the nodes and writes their pod CIDRs into the Node objects (see MeshRunOptions.pods). */
+  async createPods(): Promise<void> {
+    const script = ['set -e'];
+    this.nodes.forEach((name, index) => {
+      const node = this.node(name);
+      const layout = podLayout(index);
+      const netns = `${node.netns}-pod`;
+      const families = this.nodeFamilies;
+      // Created from the pod's side: the node's namespace already has an eth0.
+      script.push(
+        `ip netns add ${netns}`,
+        `ip -n ${netns} link add eth0 type veth peer name pod0 netns ${node.netns}`,
+        `ip -n ${netns} link set lo up`,
+        ...families.map((family) => `ip -n ${netns} addr add ${layout[family].pod}/${layout[family].cidr.split('/')[1]} dev eth0${family === 'IPv6' ? ' nodad' : ''}`),
+        `ip -n ${netns} link set eth0 up`,
+        ...families.map((family) => `ip -n ${netns} ${family === 'IPv6' ? '-6 ' : ''}route add default via ${layout[family].gateway}`),
+        ...families.map((family) => `ip -n ${node.netns} addr add ${layout[family].gateway}/${layout[family].cidr.split('/')[1]} dev pod0${family === 'IPv6' ? ' nodad' : ''}`),
+        `ip -n ${node.netns} link set pod0 up`,
+        // The node routes between its pod and the other nodes (/proc/sys/net is the namespace's own).
+        `ip netns exec ${node.netns} sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward && echo 1 > /proc/sys/net/ipv6/conf/all/forwarding'`,
+        // Every other node's pods through that node, as a CNI's routes would send them.
+        ...this.nodes.flatMap((peer, peerIndex) => (peer === name ? [] : families.map((family) => `ip -n ${node.netns} route add ${podLayout(peerIndex)[family].cidr} via ${this.address(peer, family)}`))),
+      );
+      this.#pods.set(name, { netns, addresses: { IPv4: layout.IPv4.pod, IPv6: layout.IPv6.pod } });
+    });
+    await this.vm.sh(script.join('\n'));
+    for (const [index, name] of this.nodes.entries()) {
+      const cidrs = this.nodeFamilies.map((family) => podLayout(index)[family].cidr);
+      await this.cluster.kubectl(['patch', 'node', name, '--type=merge', '-p', JSON.stringify({ spec: { podCIDR: cidrs[0], podCIDRs: cidrs } })]);
+    }
   }
 
   /** Stops the node's agent with `signal` (its log kept for the key scan) and starts it again. */
@@ -163,10 +318,16 @@ export class MeshRun {
     await this.cluster.startAgent(name, extraArgs);
   }
 
-  /** The Node objects have no kubelet: their InternalIP (the mesh's node address) is written here. */
+  /**
+   * The Node objects have no kubelet: their InternalIPs (the mesh's node addresses, one per
+   * family) are written here, in the topology's text. Its IPv6 text is not canonical
+   * (`2001:db8:100:0::1`, the kernel prints `2001:db8:100::1`); the API server keeps it as written,
+   * so the agents must not compare it as it stands.
+   */
   async writeNodeAddresses(): Promise<void> {
     for (const name of this.nodes) {
-      await this.cluster.kubectl(['patch', 'node', name, '--subresource=status', '--type=merge', '-p', JSON.stringify({ status: { addresses: [{ type: 'InternalIP', address: this.address(name) }, { type: 'Hostname', address: name }] } })]);
+      const internal = this.nodeFamilies.map((family) => ({ type: 'InternalIP', address: family === 'IPv4' ? this.node(name).ipv4! : this.node(name).ipv6! }));
+      await this.cluster.kubectl(['patch', 'node', name, '--subresource=status', '--type=merge', '-p', JSON.stringify({ status: { addresses: [...internal, { type: 'Hostname', address: name }] } })]);
     }
   }
 
@@ -216,29 +377,35 @@ export class MeshRun {
     return new Map(await Promise.all(this.nodes.map(async (name) => [name, parseXfrmStat((await this.node(name).sh('cat /proc/net/xfrm_stat')).stdout)] as const)));
   }
 
-  /** For every ordered pair of `members`: the SPIs of the ESP SAs the sender holds to the receiver that the receiver holds too. */
+  /**
+   * For every ordered pair of `members` and family of the mesh (`a->b IPv4`): the SPIs of the
+   * ESP SAs the sender holds to the receiver that the receiver holds too.
+   */
   pairedSpis(dumps: Map<string, string>, members: readonly string[]): Map<string, number[]> {
     const out = new Map<string, number[]>();
-    for (const from of members) {
-      for (const to of members) {
-        if (from === to) continue;
-        const held = (name: string) =>
-          parseStateDump(dumps.get(name)!)
-            .filter((sa) => sa.protocol === 'esp' && sa.source === this.address(from) && sa.destination === this.address(to))
-            .map((sa) => sa.spi);
-        const atReceiver = new Set(held(to));
-        out.set(`${from}->${to}`, held(from).filter((spi) => atReceiver.has(spi)));
+    for (const family of this.shape.families) {
+      for (const from of members) {
+        for (const to of members) {
+          if (from === to) continue;
+          const held = (name: string) =>
+            parseStateDump(dumps.get(name)!)
+              .filter((sa) => sa.protocol === 'esp' && sa.source === this.address(from, family) && sa.destination === this.address(to, family))
+              .map((sa) => sa.spi);
+          const atReceiver = new Set(held(to));
+          out.set(`${from}->${to} ${family}`, held(from).filter((spi) => atReceiver.has(spi)));
+        }
       }
     }
     return out;
   }
 
-  /** ESP SAs a node holds with `peer` as source or destination. */
+  /** ESP SAs a node holds with one of `peer`'s addresses (of the mesh's families) as source or destination. */
   espWith(dump: string, peer: string): number {
-    return parseStateDump(dump).filter((sa) => sa.protocol === 'esp' && (sa.source === this.address(peer) || sa.destination === this.address(peer))).length;
+    const addresses = new Set(this.addresses(peer));
+    return parseStateDump(dump).filter((sa) => sa.protocol === 'esp' && (addresses.has(sa.source) || addresses.has(sa.destination))).length;
   }
 
-  /** Waits until every member holds exactly one SA per direction with every other member and nothing with a non-member (old generations and left nodes removed). */
+  /** Waits until every member holds exactly one SA per direction and family with every other member and nothing with a non-member (old generations and left nodes removed). */
   async waitSettled(members: readonly string[], what: string, timeoutMs = 300_000): Promise<void> {
     await waitFor(
       what,
@@ -246,7 +413,7 @@ export class MeshRun {
         const dumps = await this.sample();
         for (const name of this.nodes) {
           const esp = parseStateDump(dumps.get(name)!).filter((sa) => sa.protocol === 'esp').length;
-          if (esp !== (members.includes(name) ? 2 * (members.length - 1) : 0)) return false;
+          if (esp !== (members.includes(name) ? this.shape.families.length * 2 * (members.length - 1) : 0)) return false;
         }
         const spis = this.pairedSpis(dumps, members);
         return [...spis.values()].every((held) => held.length === 1);
@@ -256,12 +423,13 @@ export class MeshRun {
     );
   }
 
-  /** Starts a traffic node in the namespace of each of `among`; returns a stop that collects the directions' counts. */
+  /** Starts a traffic node at each endpoint of `among` (per family, see endpoints); returns a stop that collects the directions' counts. */
   async startTraffic(among: readonly string[]): Promise<() => Promise<DirectionCount[]>> {
     const ids: string[] = [];
-    for (const name of among) {
-      const peers = among.filter((peer) => peer !== name).map((peer) => this.address(peer)).join(',');
-      const { id } = await this.vm.spawn({ argv: ['ip', 'netns', 'exec', this.node(name).netns, 'node', TRAFFIC_NODE, '--self', this.address(name), '--peers', peers, '--port', String(PORT), '--rate', String(RATE), '--drain-ms', '3000'] });
+    const endpoints = this.endpoints(among);
+    for (const self of endpoints) {
+      const peers = endpoints.filter((peer) => peer.family === self.family && peer.node !== self.node).map((peer) => peer.address).join(',');
+      const { id } = await this.vm.spawn({ argv: ['ip', 'netns', 'exec', self.netns, 'node', TRAFFIC_NODE, '--self', self.address, '--peers', peers, '--port', String(PORT), '--rate', String(RATE), '--drain-ms', '3000'] });
       ids.push(id);
     }
     for (const id of ids) {
@@ -312,18 +480,17 @@ export class MeshRun {
     }
     await this.sample();
     const increase = new Map([...(await this.xfrmStats())].map(([name, after]) => [name, xfrmStatIncrease(before.get(name)!, after)]));
-    const name = (address: string) => this.nodes.find((candidate) => this.address(candidate) === address) ?? address;
-    const summary = counts.map((count) => `${name(count.from)}->${name(count.to)} ${count.received}/${count.sent}`).join(', ');
+    const summary = counts.map((count) => `${this.directionName(count)} ${count.received}/${count.sent}`).join(', ');
     const moved = JSON.stringify(Object.fromEntries([...increase].map(([node, changes]) => [node, Object.fromEntries(changes)])));
     const line = `${label}: ${((Date.now() - started) / 1000).toFixed(1)} s; traffic ${summary}; xfrm_stat changes ${moved}; ${this.tracker.samples} dumps, ${this.tracker.pairs.size} (key, SPI) pairs so far`;
     console.log(`[e2e-mesh] ${line}`);
     this.timings.push(line);
-    const provenAddresses = new Set(proven.map((member) => this.address(member)));
+    const provenAddresses = new Set(this.endpoints(proven).map((endpoint) => endpoint.address));
     const provenCounts = counts.filter((count) => provenAddresses.has(count.from) && provenAddresses.has(count.to));
-    expect(provenCounts).toHaveLength(proven.length * (proven.length - 1));
+    expect(provenCounts).toHaveLength(this.shape.families.length * proven.length * (proven.length - 1));
     for (const count of provenCounts) {
-      expect(count.sent, `${name(count.from)}->${name(count.to)}`).toBeGreaterThanOrEqual(RATE * 5);
-      expect({ lost: count.lost, missing: count.missing }, `${label}: ${name(count.from)}->${name(count.to)}`).toEqual({ lost: 0, missing: [] });
+      expect(count.sent, this.directionName(count)).toBeGreaterThanOrEqual(RATE * 5);
+      expect({ lost: count.lost, missing: count.missing }, `${label}: ${this.directionName(count)}`).toEqual({ lost: 0, missing: [] });
     }
     expect(this.tracker.restarts).toEqual([]);
     for (const node of proven) {

@@ -59,10 +59,14 @@ export interface DumpedState {
   readonly destination: string;
   readonly protocol: string;
   readonly spi: number;
+  /** 'transport', 'tunnel', ... as iproute2 prints it ('' if the block names none). */
+  readonly mode: string;
   /** sha256 of every key of the SA in dump order (aead, or enc + auth), hex; '' without keys. */
   readonly keyHash: string;
   /** The outbound counter (ESN: oseq-hi << 32 | oseq). */
   readonly outboundSequence: bigint;
+  /** Packets the SA processed (`lifetime current: ... (packets)`): sent if outbound, decrypted if inbound; -1 without the line. */
+  readonly packets: bigint;
 }
 
 const KEY_LINE = /^\s+(?:aead|enc|auth|auth-trunc|comp)\s+\S+\s+0x([0-9a-f]+)/;
@@ -77,14 +81,17 @@ export function parseStateDump(text: string): DumpedState[] {
     const keys = block.split('\n').flatMap((line) => KEY_LINE.exec(line)?.[1] ?? []);
     const esn = /oseq-hi (0x[0-9a-f]+), oseq (0x[0-9a-f]+)/.exec(block);
     const legacy = /oseq (0x[0-9a-f]+)/.exec(block);
+    const current = /(\d+)\(bytes\), (\d+)\(packets\)/.exec(block);
     const outboundSequence = esn ? (BigInt(esn[1]!) << 32n) | BigInt(esn[2]!) : legacy ? BigInt(legacy[1]!) : -1n;
     return {
       source: head[1]!,
       destination: head[2]!,
       protocol: id[1]!,
       spi: Number.parseInt(id[2]!, 16),
+      mode: / mode (\S+)/.exec(block)?.[1] ?? '',
       keyHash: keys.length === 0 ? '' : createHash('sha256').update(keys.join('/')).digest('hex'),
       outboundSequence,
+      packets: current ? BigInt(current[2]!) : -1n,
     };
   });
 }
@@ -122,10 +129,19 @@ export class SequenceTracker {
   samples = 0;
   /** (key, SPI) pairs seen, across nodes. */
   readonly pairs = new Set<string>();
+  /** Per node, mode, source and destination: the highest packet counter of each (key, SPI) seen. */
+  readonly #packets = new Map<string, Map<string, bigint>>();
 
   observe(node: string, dump: string): void {
     this.samples += 1;
     for (const state of parseStateDump(dump)) {
+      if (state.keyHash !== '' && state.packets >= 0n) {
+        const route = `${node}|${state.mode}|${state.source}|${state.destination}`;
+        const perSa = this.#packets.get(route) ?? new Map<string, bigint>();
+        const sa = `${state.protocol}|${state.spi}|${state.keyHash}`;
+        if (state.packets > (perSa.get(sa) ?? -1n)) perSa.set(sa, state.packets);
+        this.#packets.set(route, perSa);
+      }
       if (state.keyHash === '' || state.outboundSequence < 0n) continue;
       const key = `${node}|${state.destination}|${state.protocol}|${state.spi}|${state.keyHash}`;
       this.pairs.add(`${state.spi}|${state.keyHash}`);
@@ -135,6 +151,18 @@ export class SequenceTracker {
       }
       if (before === undefined || state.outboundSequence > before) this.#highest.set(key, state.outboundSequence);
     }
+  }
+
+  /**
+   * Packets the `mode` SAs from `source` to `destination` in `node`'s dumps processed: the highest
+   * counter each (key, SPI) showed, summed over all of them (a rotation spreads a direction's
+   * traffic over several). At the receiver, the packets it decrypted; at least the datagrams
+   * it got says they all came through ESP (packets sent before the first dump of an SA count too).
+   */
+  carried(node: string, mode: string, source: string, destination: string): bigint {
+    let total = 0n;
+    for (const packets of this.#packets.get(`${node}|${mode}|${source}|${destination}`)?.values() ?? []) total += packets;
+    return total;
   }
 }
 

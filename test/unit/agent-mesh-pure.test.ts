@@ -77,6 +77,15 @@ describe('meshView', () => {
     expect(view.self?.podCIDRs).toEqual(['10.0.1.0/24', 'fd00:1::/64']);
   });
 
+  it("writes the node's addresses as the kernel prints them, whatever text the Node holds, and skips what is no address", () => {
+    // The API server keeps `2001:DB8:100:0::1` as written (seen on the real one); the kernel dumps
+    // the SA to it as `2001:db8:100::1`, so an SA named with the written text never converges.
+    const n = node('a', {}, [['InternalIP', 'not-an-address'], ['InternalIP', '2001:DB8:100:0::1'], ['InternalIP', '198.51.100.1']]);
+    expect(nodeAddresses(n, 'InternalIP', ['inet', 'inet6'])).toEqual({ inet: '198.51.100.1', inet6: '2001:db8:100::1' });
+    const view = meshView({ mesh: mesh({ nodeSelector: undefined, addressFamilies: ['IPv6'] }), nodes: [n], nodeStates: [], nodeName: 'a', bootId: 'x' });
+    expect(view.self?.addresses).toEqual({ inet6: '2001:db8:100::1' });
+  });
+
   it('applies the schema defaults to the entries and the timers', () => {
     expect(meshEntriesSpec(mesh(), { name: 'm', uid: UID })).toEqual({ mesh: { name: 'm', uid: UID }, aead: 'rfc4106-gcm-aes256', mode: 'transport', esn: true, replayWindow: 128, failClosed: false, exemptions: [] });
     const full = meshEntriesSpec(mesh({ natTraversal: {}, exemptions: [{ protocol: 'tcp', port: 179 }, { protocol: 'ipv6-icmp' }], rotation: { softPacketLimit: 5000 } }), { name: 'm', uid: UID });

@@ -8,19 +8,19 @@ const KEY_A = '0a'.repeat(36);
 const KEY_B = '0b'.repeat(36);
 
 /** An SA as `ip -s xfrm state` prints it (iproute2 6.x), legacy replay state or ESN. */
-function dumpBlock(options: { spi: number; key: string; oseq: number; esn?: { hi: number } }): string {
+function dumpBlock(options: { spi: number; key: string; oseq: number; esn?: { hi: number }; mode?: string; packets?: number }): string {
   const spi = options.spi.toString(16).padStart(8, '0');
   const counters = options.esn
     ? `\tanti-replay esn context:\n\t seq-hi 0x0, seq 0x0, oseq-hi 0x${options.esn.hi.toString(16)}, oseq 0x${options.oseq.toString(16)}\n\t replay_window 128, bitmap-length 4\n\t 00000000 00000000 00000000 00000000 \n`
     : `\tanti-replay context: seq 0x0, oseq 0x${options.oseq.toString(16)}, bitmap 0x00000000\n`;
   return (
     `src 198.51.100.1 dst 198.51.100.2\n` +
-    `\tproto esp spi 0x${spi}(${options.spi}) reqid 1(0x00000001) mode transport\n` +
+    `\tproto esp spi 0x${spi}(${options.spi}) reqid 1(0x00000001) mode ${options.mode ?? 'transport'}\n` +
     `\treplay-window 0 seq 0x00000000 flag  (0x00000000)\n` +
     `\taead rfc4106(gcm(aes)) 0x${options.key} (288 bits) 128\n` +
     counters +
     `\tsel src 0.0.0.0/0 dst 0.0.0.0/0 uid 0\n` +
-    `\tlifetime current:\n\t  84(bytes), 1(packets)\n\tstats:\n\t  replay-window 0 replay 0 failed 0\n`
+    `\tlifetime current:\n\t  ${84 * (options.packets ?? 1)}(bytes), ${options.packets ?? 1}(packets)\n\tstats:\n\t  replay-window 0 replay 0 failed 0\n`
   );
 }
 
@@ -28,11 +28,11 @@ describe('parseStateDump', () => {
   it('reads identity, a hash of the keys and the outbound counter, legacy and ESN', () => {
     const states = parseStateDump(dumpBlock({ spi: 0x1000, key: KEY_A, oseq: 5 }) + dumpBlock({ spi: 0x1001, key: KEY_B, oseq: 7, esn: { hi: 2 } }));
     expect(states).toHaveLength(2);
-    expect(states[0]).toMatchObject({ source: '198.51.100.1', destination: '198.51.100.2', protocol: 'esp', spi: 0x1000, outboundSequence: 5n });
+    expect(states[0]).toMatchObject({ source: '198.51.100.1', destination: '198.51.100.2', protocol: 'esp', spi: 0x1000, mode: 'transport', outboundSequence: 5n, packets: 1n });
     expect(states[1]).toMatchObject({ spi: 0x1001, outboundSequence: (2n << 32n) | 7n });
     expect(states[0]!.keyHash).toMatch(/^[0-9a-f]{64}$/);
     expect(states[0]!.keyHash).not.toBe(states[1]!.keyHash);
-    expect(JSON.stringify(states.map((state) => ({ ...state, outboundSequence: String(state.outboundSequence) })))).not.toContain(KEY_A.slice(0, 24));
+    expect(JSON.stringify(states.map((state) => ({ ...state, outboundSequence: String(state.outboundSequence), packets: String(state.packets) })))).not.toContain(KEY_A.slice(0, 24));
     expect(dumpedKeys(dumpBlock({ spi: 1, key: KEY_A, oseq: 1 })).map((key) => key.toString('hex'))).toEqual([KEY_A]);
   });
 });
@@ -45,6 +45,19 @@ describe('SequenceTracker', () => {
     tracker.observe('a', dumpBlock({ spi: 0x1000, key: KEY_B, oseq: 0 }));
     expect(tracker.restarts).toEqual([]);
     expect(tracker.pairs.size).toBe(2);
+  });
+
+  it('sums, per mode and direction, the highest packet counter of each (key, SPI) seen', () => {
+    const tracker = new SequenceTracker();
+    tracker.observe('b', dumpBlock({ spi: 0x1000, key: KEY_A, oseq: 0, mode: 'tunnel', packets: 40 }));
+    tracker.observe('b', dumpBlock({ spi: 0x1000, key: KEY_A, oseq: 0, mode: 'tunnel', packets: 90 }) + dumpBlock({ spi: 0x1001, key: KEY_B, oseq: 0, mode: 'tunnel', packets: 3 }));
+    // The old SA gone (a rotation), the new one counting on.
+    tracker.observe('b', dumpBlock({ spi: 0x1001, key: KEY_B, oseq: 0, mode: 'tunnel', packets: 20 }));
+    tracker.observe('b', dumpBlock({ spi: 0x1002, key: KEY_B, oseq: 0, mode: 'transport', packets: 7 }));
+    expect(tracker.carried('b', 'tunnel', '198.51.100.1', '198.51.100.2')).toBe(110n);
+    expect(tracker.carried('b', 'transport', '198.51.100.1', '198.51.100.2')).toBe(7n);
+    expect(tracker.carried('a', 'tunnel', '198.51.100.1', '198.51.100.2')).toBe(0n);
+    expect(tracker.carried('b', 'tunnel', '198.51.100.2', '198.51.100.1')).toBe(0n);
   });
 
   it('reports the same key and SPI sending lower numbers again, even after the SA was gone', () => {
