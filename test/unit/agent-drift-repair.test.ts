@@ -163,8 +163,22 @@ describe('the targeted repair', () => {
     const key = policyKey(policyAt(2).id);
     const indexBefore = kernel.policies.find((entry) => policyKey(entry.id) === key)!.index;
     kernel.foreign({ op: 'delete-policy', id: policyAt(2).id });
+    // The order of durable ledger writes and kernel writes: the intent (with the removal of the
+    // record the deletion disproved) before the add, the settlement after it.
+    const order: string[] = [];
+    const commit = ledger.commit.bind(ledger);
+    ledger.commit = (changes) => {
+      order.push(`commit set ${(changes.set ?? []).map((record) => record.phase).join(',')} remove ${changes.remove?.length ?? 0}`);
+      return commit(changes);
+    };
+    const apply = kernel.apply.bind(kernel);
+    kernel.apply = (changes) => {
+      order.push(changes.map((change) => change.op).join(','));
+      return apply(changes);
+    };
     drift.observe({ kind: 'policy-deleted', policy: policyAt(2), origin: FOREIGN });
     expect(await drain()).toEqual(['targeted']);
+    expect(order).toEqual(['commit set creating remove 1', 'add-policy', 'commit set present remove 0']);
     const readded = kernel.policies.find((entry) => policyKey(entry.id) === key);
     expect(readded).toBeDefined();
     expect(readded!.index).not.toBe(indexBefore);

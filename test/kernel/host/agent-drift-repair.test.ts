@@ -54,7 +54,7 @@ let workers: Promise<void>;
 const stop = new AbortController();
 const registry = new Registry();
 const reports: NodeStateFacts[] = [];
-const counts = { dumps: 0, reconciles: { [NODE_KEY]: 0, [DRIFT_KEY]: 0 } as Record<string, number>, events: 0 };
+const counts = { dumps: 0, writes: 0, reconciles: { [NODE_KEY]: 0, [DRIFT_KEY]: 0 } as Record<string, number>, events: 0, finished: 0 };
 /** While closed, the worker waits before each pass (to let two hand changes land as one). */
 let gate: Promise<void> = Promise.resolve();
 
@@ -86,6 +86,10 @@ beforeAll(async () => {
     dump: async () => {
       counts.dumps += 1;
       return opened.dump();
+    },
+    apply: (changes) => {
+      counts.writes += changes.length;
+      return opened.apply(changes);
     },
   };
   const metrics = new AgentMetrics(registry, { perSaMetrics: false, readXfrmStat: async () => new Map() });
@@ -121,7 +125,11 @@ beforeAll(async () => {
     async (key) => {
       await gate;
       counts.reconciles[key] = (counts.reconciles[key] ?? 0) + 1;
-      return worker.reconcile(key);
+      try {
+        return await worker.reconcile(key);
+      } finally {
+        counts.finished += 1;
+      }
     },
     { signal: stop.signal },
   );
@@ -142,6 +150,14 @@ afterAll(async () => {
 });
 
 describe("the agent's drift repair on the host kernel", () => {
+  it('a full pass with nothing changed writes nothing and sees no event (the resync stays quiet)', async () => {
+    const before = { writes: counts.writes, events: counts.events, finished: counts.finished };
+    queue.add(NODE_KEY);
+    await until('the full pass ran', () => counts.finished === before.finished + 1);
+    expect(counts.writes).toBe(before.writes);
+    expect(counts.events).toBe(before.events);
+  });
+
   it('our policy deleted by hand: re-added by the targeted path, without a dump or a full pass', async () => {
     const before = { passes: await passes(), dumps: counts.dumps, full: counts.reconciles[NODE_KEY] };
     const indexBefore = indexOf(17);
