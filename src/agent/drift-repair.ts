@@ -71,7 +71,8 @@ function lookupOfKey(key: string): string {
  * `targeted` when the ledger records it or the last full pass desired it; `full` when it is an
  * SA that only shares the kernel's lookup with one of ours (another mark: the lookup under mask
  * may now find it for ours), or when there is no basis to judge by (before the first full
- * pass, or while the desired tables are being rebuilt); `none` for another program's entry.
+ * pass, or after the caches changed until the full pass they asked for); `none` for another
+ * program's entry.
  */
 export function concernOf(touched: TouchedIdentity, basis: RepairBasis | undefined, records: ReadonlyMap<string, OwnershipRecord>): Concern {
   const owner = records.get(touched.key)?.resource ?? (touched.target === 'state' ? basis?.states.get(touched.key) : basis?.policies.get(touched.key))?.resource;

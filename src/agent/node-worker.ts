@@ -78,7 +78,6 @@ export class NodeWorker {
   private generation = 0;
   /** What the last full pass desired, for targeted repairs, and the generation it was built from. */
   private basis: (RepairBasis & { readonly generation: number }) | undefined;
-  private fullRunning = false;
 
   constructor(private readonly parts: NodeWorkerParts) {
     this.retention = new UsageRetention(parts.usageRetentionSeconds);
@@ -99,23 +98,20 @@ export class NodeWorker {
 
   /**
    * The drift watch's filter: whether an identity someone else touched is ours (./drift-repair.ts
-   * concernOf). While a full pass rebuilds the desired tables, or after they changed, only the
-   * ledger can say an identity is ours; anything else may be newly desired and asks for a full pass.
+   * concernOf). Once what the desired tables are built from changed, and until a full pass built
+   * them again from the changed caches, only the ledger can say an identity is ours: anything
+   * else may be newly desired and asks for a full pass. A full pass running from unchanged
+   * caches builds the same tables as the basis, so another program's churn meanwhile (an IKE
+   * daemon's rekeys) still queues nothing.
    */
   concern(touched: TouchedIdentity): Concern {
-    const fresh = this.basis !== undefined && !this.fullRunning && this.basis.generation === this.generation;
+    const fresh = this.basis !== undefined && this.basis.generation === this.generation;
     return concernOf(touched, fresh ? this.basis : undefined, this.parts.kernel.handles().ledger.records());
   }
 
   async reconcile(key: string = NODE_KEY): Promise<{ requeueAfter?: number }> {
     if (key === DRIFT_KEY) return this.repairDrift();
-    const generation = this.generation;
-    this.fullRunning = true;
-    try {
-      return await this.fullPass(generation);
-    } finally {
-      this.fullRunning = false;
-    }
+    return this.fullPass(this.generation);
   }
 
   /**
