@@ -26,7 +26,7 @@ import type { AgentEncapSockets } from './encap-sockets.js';
 import type { NodeCaches } from './node-caches.js';
 import type { KernelAccess } from './kernel-access.js';
 import type { Concern, DriftWatch, TouchedIdentity } from './drift-watch.js';
-import { concernOf, repairBasis, repairTouched, targetedInputs, touchedStateKeys, type RepairBasis } from './drift-repair.js';
+import { concernOf, repairBasis, repairTouched, targetedInputs, touchedStateKeys, type RepairBasis, type TargetedRepair } from './drift-repair.js';
 import type { NodeStateReporter } from './node-state-reporter.js';
 import type { SequenceWatch } from './sequence-watch.js';
 import type { AgentEvents } from './agent-events.js';
@@ -144,7 +144,7 @@ export class NodeWorker {
       drift.putBackTouched(taken);
       throw error;
     }
-    let repair;
+    let repair: TargetedRepair;
     try {
       repair = await repairTouched(inputs, basis, tables, ledger);
     } catch (error) {
