@@ -29,6 +29,8 @@ export class AgentMetrics {
   readonly kernelChanges: Counter<'operation'>;
   readonly kernelApplyErrors: Counter<'errno'>;
   readonly driftRepairs: Counter;
+  /** Reconcile passes that repaired drift, by path: `targeted` (the touched identities, ./drift-repair.ts) or `full`. */
+  readonly driftRepairPasses: Counter<'path'>;
   readonly ownedStates: Gauge<'direction'>;
   readonly ownedPolicies: Gauge<'direction'>;
   readonly foreignStates: Gauge;
@@ -53,6 +55,12 @@ export class AgentMetrics {
     this.kernelChanges = new Counter({ name: `${P}kernel_changes_total`, help: 'Kernel XFRM writes that succeeded, by operation.', labelNames: ['operation'], registers });
     this.kernelApplyErrors = new Counter({ name: `${P}kernel_apply_errors_total`, help: 'Kernel refusals of XFRM writes, by errno.', labelNames: ['errno'], registers });
     this.driftRepairs = new Counter({ name: `${P}drift_repairs_total`, help: 'Owned kernel entries restored after someone else changed or removed them.', registers });
+    this.driftRepairPasses = new Counter({
+      name: `${P}drift_repair_passes_total`,
+      help: 'Reconcile passes run for drift, by path: targeted (only the identities the kernel events named were read and planned) or full (every table dumped).',
+      labelNames: ['path'],
+      registers,
+    });
     this.ownedStates = new Gauge({ name: `${P}owned_states`, help: 'SAs this agent owns, by direction.', labelNames: ['direction'], registers });
     this.ownedPolicies = new Gauge({ name: `${P}owned_policies`, help: 'Policies this agent owns, by direction.', labelNames: ['direction'], registers });
     this.foreignStates = new Gauge({ name: `${P}foreign_states`, help: 'SAs of other software in the kernel (left untouched).', registers });
@@ -91,6 +99,7 @@ export class AgentMetrics {
     this.mesh = new MeshMetrics(registry);
     for (const kind of ['soft', 'hard']) this.expireEvents.inc({ kind }, 0);
     this.driftRepairs.inc(0);
+    for (const path of ['targeted', 'full']) this.driftRepairPasses.inc({ path }, 0);
     if (options.perSaMetrics) {
       const perSa = () => this.#perSa;
       this.saBytes = new Counter({

@@ -1,11 +1,12 @@
 /**
  * The node agent: keeps one node's XFRM tables equal to the resources that select it.
  *
- * Level-based, one key: every trigger (a watched object changed, a kernel event someone else
- * caused, a lost event, the resync timer) enqueues `node`, and one worker reconciles the whole
- * node from the caches (./node-worker.ts, ./node-reconciler.ts). Kernel events caused by our
- * own socket are ignored; any other change to the tables is drift, repaired by the very next
- * reconcile (./drift-watch.ts).
+ * Level-based, two keys: a watched object changed, a lost event or the resync timer enqueue
+ * `node`, and one worker reconciles the whole node from the caches (./node-worker.ts,
+ * ./node-reconciler.ts). Kernel events caused by our own socket are ignored; another
+ * program's change to an identity of ours enqueues `drift`, a targeted repair of just the
+ * identities the events named (./drift-watch.ts, ./drift-repair.ts); a change to an identity
+ * that is not ours enqueues nothing.
  *
  * Fail static: until every cache has synced once, nothing is reconciled, so an agent that
  * starts while the API server is unreachable leaves the kernel exactly as it is. Afterwards
@@ -39,7 +40,7 @@ import { SEQUENCE_REPORT_PACKETS } from '../xfrm/messages.js';
 import { DriftWatch } from './drift-watch.js';
 import { NodeCaches } from './node-caches.js';
 import { NodeStateReporter } from './node-state-reporter.js';
-import { NODE_KEY, NodeWorker } from './node-worker.js';
+import { DRIFT_KEY, NODE_KEY, NodeWorker } from './node-worker.js';
 import { MeshCaches } from './mesh-caches.js';
 import { MeshWorker, readBootId } from './mesh-worker.js';
 import { VERSION } from '../version.js';
@@ -135,14 +136,20 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   const agentEvents = new AgentEvents(recorder, nodeName);
   const queue = new WorkQueue({ name: 'agent', hooks: operatorMetrics.queueHooks('agent') });
   const trigger = (): void => queue.add(NODE_KEY);
-  caches.onChange(trigger);
+  // What the desired tables are built from changed: targeted repairs wait for the full pass.
+  const desiredChanged = (): void => {
+    worker.desiredChanged();
+    trigger();
+  };
+  caches.onChange(desiredChanged);
   const meshCaches = new MeshCaches({ kubeConfig: options.kubeConfig, resources, logger, metrics: operatorMetrics });
-  meshCaches.onChange(trigger);
+  meshCaches.onChange(desiredChanged);
   const mesh = new MeshWorker({ nodeName, stateDirectory: options.stateDirectory, bootId: options.bootId ?? readBootId(), caches: meshCaches, logger });
   const drift = new DriftWatch({
     ownPortId: () => kernel.handles().tables.portId,
     owns: (key) => kernel.handles().ledger.records().has(key),
-    trigger,
+    concerns: (touched) => worker.concern(touched),
+    trigger: (path) => queue.add(path === 'full' ? NODE_KEY : DRIFT_KEY),
     expired: (hard, sa) => {
       metrics.expireEvents.inc({ kind: hard ? 'hard' : 'soft' });
       const resource = kernel.handles().ledger.records().get(stateKey(sa.id))?.resource;
@@ -157,7 +164,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     persisted: (count) => metrics.sequenceMarks.inc(count),
     failed: (what, error) => logger.warn(`sequence marks: ${what} failed`, { error: error instanceof Error ? error.message : String(error) }),
   });
-  const worker = new NodeWorker({ nodeName, netns, resyncSeconds: options.resyncSeconds, logger, caches, kernel, drift, metrics, encapSockets, reporter, sequences, events: agentEvents, mesh });
+  const worker: NodeWorker = new NodeWorker({ nodeName, netns, resyncSeconds: options.resyncSeconds, logger, caches, kernel, drift, metrics, encapSockets, reporter, sequences, events: agentEvents, mesh, requestFull: trigger });
 
   const health = new HealthServer({ address: options.metricsAddress, registry, logger });
   health.addReadinessCheck('caches-synced', () => caches.synced() || 'waiting for the first list of every resource');
@@ -174,7 +181,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     sequenceMonitor: sequenceMonitorRunnable(netns, (report) => sequences.observe(report)),
     workers: loopRunnable(
       'workers',
-      (signal) => runWorkers(queue, 1, () => worker.reconcile(), { controller: 'agent', logger, hooks: operatorMetrics.reconcileHooks('agent'), signal }),
+      (signal) => runWorkers(queue, 1, (key) => worker.reconcile(key), { controller: 'agent', logger, hooks: operatorMetrics.reconcileHooks('agent'), signal }),
       {
         onStart: () => {
           trigger(); // each reconcile requeues itself after resyncSeconds: the periodic full resync

@@ -62,6 +62,11 @@ export interface NodeReconcileResult {
   readonly desiredKeys: { readonly states: readonly SecurityAssociation[]; readonly complete: boolean };
   /** Every resource set aside by this pass (hand-written or not), with why. */
   readonly setAside: ReadonlyMap<string, { readonly reason: string; readonly message: string }>;
+  /**
+   * The desired tables the last round converged to and the resources it protected: what a
+   * targeted drift repair plans against until the next full pass (./drift-repair.ts).
+   */
+  readonly basis: { readonly desired: DesiredTables; readonly protect: ReadonlySet<string> };
 }
 
 /** Bound on retries after kernel refusals: each round sets at least one resource aside. */
@@ -105,8 +110,10 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
   const refused: StepFailure[] = [];
   let lastPlan: Plan | undefined;
   let converged = false;
+  let protect: ReadonlySet<string> = new Set();
   for (let round = 0; round < MAX_ROUNDS; round++) {
-    const result = await converge(kernel, ownership, { desired, prune: true, dryRun: false, conflicts: 'skip', protect: new Set([...failures.keys(), ...kept]) });
+    protect = new Set([...failures.keys(), ...kept]);
+    const result = await converge(kernel, ownership, { desired, prune: true, dryRun: false, conflicts: 'skip', protect });
     lastPlan = result.plan;
     // Keys the sequence rule will not install again: set aside (protected), reason NeedsRekey/Expired.
     for (const refusal of result.sequence) failures.set(refusal.resource, { reason: refusal.reason, message: refusal.message });
@@ -171,6 +178,7 @@ export async function reconcileNode(inputs: NodeInputs, kernel: KernelTables, ow
       complete: built.errors.length === 0 && kept.size === 0,
     },
     setAside: failures,
+    basis: { desired, protect: new Set([...protect, ...failures.keys()]) },
   };
 }
 

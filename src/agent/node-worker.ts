@@ -5,10 +5,14 @@
  * persists them in the ledger from its own dumps; between passes the kernel's reports do
  * (./sequence-watch.ts), for the owned SAs of the last dump.
  *
- * Level-based, one key: every trigger enqueues `node`, and a pass reconciles the whole node.
- * A pass before every cache has synced does nothing and comes back later (fail static).
+ * Level-based, two keys: `node` reconciles the whole node (every cache change, the resync, a
+ * drift event that names no identity); `drift` repairs just the identities kernel events named
+ * (./drift-watch.ts, ./drift-repair.ts) against what the last full pass desired, and hands
+ * anything it cannot settle alone to a full pass. A pass before every cache has synced does
+ * nothing and comes back later (fail static).
  */
 import type { Logger } from '../kube/logger.js';
+import type { OpenKernelTables } from '../engine/kernel.js';
 import { readDevices } from '../engine/devices.js';
 import type { Ledger } from '../ownership/ledger.js';
 import { inboundStateKeys, type ObservedTables } from '../plan/planner.js';
@@ -21,15 +25,18 @@ import type { AgentMetrics } from './agent-metrics.js';
 import type { AgentEncapSockets } from './encap-sockets.js';
 import type { NodeCaches } from './node-caches.js';
 import type { KernelAccess } from './kernel-access.js';
-import type { DriftWatch } from './drift-watch.js';
+import type { Concern, DriftWatch, TouchedIdentity } from './drift-watch.js';
+import { concernOf, repairBasis, repairTouched, targetedInputs, touchedStateKeys, type RepairBasis, type TargetedRepair } from './drift-repair.js';
 import type { NodeStateReporter } from './node-state-reporter.js';
 import type { SequenceWatch } from './sequence-watch.js';
 import type { AgentEvents } from './agent-events.js';
 import { UsageRetention } from '../ownership/retention.js';
 import type { MeshWorker } from './mesh-worker.js';
 
-/** The work queue's single key: the whole node is reconciled at once. */
+/** The work queue's key of a full pass: the whole node is reconciled at once. */
 export const NODE_KEY = 'node';
+/** The work queue's key of a targeted drift repair: the identities the drift watch gathered. */
+export const DRIFT_KEY = 'drift';
 /** How soon a pass that found the caches unsynced or our Node missing comes back. */
 export const UNSYNCED_RETRY_MS = 1000;
 export const NODE_MISSING_RETRY_MS = 5000;
@@ -46,7 +53,9 @@ export interface NodeWorkerParts {
   readonly encapSockets: AgentEncapSockets;
   readonly reporter: Pick<NodeStateReporter, 'report'>;
   /** Told the owned SAs of each pass's dump, whose AEVENTS reports become marks (./sequence-watch.ts). */
-  readonly sequences?: Pick<SequenceWatch, 'track'>;
+  readonly sequences?: Pick<SequenceWatch, 'track' | 'retrack'>;
+  /** Queues a full pass (a targeted repair that leaves work to one); absent: it runs at once. */
+  readonly requestFull?: () => void;
   /** Events on resources whose key this node will not install again (./agent-events.ts). */
   readonly events?: Pick<AgentEvents, 'reports'>;
   /** How long the usage history keeps an unused key (../ownership/retention.ts); default its USAGE_RETENTION_SECONDS. */
@@ -65,6 +74,10 @@ export class NodeWorker {
    * (ExpiredState), and the key is what the usage history retires.
    */
   private lastStates = new Map<string, SecurityAssociation>();
+  /** Bumped on every change of what the desired tables are built from (desiredChanged). */
+  private generation = 0;
+  /** What the last full pass desired, for targeted repairs, and the generation it was built from. */
+  private basis: (RepairBasis & { readonly generation: number }) | undefined;
 
   constructor(private readonly parts: NodeWorkerParts) {
     this.retention = new UsageRetention(parts.usageRetentionSeconds);
@@ -75,7 +88,121 @@ export class NodeWorker {
     return this.lastSyncAt;
   }
 
-  async reconcile(): Promise<{ requeueAfter: number }> {
+  /**
+   * The caches (or the meshes) changed: the desired tables of the last full pass may be stale,
+   * so targeted repairs wait for the full pass that the change queued.
+   */
+  desiredChanged(): void {
+    this.generation += 1;
+  }
+
+  /**
+   * The drift watch's filter: whether an identity someone else touched is ours (./drift-repair.ts
+   * concernOf). Once what the desired tables are built from changed, and until a full pass built
+   * them again from the changed caches, only the ledger can say an identity is ours: anything
+   * else may be newly desired and asks for a full pass. A full pass running from unchanged
+   * caches builds the same tables as the basis, so another program's churn meanwhile (an IKE
+   * daemon's rekeys) still queues nothing.
+   */
+  concern(touched: TouchedIdentity): Concern {
+    const fresh = this.basis !== undefined && this.basis.generation === this.generation;
+    return concernOf(touched, fresh ? this.basis : undefined, this.parts.kernel.handles().ledger.records());
+  }
+
+  async reconcile(key: string = NODE_KEY): Promise<{ requeueAfter?: number }> {
+    if (key === DRIFT_KEY) return this.repairDrift();
+    return this.fullPass(this.generation);
+  }
+
+  /**
+   * A targeted drift repair (./drift-repair.ts): the identities gathered, read, planned and
+   * applied alone. Without a fresh basis (no full pass yet, the caches changed since) it leaves
+   * them to the full pass that is queued; when the repair leaves anything to a full pass (a
+   * conflict to report, a mesh entry, an error), it queues one and hands the identities back.
+   */
+  private async repairDrift(): Promise<{ requeueAfter?: number }> {
+    const { kernel, drift, metrics, logger } = this.parts;
+    const taken = drift.takeTouched();
+    if (taken === undefined) return {};
+    const basis = this.basis;
+    if (basis === undefined || basis.generation !== this.generation) {
+      drift.putBackTouched(taken);
+      return {};
+    }
+    const { tables, ledger } = kernel.handles();
+    const inputs = targetedInputs(taken.touched, basis, ledger.records());
+    if ('full' in inputs) {
+      logger.debug('drift left to a full reconcile', { why: inputs.full });
+      drift.putBackTouched(taken);
+      return this.fullInstead();
+    }
+    const expired = drift.takeExpired();
+    try {
+      await retireExpired(expired, (state) => dumpedIncarnation(this.lastStates, state), ledger, logger);
+    } catch (error) {
+      drift.putBackExpired(expired);
+      drift.putBackTouched(taken);
+      throw error;
+    }
+    let repair: TargetedRepair;
+    try {
+      repair = await repairTouched(inputs, basis, tables, ledger);
+    } catch (error) {
+      logger.warn('targeted drift repair failed; a full reconcile follows', { error: error instanceof Error ? error.message : String(error) });
+      drift.putBackTouched(taken);
+      return this.fullInstead();
+    }
+    metrics.recordApply(repair.applied, repair.failures);
+    metrics.driftRepairPasses.inc({ path: 'targeted' });
+    if (repair.changes > 0) {
+      drift.repaired(repair.changes);
+      metrics.driftRepairs.inc(repair.changes);
+      logger.warn('repaired drift: owned kernel entries had been changed or removed by someone else', {
+        changes: repair.changes,
+        path: 'targeted',
+        identities: inputs.keys.size,
+        elapsedMs: Date.now() - taken.since,
+      });
+    }
+    try {
+      await this.refreshStates(inputs, tables);
+    } catch {
+      repair = { ...repair, full: repair.full ?? 'the repaired SAs could not be read back for the bookkeeping' };
+    }
+    if (repair.full !== undefined) {
+      logger.info('targeted drift repair leaves the rest to a full reconcile', { why: repair.full });
+      drift.putBackTouched(taken);
+      return this.fullInstead();
+    }
+    return {};
+  }
+
+  /** Queues the full pass, or (no queue: tests) runs it now. */
+  private async fullInstead(): Promise<{ requeueAfter?: number }> {
+    if (this.parts.requestFull) {
+      this.parts.requestFull();
+      return {};
+    }
+    await this.reconcile(NODE_KEY);
+    return {};
+  }
+
+  /**
+   * After a targeted repair of SAs: what the last dump showed of them is replaced by what the
+   * kernel holds now (an expiry of an SA added again must find its key, ./node-worker.ts
+   * retireExpired; its sequence reports must count, ./sequence-watch.ts). One GETSA each.
+   */
+  private async refreshStates(inputs: Parameters<typeof touchedStateKeys>[0], tables: Pick<OpenKernelTables, 'read'>): Promise<void> {
+    const keys = touchedStateKeys(inputs);
+    if (keys.size === 0) return;
+    const now = await tables.read({ states: inputs.ids.states, policies: [] });
+    for (const key of keys) this.lastStates.delete(key);
+    const found = now.states.filter((sa) => keys.has(stateKey(sa.id)));
+    for (const sa of found) this.lastStates.set(stateKey(sa.id), sa);
+    this.parts.sequences?.retrack(keys, found);
+  }
+
+  private async fullPass(generation: number): Promise<{ requeueAfter: number }> {
     const { caches, kernel, drift, metrics, encapSockets, logger, netns } = this.parts;
     const view = caches.snapshot();
     if (view === undefined) return { requeueAfter: UNSYNCED_RETRY_MS };
@@ -112,12 +239,15 @@ export class NodeWorker {
       ledger,
     );
     metrics.recordApply(result.applied, result.failures);
+    this.basis = { ...repairBasis(result.basis.desired, result.basis.protect, new Set(result.setAside.keys()), ledger.records()), generation };
+    if (suspicion.suspected) metrics.driftRepairPasses.inc({ path: 'full' });
     if (suspicion.suspected && result.changes > 0) {
       drift.repaired(result.changes);
       metrics.driftRepairs.inc(result.changes);
       // elapsedMs: from the kernel event that revealed the drift to the repair being applied.
       logger.warn('repaired drift: owned kernel entries had been changed or removed by someone else', {
         changes: result.changes,
+        path: 'full',
         ...(suspicion.since === undefined ? {} : { elapsedMs: Date.now() - suspicion.since }),
       });
     }

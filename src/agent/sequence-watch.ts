@@ -79,10 +79,29 @@ export class SequenceWatch {
    * background: an SA created by an older version reports every other packet otherwise.
    */
   track(states: readonly SecurityAssociation[]): void {
-    const store = this.#options.store();
-    const records = store.records();
     const tracked = new Map<string, Tracked>();
     const checked = new Set<string>();
+    const unchecked = this.#trackInto(states, tracked, checked);
+    this.#tracked = tracked;
+    this.#checked = checked; // only the SAs of this dump: the set does not grow
+    if (unchecked.length > 0 && this.#options.kernel) void this.#ensureThresholds(unchecked);
+  }
+
+  /**
+   * After a targeted repair (./drift-repair.ts): the SAs of these identities as read now replace
+   * what the last dump showed of them (an SA added again has a new add time, whose reports
+   * count from now on); every other tracked SA stays.
+   */
+  retrack(keys: ReadonlySet<string>, states: readonly SecurityAssociation[]): void {
+    for (const key of keys) this.#tracked.delete(key);
+    const unchecked = this.#trackInto(states, this.#tracked, this.#checked);
+    if (unchecked.length > 0 && this.#options.kernel) void this.#ensureThresholds(unchecked);
+  }
+
+  /** Adds the owned SAs of `states` to `tracked`; returns those whose threshold is not checked yet. */
+  #trackInto(states: readonly SecurityAssociation[], tracked: Map<string, Tracked>, checked: Set<string>): StateId[] {
+    const store = this.#options.store();
+    const records = store.records();
     const unchecked: StateId[] = [];
     for (const sa of states) {
       if (repeatsNoNonce(sa)) continue;
@@ -95,9 +114,7 @@ export class SequenceWatch {
       if (!this.#checked.has(incarnation)) unchecked.push(sa.id);
       checked.add(incarnation);
     }
-    this.#tracked = tracked;
-    this.#checked = checked; // only the SAs of this dump: the set does not grow
-    if (unchecked.length > 0 && this.#options.kernel) void this.#ensureThresholds(unchecked);
+    return unchecked;
   }
 
   /** One report from the kernel monitor. */

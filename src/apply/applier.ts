@@ -144,21 +144,34 @@ export async function applyPlan(plan: Plan, kernel: KernelWriter, ownership: Own
   const applied: Step[] = [];
   const touched: Step[] = [];
   const marks = options.usage ?? [];
-  const ledgerSettled = plan.ledger.set.length > 0 || plan.ledger.remove.length > 0 || marks.length > 0;
-  if (ledgerSettled) {
+  const stages = groupByStage(plan.steps);
+  // The settlement (records the dump already settles) is durable before any kernel change. It
+  // rides in the first stage's intent write when that stage writes intents and the settlement
+  // carries no sequence marks (an install mark is computed from the marks before it): one
+  // fdatasync fewer before the first change — what a drift repair of one entry waits for — and
+  // a crash finds either both (the same as after two writes) or neither (the ledger before the
+  // run, which the next run settles again).
+  const firstIntents = stages[0]?.flatMap((step) => intentRecord(step, ownership, now()) ?? []) ?? [];
+  const settlement = { set: plan.ledger.set, remove: plan.ledger.remove };
+  const ledgerSettled = settlement.set.length > 0 || settlement.remove.length > 0 || marks.length > 0;
+  const settleWithFirstStage = ledgerSettled && marks.length === 0 && firstIntents.length > 0;
+  if (ledgerSettled && !settleWithFirstStage) {
     try {
-      await ownership.commit({ set: plan.ledger.set, remove: plan.ledger.remove, usage: marks });
+      await ownership.commit({ ...settlement, usage: marks });
     } catch (error) {
       return { applied: [], failures: [], stopped: ledgerProblem(error), rolledBack: [], rollbackFailures: [] };
     }
   }
 
-  for (const stage of groupByStage(plan.steps)) {
-    const intents = stage.flatMap((step) => intentRecord(step, ownership, now()) ?? []);
+  for (const [position, stage] of stages.entries()) {
+    const intents = position === 0 ? firstIntents : stage.flatMap((step) => intentRecord(step, ownership, now()) ?? []);
     const usage = stage.flatMap((step) => installUsage(step, ownership, now()) ?? []);
     const newKeys = new Set(usage.filter((mark) => ownership.usage(mark.key) === undefined).map((mark) => mark.key));
     try {
-      if (intents.length > 0) await ownership.commit({ set: intents, usage });
+      // An intent replaces what the settlement set for its key, as the second of two writes
+      // would (one line holds one record per key; removals apply before the records set).
+      if (position === 0 && settleWithFirstStage) await ownership.commit({ set: [...withoutKeysOf(settlement.set, intents), ...intents], remove: settlement.remove, usage });
+      else if (intents.length > 0) await ownership.commit({ set: intents, usage });
     } catch (error) {
       return { ...(await rollBack(touched, kernel, ownership, now)), applied: [], failures: [], stopped: ledgerProblem(error) };
     }
@@ -291,6 +304,11 @@ function ledgerProblem(error: unknown): string {
 function describeError(error: unknown): string {
   if (error instanceof Error) return error.message.slice(0, 300);
   return 'unknown error';
+}
+
+function withoutKeysOf(records: readonly OwnershipRecord[], others: readonly OwnershipRecord[]): OwnershipRecord[] {
+  const keys = new Set(others.map((record) => record.key));
+  return records.filter((record) => !keys.has(record.key));
 }
 
 function groupByStage(steps: readonly Step[]): Step[][] {

@@ -304,17 +304,25 @@ function touchedIdentities(steps: readonly Step[]): { keys: Set<string>; states:
 
 /**
  * The ledger as it is, but holding only the records of these identities (so that settling
- * over a read removes nothing else). Every other method runs on the ledger itself.
+ * over a read removes nothing else). Every other method runs on the ledger itself, commits
+ * included. The records are looked up on each call, not copied once: a targeted repair
+ * (../agent/drift-repair.ts) plans, writes intents and settles through one view, and each step
+ * must see the records the one before committed. Costs one lookup per identity, never a walk
+ * of the whole ledger.
  */
-function withRecordsOf<T extends OwnershipView>(ownership: T, keys: ReadonlySet<string>): T {
-  const records = new Map<string, OwnershipRecord>();
-  for (const key of keys) {
-    const record = ownership.records().get(key);
-    if (record) records.set(key, record);
-  }
+export function withRecordsOf<T extends OwnershipView>(ownership: T, keys: ReadonlySet<string>): T {
+  const records = (): ReadonlyMap<string, OwnershipRecord> => {
+    const all = ownership.records();
+    const scoped = new Map<string, OwnershipRecord>();
+    for (const key of keys) {
+      const record = all.get(key);
+      if (record) scoped.set(key, record);
+    }
+    return scoped;
+  };
   return new Proxy(ownership, {
     get(target, property) {
-      if (property === 'records') return () => records;
+      if (property === 'records') return records;
       const value = Reflect.get(target, property, target) as unknown;
       return typeof value === 'function' ? value.bind(target) : value;
     },

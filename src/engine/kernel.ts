@@ -12,7 +12,8 @@ import { errnoDescription } from '../netlink/errno.js';
 import { isNotFound } from '../netlink/error.js';
 import type { KernelChange, KernelOutcome } from '../apply/applier.js';
 import type { KernelTables } from './converge.js';
-import type { SecurityAssociation, SecurityPolicy, StateId } from '../xfrm/types.js';
+import type { PolicyId, SecurityAssociation, SecurityPolicy, StateId } from '../xfrm/types.js';
+import type { ObservedTables } from '../plan/planner.js';
 import type { SequenceReport } from '../xfrm/aevent-codec.js';
 
 export interface OpenKernelTables extends KernelTables {
@@ -20,6 +21,8 @@ export interface OpenKernelTables extends KernelTables {
   readonly portId: number;
   /** What this kernel keeps, learned when the tables were opened. */
   readonly features: KernelFeatures;
+  /** The kernel's entries for these identities only (see KernelTables.read): always there. */
+  read(ids: { readonly states: readonly StateId[]; readonly policies: readonly PolicyId[] }): Promise<ObservedTables>;
   /** Entries the dump held that the model cannot represent (counted as foreign). */
   readonly skipped: () => number;
   /** The boot and network namespace these tables belong to (what the ownership ledger describes). */

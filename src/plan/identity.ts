@@ -64,3 +64,12 @@ export function desiredPolicyKey(id: PolicyId): string {
   if (key === undefined) desiredPolicyKeys.set(id, (key = policyKey(id)));
   return key;
 }
+
+/**
+ * What the kernel's SA lookup matches exactly: (family, destination, protocol, SPI), the mark
+ * then compared under mask (../plan/lookup.ts). Two SAs with the same lookup key and different
+ * marks have different identities but one may answer a lookup for the other.
+ */
+export function stateLookupKey(id: StateId): string {
+  return ['sa', id.family, id.destination, id.protocol, id.spi.toString(16)].join(' ');
+}

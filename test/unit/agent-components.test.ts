@@ -108,21 +108,21 @@ describe('the drift watch', () => {
     const drift = new DriftWatch({
       ownPortId: () => 42,
       owns: (key) => owned.includes(key),
-      trigger: () => log.push('trigger'),
+      trigger: (path) => log.push(path === 'full' ? 'trigger' : 'trigger targeted'),
       expired: (hard) => log.push(hard ? 'expired hard' : 'expired soft'),
       now: () => now++,
     });
     return { drift, log };
   }
 
-  it('ignores the echo of our own socket and suspects drift on anyone else’s change, with the time of the first', () => {
-    const { drift, log } = watch();
+  it('ignores the echo of our own socket and suspects drift on anyone else’s change of ours, with the time of the first', () => {
+    const { drift, log } = watch([stateKey(ours.id)]);
     drift.observe({ kind: 'state-added', state: ours, origin: origin(42) });
     expect(log).toEqual([]);
     expect(drift.take()).toEqual({ suspected: false, since: undefined });
     drift.observe({ kind: 'state-deleted', state: ours, origin: origin(7) });
     drift.observe({ kind: 'state-added', state: ours, origin: origin(0) });
-    expect(log).toEqual(['trigger', 'trigger']);
+    expect(log).toEqual(['trigger targeted', 'trigger targeted']);
     expect(drift.take()).toEqual({ suspected: true, since: 1000 });
     expect(drift.take()).toEqual({ suspected: false, since: undefined });
   });
@@ -141,7 +141,7 @@ describe('the drift watch', () => {
     drift.observe({ kind: 'state-expired', state: foreign, hard: false, origin: origin(0) });
     expect(log).toEqual(['expired soft']);
     drift.observe({ kind: 'state-expired', state: ours, hard: true, origin: origin(0) });
-    expect(log).toEqual(['expired soft', 'expired hard', 'trigger']);
+    expect(log).toEqual(['expired soft', 'expired hard', 'trigger targeted']);
   });
 
   it('hands the hard-expired owned SAs to the next pass, once, to retire their keys (and takes them back when it fails)', () => {
