@@ -17,6 +17,7 @@ import type { SequenceReport } from '../../src/xfrm/aevent-codec.js';
 import { SEQUENCE_REPORT_PACKETS } from '../../src/xfrm/messages.js';
 import type { SecurityAssociation, StateId } from '../../src/xfrm/types.js';
 import { sa } from '../support/entries.js';
+import { stateKey } from '../../src/plan/identity.js';
 import { MemoryOwnership, observe, presentRecords } from '../support/ownership.js';
 
 const ADD_TIME = 1_700_000_000;
@@ -124,6 +125,22 @@ describe('the sequence watch', () => {
     await watch.flush();
     expect(store.raised).toEqual([]);
     expect(watch.reports).toBe(0);
+  });
+
+  it('after a targeted repair, counts the reports of the SA added again and keeps tracking the others', async () => {
+    const other = observe(sa({ spi: 0x600, direction: 'out' }), { addTime: ADD_TIME });
+    const readded = observe(sa({ spi: 0x100, direction: 'out' }), { addTime: ADD_TIME + 99 });
+    const { store, watch } = setup([readded, other]); // the ledger settled the new incarnation
+    watch.track([outbound, other]);
+    watch.observe(report(readded.id, 50n, { addTime: ADD_TIME + 99 }));
+    expect(watch.reports).toBe(0); // another incarnation than the last dump's
+    watch.retrack(new Set([stateKey(readded.id)]), [readded]);
+    watch.observe(report(readded.id, 60n, { addTime: ADD_TIME + 99 }));
+    watch.observe(report(other.id, 70n));
+    await watch.flush();
+    expect(watch.reports).toBe(2);
+    expect(store.usage(store.usageKey(readded))?.mark).toBe(60n);
+    expect(store.usage(store.usageKey(other))?.mark).toBe(70n);
   });
 
   it('counts 64 bits for an ESN SA', async () => {
