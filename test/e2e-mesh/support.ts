@@ -21,7 +21,8 @@ import { directionCounts, dumpedKeys, parseStateDump, parseTrafficSummary, parse
 
 const TRAFFIC_NODE = fileURLToPath(new URL('../infra/vm/guest/traffic-node.mjs', import.meta.url));
 export const RATE = 25; // datagrams per second per direction (the issue's floor is 20)
-const PORT = 7000;
+/** The UDP port of the numbered traffic (both ends), unless a test asks for another. */
+export const PORT = 7000;
 export const MESH_LABEL = 'ipsec.xfrm.io/mesh';
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -56,7 +57,17 @@ export interface MeshShape {
 
 const IPV4_TRANSPORT: MeshShape = { families: ['IPv4'], mode: 'transport' };
 
-export function meshManifest(name: string, maxConcurrent: number, shape: MeshShape = IPV4_TRANSPORT): string {
+/** Spec fields a mesh test may add: the fail-closed guards and clear-text exemptions. */
+export interface MeshGuards {
+  readonly failClosed?: boolean;
+  readonly exemptions?: readonly { readonly protocol: 'tcp' | 'udp' | 'sctp' | 'icmp' | 'ipv6-icmp'; readonly port?: number }[];
+}
+
+export function meshManifest(name: string, maxConcurrent: number, shape: MeshShape = IPV4_TRANSPORT, guards: MeshGuards = {}): string {
+  const extra = [
+    ...(guards.failClosed !== undefined ? [`  failClosed: ${guards.failClosed}`] : []),
+    ...(guards.exemptions !== undefined ? [`  exemptions: ${JSON.stringify(guards.exemptions)}`] : []),
+  ];
   return `apiVersion: ipsec.xfrm.io/v1alpha1
 kind: IpsecMesh
 metadata:
@@ -66,7 +77,7 @@ spec:
   addressFamilies: [${shape.families.join(', ')}]
   mode: ${shape.mode}
   aead: rfc4106-gcm-aes256
-  rotation:
+${extra.map((line) => `${line}\n`).join('')}  rotation:
     interval: 24h
     gracePeriod: 3s
     backstop: 10m
@@ -373,6 +384,28 @@ export class MeshRun {
     return dumps;
   }
 
+  #captures = 0;
+
+  /**
+   * The packets tcpdump printed (`-n`, one line each) for `filter` on the node's eth0 while
+   * `during` ran, with what `during` returned. The capture is listening before `during` starts
+   * and stopped a second after it ends. What crosses eth0 is what left or reached the node on the
+   * wire: a packet a policy blocked never gets there.
+   */
+  async captureOnWire<T>(name: string, filter: string, during: () => Promise<T>): Promise<{ lines: string[]; result: T }> {
+    const node = this.node(name);
+    const file = `/tmp/e2e-mesh-wire-${process.pid}-${(this.#captures += 1)}`;
+    await node.sh(`tcpdump -l -n -i eth0 '${filter}' > ${file}.txt 2> ${file}.err < /dev/null & echo $! > ${file}.pid; for i in $(seq 300); do grep -q 'listening on' ${file}.err 2>/dev/null && exit 0; sleep 0.2; done; cat ${file}.err; exit 1`, { timeoutMs: 90_000 });
+    let result: T;
+    try {
+      result = await during();
+    } finally {
+      await node.sh(`sleep 1; kill -INT $(cat ${file}.pid); while kill -0 $(cat ${file}.pid) 2>/dev/null; do sleep 0.1; done`, { timeoutMs: 60_000 });
+    }
+    const { stdout } = await node.sh(`cat ${file}.txt; rm -f ${file}.*`);
+    return { lines: stdout.split('\n').filter((line) => line.trim() !== ''), result };
+  }
+
   async xfrmStats(): Promise<Map<string, Map<string, number>>> {
     return new Map(await Promise.all(this.nodes.map(async (name) => [name, parseXfrmStat((await this.node(name).sh('cat /proc/net/xfrm_stat')).stdout)] as const)));
   }
@@ -423,13 +456,13 @@ export class MeshRun {
     );
   }
 
-  /** Starts a traffic node at each endpoint of `among` (per family, see endpoints); returns a stop that collects the directions' counts. */
-  async startTraffic(among: readonly string[]): Promise<() => Promise<DirectionCount[]>> {
+  /** Starts a traffic node at each endpoint of `among` (per family, see endpoints) on UDP `port`; returns a stop that collects the directions' counts. */
+  async startTraffic(among: readonly string[], port = PORT): Promise<() => Promise<DirectionCount[]>> {
     const ids: string[] = [];
     const endpoints = this.endpoints(among);
     for (const self of endpoints) {
       const peers = endpoints.filter((peer) => peer.family === self.family && peer.node !== self.node).map((peer) => peer.address).join(',');
-      const { id } = await this.vm.spawn({ argv: ['ip', 'netns', 'exec', self.netns, 'node', TRAFFIC_NODE, '--self', self.address, '--peers', peers, '--port', String(PORT), '--rate', String(RATE), '--drain-ms', '3000'] });
+      const { id } = await this.vm.spawn({ argv: ['ip', 'netns', 'exec', self.netns, 'node', TRAFFIC_NODE, '--self', self.address, '--peers', peers, '--port', String(port), '--rate', String(RATE), '--drain-ms', '3000'] });
       ids.push(id);
     }
     for (const id of ids) {
@@ -455,11 +488,12 @@ export class MeshRun {
   /**
    * Numbered traffic among `among` while `work` runs, SA dumps every second meanwhile. Asserts
    * for every direction between two of `proven`: sent at least 5 s worth, 0 lost; and that the
-   * XfrmInNoStates/XfrmInStateSeqError of the `proven` nodes did not move.
+   * XfrmInNoStates/XfrmInStateSeqError of the `proven` nodes did not move. The traffic runs on
+   * UDP `port`.
    */
-  async underTraffic(label: string, among: readonly string[], proven: readonly string[], work: () => Promise<void>): Promise<DirectionCount[]> {
+  async underTraffic(label: string, among: readonly string[], proven: readonly string[], work: () => Promise<void>, port = PORT): Promise<DirectionCount[]> {
     const before = await this.xfrmStats();
-    const stop = await this.startTraffic(among);
+    const stop = await this.startTraffic(among, port);
     let sampling = true;
     const sampler = (async () => {
       while (sampling) {
