@@ -76,6 +76,8 @@ interface GuardPolicy {
   readonly action: string;
   readonly priority: number;
   readonly templates: number;
+  /** The templates' level: iproute2 prints `level use` for an optional one, nothing for required. */
+  readonly level: string;
 }
 
 function parseGuardPolicies(text: string): GuardPolicy[] {
@@ -88,6 +90,7 @@ function parseGuardPolicies(text: string): GuardPolicy[] {
       action: /action (\S+)/.exec(block)?.[1] ?? 'allow', // iproute2 names the action only when it is not allow
       priority: Number(/priority (\d+)/.exec(block)?.[1] ?? NaN),
       templates: (block.match(/\btmpl /g) ?? []).length,
+      level: /level (\S+)/.exec(block)?.[1] ?? 'required',
     }));
 }
 
@@ -114,9 +117,13 @@ async function deletedEverywhere(): Promise<void> {
   run.timings.push(`${run.mesh} deleted, nothing left in the kernels after ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }
 
-/** Tcpdump lines (`-n`) of UDP datagrams on `port` from `from` to `to`, in clear text. */
+/**
+ * Tcpdump lines (`-n`) of clear-text datagrams from `from`:`port` to `to`:`port` in a capture
+ * filtered to UDP (and ESP, whose lines name no port). Not matched on "UDP": tcpdump decodes
+ * 7000-7009 as AFS's RX (`[|rx]`), whatever -n says.
+ */
 function clearDatagrams(lines: readonly string[], from: string, to: string, port: number): number {
-  return lines.filter((line) => line.includes(` IP ${from}.${port} > ${to}.${port}: UDP`)).length;
+  return lines.filter((line) => line.includes(` IP ${from}.${port} > ${to}.${port}: `)).length;
 }
 
 /** Ready with three members, then one SA per direction and family at both ends; every ESP SA of the run's mode. */
@@ -302,7 +309,8 @@ describe('IpsecMesh on real kernels: a dual-stack transport mesh, then a tunnel 
         console.log(`[e2e-mesh] guarded: c's policies while a and b are stopped: ${JSON.stringify(guarded)}`);
         for (const peer of [A(), B()]) {
           expect(outTo(guarded, peer), `c's out policy to ${peer}`).toMatchObject([{ action: 'block', priority: GUARD_PRIORITY, templates: 0 }]);
-          expect(inFrom(guarded, peer), `c's in policy from ${peer}`).toMatchObject([{ action: 'allow', priority: ENCRYPTING_PRIORITY, templates: 1 }]);
+          // ESP required before the peer encrypts (without failClosed: `level use`, clear text let in).
+          expect(inFrom(guarded, peer), `c's in policy from ${peer}`).toMatchObject([{ action: 'allow', priority: ENCRYPTING_PRIORITY, templates: 1, level: 'required' }]);
         }
         const before = await run.xfrmStats();
         const { lines, result: counts } = await run.captureOnWire('c', `udp port ${PORT}`, async () => {

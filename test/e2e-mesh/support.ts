@@ -384,26 +384,36 @@ export class MeshRun {
     return dumps;
   }
 
-  #captures = 0;
-
   /**
    * The packets tcpdump printed (`-n`, one line each) for `filter` on the node's eth0 while
    * `during` ran, with what `during` returned. The capture is listening before `during` starts
-   * and stopped a second after it ends. What crosses eth0 is what left or reached the node on the
-   * wire: a packet a policy blocked never gets there.
+   * and stopped a second after it ends; a capture that was not running all along throws (an
+   * empty capture must never pass for "nothing on the wire"). What crosses eth0 is what left or
+   * reached the node on the wire: a packet a policy blocked never gets there. tcpdump runs as a
+   * process of the VM's agent (spawn), not in the background of a shell.
    */
   async captureOnWire<T>(name: string, filter: string, during: () => Promise<T>): Promise<{ lines: string[]; result: T }> {
-    const node = this.node(name);
-    const file = `/tmp/e2e-mesh-wire-${process.pid}-${(this.#captures += 1)}`;
-    await node.sh(`tcpdump -l -n -i eth0 '${filter}' > ${file}.txt 2> ${file}.err < /dev/null & echo $! > ${file}.pid; for i in $(seq 300); do grep -q 'listening on' ${file}.err 2>/dev/null && exit 0; sleep 0.2; done; cat ${file}.err; exit 1`, { timeoutMs: 90_000 });
+    const { id } = await this.vm.spawn({ argv: ['ip', 'netns', 'exec', this.node(name).netns, 'tcpdump', '-l', '-n', '-i', 'eth0', ...filter.split(' ')] });
+    for (;;) {
+      const status = await this.vm.logs(id);
+      if (!status.running) throw new Error(`tcpdump on ${name} exited before listening: ${status.stderr}`);
+      if (status.stderr.includes('listening on')) break;
+      await sleep(200);
+    }
     let result: T;
     try {
       result = await during();
     } finally {
-      await node.sh(`sleep 1; kill -INT $(cat ${file}.pid); while kill -0 $(cat ${file}.pid) 2>/dev/null; do sleep 0.1; done`, { timeoutMs: 60_000 });
+      await sleep(1000);
+      const status = await this.vm.logs(id);
+      if (!status.running) throw new Error(`tcpdump on ${name} stopped during the capture: ${status.stderr}`);
+      await this.vm.kill(id, 'SIGINT');
     }
-    const { stdout } = await node.sh(`cat ${file}.txt; rm -f ${file}.*`);
-    return { lines: stdout.split('\n').filter((line) => line.trim() !== ''), result };
+    const status = await this.vm.wait(id, 30_000);
+    expect(status.running, `tcpdump on ${name} still running after SIGINT`).toBe(false);
+    const lines = status.stdout.split('\n').filter((line) => line.trim() !== '');
+    console.log(`[e2e-mesh] capture on ${name} (${filter}): ${lines.length} packets, the first: ${JSON.stringify(lines.slice(0, 2))}; tcpdump: ${status.stderr.trim().split('\n').slice(-3).join(' / ')}`);
+    return { lines, result };
   }
 
   async xfrmStats(): Promise<Map<string, Map<string, number>>> {
