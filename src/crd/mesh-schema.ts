@@ -108,7 +108,7 @@ export const ipsecMeshSpec: Schema = obj(
       },
     ),
     failClosed: bool(
-      'Add block policies (at a worse priority than the encrypting ones) for member-to-member traffic, and require ESP inbound from the start: nothing is ever sent or accepted in clear text, at the price of no connectivity to a member until its SAs exist.',
+      'Require ESP inbound from every member from the start, and block traffic to a member (a block out policy in the place of the encrypting one) until its outbound SA exists: nothing is sent or accepted in clear text while a pair is keyed, at the price of no connectivity to a member until its SAs exist. A member is known from its first report (its key); exemptions still pass.',
       { default: false },
     ),
     exemptions: list('Traffic between members that stays in clear text.', exemption, { maxItems: 32, 'x-kubernetes-list-type': 'atomic' }),

@@ -10,13 +10,22 @@
  * - an `in` policy (and `fwd` in tunnel mode, where decapsulated traffic is forwarded to pods)
  *   whose template accepts any SPI of the mesh's reqid, so old and new inbound SAs both pass
  *   during a rotation. Its level is `use` (ESP or clear text) until the peer publishes that it
- *   encrypts to us, then `required`; with failClosed it is `required` from the start;
- * - with failClosed, `block` policies for the same traffic at a worse priority, so that the
- *   moment an encrypting policy is missing nothing leaves or enters in clear text.
+ *   encrypts to us, then `required`; with failClosed it is `required` from the start, so clear
+ *   text from a member is refused while its SAs are missing;
+ * - with failClosed, while a member link has no outbound SA yet (the peer has not acked one),
+ *   a `block` out policy in the place of the encrypting one: nothing leaves in clear text, and
+ *   the one UPDPOLICY that turns it into the encrypting policy lets traffic flow. In the place
+ *   of, not beside it: the kernel names a policy by (direction, type, selector, mark, if_id), not
+ *   by priority, so a guard with the encrypting policy's selector at another priority is the same
+ *   policy (NEWPOLICY: EEXIST; UPDPOLICY would replace the encrypting one). An encrypting out
+ *   policy whose SA is gone already drops (its template finds no SA), so the block is needed only
+ *   where there is no encrypting policy.
  * Exemptions (clear-text protocols/ports) are `allow` policies without templates at a better
  * priority, per family, for both directions.
  *
- * Priorities (lower wins in XFRM): exemptions 1000, encrypting 2000, fail-closed guards 3000.
+ * Priorities (lower wins in XFRM): exemptions 1000, encrypting 2000, fail-closed guards 3000
+ * (the guard's own priority only tells it apart in a dump: it never shares a selector with an
+ * encrypting policy).
  */
 import { createHash } from 'node:crypto';
 
@@ -187,11 +196,8 @@ export function buildMeshEntries(
           }),
         });
       }
-      if (spec.failClosed && member) {
-        const guarded: [PolicyDirection, Selector][] = [['out', flow.outbound], ...inboundDirections.map((d): [PolicyDirection, Selector] => [d, flow.inbound])];
-        for (const [direction, selector] of guarded) {
-          policies.push({ resource, entry: makePolicy({ direction, selector, priority: GUARD_PRIORITY, action: 'block' }) });
-        }
+      if (!choice && spec.failClosed && member) {
+        policies.push({ resource, entry: makePolicy({ direction: 'out', selector: flow.outbound, priority: GUARD_PRIORITY, action: 'block' }) });
       }
     }
   }

@@ -21,7 +21,8 @@ import { directionCounts, dumpedKeys, parseStateDump, parseTrafficSummary, parse
 
 const TRAFFIC_NODE = fileURLToPath(new URL('../infra/vm/guest/traffic-node.mjs', import.meta.url));
 export const RATE = 25; // datagrams per second per direction (the issue's floor is 20)
-const PORT = 7000;
+/** The UDP port of the numbered traffic (both ends), unless a test asks for another. */
+export const PORT = 7000;
 export const MESH_LABEL = 'ipsec.xfrm.io/mesh';
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -56,7 +57,17 @@ export interface MeshShape {
 
 const IPV4_TRANSPORT: MeshShape = { families: ['IPv4'], mode: 'transport' };
 
-export function meshManifest(name: string, maxConcurrent: number, shape: MeshShape = IPV4_TRANSPORT): string {
+/** Spec fields a mesh test may add: the fail-closed guards and clear-text exemptions. */
+export interface MeshGuards {
+  readonly failClosed?: boolean;
+  readonly exemptions?: readonly { readonly protocol: 'tcp' | 'udp' | 'sctp' | 'icmp' | 'ipv6-icmp'; readonly port?: number }[];
+}
+
+export function meshManifest(name: string, maxConcurrent: number, shape: MeshShape = IPV4_TRANSPORT, guards: MeshGuards = {}): string {
+  const extra = [
+    ...(guards.failClosed !== undefined ? [`  failClosed: ${guards.failClosed}`] : []),
+    ...(guards.exemptions !== undefined ? [`  exemptions: ${JSON.stringify(guards.exemptions)}`] : []),
+  ];
   return `apiVersion: ipsec.xfrm.io/v1alpha1
 kind: IpsecMesh
 metadata:
@@ -66,7 +77,7 @@ spec:
   addressFamilies: [${shape.families.join(', ')}]
   mode: ${shape.mode}
   aead: rfc4106-gcm-aes256
-  rotation:
+${extra.map((line) => `${line}\n`).join('')}  rotation:
     interval: 24h
     gracePeriod: 3s
     backstop: 10m
@@ -373,6 +384,38 @@ export class MeshRun {
     return dumps;
   }
 
+  /**
+   * The packets tcpdump printed (`-n`, one line each) for `filter` on the node's eth0 while
+   * `during` ran, with what `during` returned. The capture is listening before `during` starts
+   * and stopped a second after it ends; a capture that was not running all along throws (an
+   * empty capture must never pass for "nothing on the wire"). What crosses eth0 is what left or
+   * reached the node on the wire: a packet a policy blocked never gets there. tcpdump runs as a
+   * process of the VM's agent (spawn), not in the background of a shell.
+   */
+  async captureOnWire<T>(name: string, filter: string, during: () => Promise<T>): Promise<{ lines: string[]; result: T }> {
+    const { id } = await this.vm.spawn({ argv: ['ip', 'netns', 'exec', this.node(name).netns, 'tcpdump', '-l', '-n', '-i', 'eth0', ...filter.split(' ')] });
+    for (;;) {
+      const status = await this.vm.logs(id);
+      if (!status.running) throw new Error(`tcpdump on ${name} exited before listening: ${status.stderr}`);
+      if (status.stderr.includes('listening on')) break;
+      await sleep(200);
+    }
+    let result: T;
+    try {
+      result = await during();
+    } finally {
+      await sleep(1000);
+      const status = await this.vm.logs(id);
+      if (!status.running) throw new Error(`tcpdump on ${name} stopped during the capture: ${status.stderr}`);
+      await this.vm.kill(id, 'SIGINT');
+    }
+    const status = await this.vm.wait(id, 30_000);
+    expect(status.running, `tcpdump on ${name} still running after SIGINT`).toBe(false);
+    const lines = status.stdout.split('\n').filter((line) => line.trim() !== '');
+    console.log(`[e2e-mesh] capture on ${name} (${filter}): ${lines.length} packets, the first: ${JSON.stringify(lines.slice(0, 2))}; tcpdump: ${status.stderr.trim().split('\n').slice(-3).join(' / ')}`);
+    return { lines, result };
+  }
+
   async xfrmStats(): Promise<Map<string, Map<string, number>>> {
     return new Map(await Promise.all(this.nodes.map(async (name) => [name, parseXfrmStat((await this.node(name).sh('cat /proc/net/xfrm_stat')).stdout)] as const)));
   }
@@ -423,13 +466,13 @@ export class MeshRun {
     );
   }
 
-  /** Starts a traffic node at each endpoint of `among` (per family, see endpoints); returns a stop that collects the directions' counts. */
-  async startTraffic(among: readonly string[]): Promise<() => Promise<DirectionCount[]>> {
+  /** Starts a traffic node at each endpoint of `among` (per family, see endpoints) on UDP `port`; returns a stop that collects the directions' counts. */
+  async startTraffic(among: readonly string[], port = PORT): Promise<() => Promise<DirectionCount[]>> {
     const ids: string[] = [];
     const endpoints = this.endpoints(among);
     for (const self of endpoints) {
       const peers = endpoints.filter((peer) => peer.family === self.family && peer.node !== self.node).map((peer) => peer.address).join(',');
-      const { id } = await this.vm.spawn({ argv: ['ip', 'netns', 'exec', self.netns, 'node', TRAFFIC_NODE, '--self', self.address, '--peers', peers, '--port', String(PORT), '--rate', String(RATE), '--drain-ms', '3000'] });
+      const { id } = await this.vm.spawn({ argv: ['ip', 'netns', 'exec', self.netns, 'node', TRAFFIC_NODE, '--self', self.address, '--peers', peers, '--port', String(port), '--rate', String(RATE), '--drain-ms', '3000'] });
       ids.push(id);
     }
     for (const id of ids) {
@@ -455,11 +498,12 @@ export class MeshRun {
   /**
    * Numbered traffic among `among` while `work` runs, SA dumps every second meanwhile. Asserts
    * for every direction between two of `proven`: sent at least 5 s worth, 0 lost; and that the
-   * XfrmInNoStates/XfrmInStateSeqError of the `proven` nodes did not move.
+   * XfrmInNoStates/XfrmInStateSeqError of the `proven` nodes did not move. The traffic runs on
+   * UDP `port`.
    */
-  async underTraffic(label: string, among: readonly string[], proven: readonly string[], work: () => Promise<void>): Promise<DirectionCount[]> {
+  async underTraffic(label: string, among: readonly string[], proven: readonly string[], work: () => Promise<void>, port = PORT): Promise<DirectionCount[]> {
     const before = await this.xfrmStats();
-    const stop = await this.startTraffic(among);
+    const stop = await this.startTraffic(among, port);
     let sampling = true;
     const sampler = (async () => {
       while (sampling) {

@@ -5,6 +5,9 @@ import { advertise, decide, startRotation, type MeshSelf, type RotationInput } f
 import { EMPTY_LOCAL_STATE, type MeshAdvertisement, type MeshLocalState } from '../../src/mesh/types.js';
 import { generateX25519KeyPair, type X25519KeyPair } from '../../src/mesh/x25519.js';
 import type { SecurityAssociation } from '../../src/xfrm/types.js';
+import { policyKey } from '../../src/plan/identity.js';
+import { plan } from '../../src/plan/planner.js';
+import { MemoryOwnership } from '../support/ownership.js';
 
 const mesh = { name: 'cluster', uid: '2f6c1e9a-aaaa-4bbb-8ccc-dddddddddddd' };
 const spec: MeshEntriesSpec = { mesh, aead: 'rfc4106-gcm-aes256', mode: 'transport', esn: true, replayWindow: 128, failClosed: false, exemptions: [] };
@@ -155,10 +158,31 @@ describe('mesh kernel entries', () => {
     expect(open.policies[0]!.entry.templates[0]!.level).toBe('use');
     const closed = buildMeshEntries({ ...spec, failClosed: true }, a.self, new Map([['b', b.ad]]), decision, keysOf(a));
     expect(closed.policies.find((p) => p.entry.id.direction === 'in' && p.entry.action === 'allow')!.entry.templates[0]!.level).toBe('required');
-    expect(closed.policies.filter((p) => p.entry.action === 'block').map((p) => [p.entry.id.direction, p.entry.priority])).toEqual([
-      ['out', GUARD_PRIORITY],
-      ['in', GUARD_PRIORITY],
-    ]);
+    expect(closed.policies.filter((p) => p.entry.action === 'block').map((p) => [p.entry.id.direction, p.entry.priority])).toEqual([['out', GUARD_PRIORITY]]);
+  });
+
+  it('with failClosed, guards in the place of the encrypting out policy, never beside it: the kernel names a policy without its priority', () => {
+    // On the kernel a block policy with the encrypting policy's selector is the same policy
+    // (NEWPOLICY gives EEXIST; the planner reports both as one identity asked for twice).
+    const closedSpec = { ...spec, failClosed: true };
+    const [a, b] = [member('a', '10.0.0.1'), member('b', '10.0.0.2')];
+    b.ad = { node: 'b', bootId: 'boot-b', addresses: { inet: '10.0.0.2' }, podCIDRs: [], generations: [{ generation: 1, publicKey: b.pair.publicKey.toString('base64') }], inbound: [], outbound: [], peers: [], leaving: false };
+    const before = buildMeshEntries(closedSpec, a.self, new Map([['b', b.ad]]), decide(input(a, [a, b])), keysOf(a));
+    const keyed = converge([a, b], closedSpec).get('a')!;
+    for (const [when, tables] of [['before b acks an SA', before], ['keyed', keyed]] as const) {
+      const keys = tables.policies.map((p) => policyKey(p.entry.id));
+      expect(new Set(keys).size, `${when}: one policy per kernel identity`).toBe(keys.length);
+      expect(plan({ desired: tables, observed: { states: [], policies: [] }, ownership: new MemoryOwnership() }).conflicts, when).toEqual([]);
+    }
+    // The out slot of the link: blocked until the SA exists, then encrypting, by one update.
+    const outOf = (tables: typeof keyed) => tables.policies.filter((p) => p.entry.id.direction === 'out').map((p) => p.entry);
+    const [guard] = outOf(before);
+    const [encrypting] = outOf(keyed);
+    expect(guard).toMatchObject({ action: 'block', priority: GUARD_PRIORITY, templates: [] });
+    expect(encrypting).toMatchObject({ action: 'allow', priority: ENCRYPTING_PRIORITY, templates: [{ protocol: 'esp', level: 'required' }] });
+    expect(policyKey(encrypting!.id)).toBe(policyKey(guard!.id));
+    expect(keyed.policies.filter((p) => p.entry.action === 'block')).toEqual([]);
+    expect(keyed.policies.find((p) => p.entry.id.direction === 'in')!.entry.templates[0]!.level).toBe('required');
   });
 
   it('exempts protocols and ports in both directions at a better priority', () => {
