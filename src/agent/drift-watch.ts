@@ -90,15 +90,15 @@ export function touchedBy(event: XfrmEvent): EventScope {
     case 'state-added':
     case 'state-updated':
     case 'state-deleted':
-      return { kind: 'identity', touched: { target: 'state', key: stateKey(event.state.id), id: event.state.id } };
+      return touchedState(event.state.id);
     case 'state-expired':
-      return event.hard ? { kind: 'identity', touched: { target: 'state', key: stateKey(event.state.id), id: event.state.id } } : { kind: 'none' };
+      return event.hard ? touchedState(event.state.id) : { kind: 'none' };
     case 'policy-added':
     case 'policy-updated':
     case 'policy-deleted':
-      return { kind: 'identity', touched: { target: 'policy', key: policyKey(event.policy.id), id: event.policy.id } };
+      return touchedPolicy(event.policy.id);
     case 'policy-expired':
-      return event.hard ? { kind: 'identity', touched: { target: 'policy', key: policyKey(event.policy.id), id: event.policy.id } } : { kind: 'none' };
+      return event.hard ? touchedPolicy(event.policy.id) : { kind: 'none' };
     // An ACQUIRE asks a key manager for an SA (the kernel's larval entry is no entry of ours),
     // the default policy is not the agent's, a sequence report is the sequence watch's.
     case 'acquire':
@@ -106,6 +106,14 @@ export function touchedBy(event: XfrmEvent): EventScope {
     case 'sequence-reported':
       return { kind: 'none' };
   }
+}
+
+function touchedState(id: StateId): EventScope {
+  return { kind: 'identity', touched: { target: 'state', key: stateKey(id), id } };
+}
+
+function touchedPolicy(id: PolicyId): EventScope {
+  return { kind: 'identity', touched: { target: 'policy', key: policyKey(id), id } };
 }
 
 export class DriftWatch {
