@@ -38,6 +38,7 @@ import { NodeStateReporter } from '../../src/agent/node-state-reporter.js';
 import { NodeWorker } from '../../src/agent/node-worker.js';
 import { FakeKernel } from '../support/fake-kernel.js';
 import { keyBytes } from '../support/mesh-agents.js';
+import type { SecurityAssociation } from '../../src/xfrm/types.js';
 
 const REPO_ROOT = new URL('../../', import.meta.url).pathname;
 const kubeconfig = injectedKubeconfigPath();
@@ -153,6 +154,7 @@ function startController(): void {
 const meshStatus = async (): Promise<IpsecMeshStatus> =>
   ((await custom.getClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural: 'ipsecmeshes', name: MESH })) as { status?: IpsecMeshStatus }).status ?? {};
 const condition = (status: Awaited<ReturnType<typeof meshStatus>>, type: string) => status.conditions?.find((c) => c.type === type);
+const addressOf = (agent: Agent) => NODES.find((node) => node.name === agent.name)!.address;
 const reportOf = async (node: string): Promise<NodeMeshReport | undefined> => {
   const state = (await custom.getClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural: 'ipsecnodestates', name: node })) as IpsecNodeState;
   return state.status?.meshes?.find((m) => m.mesh === MESH);
@@ -292,8 +294,26 @@ describe('three agents and the controller on a real API server', () => {
     }
     // The acknowledgement was seen for at least one request while it was under way (polling may miss a fast one).
     expect([...acknowledged].some((entry) => entry.endsWith(':Rotating')) || [...acknowledged].length >= 3).toBe(true);
-    // Every SA now in the kernels has a key none had before the rotation.
-    for (const agent of agents) for (const sa of agent.kernel.states) expect(before.get(agent.name)!.has(keyBytes(sa).toString('hex'))).toBe(false);
+    // Every node sends on keys none had before the rotation once the round is done...
+    const isOld = (agent: Agent, sa: SecurityAssociation) => before.get(agent.name)!.has(keyBytes(sa).toString('hex'));
+    const oldKeys = (agent: Agent) => agent.kernel.states.filter((sa) => isOld(agent, sa));
+    for (const agent of agents) {
+      const pinned = agent.kernel.policies
+        .filter((policy) => policy.id.direction === 'out')
+        .flatMap((policy) => policy.templates.filter((template) => template.spi !== 0))
+        .map((template) => agent.kernel.states.find((sa) => sa.id.spi === template.spi && sa.source === addressOf(agent)));
+      expect(pinned.length, `${agent.name}: outbound policies pinning SAs`).toBe(NODES.length - 1);
+      expect(pinned.map((sa) => sa !== undefined && !isOld(agent, sa)), `${agent.name} sends on new keys`).toEqual(pinned.map(() => true));
+    }
+    // ...and the old inbound SAs go once idle for the grace period (1 s, rule 5 of
+    // src/mesh/rotation.ts): they may outlive "Done" by that much and a pass or two, not longer.
+    await eventually(
+      'the old inbound SAs removed',
+      async () => {
+        for (const agent of agents) ensure(oldKeys(agent).length === 0, `${agent.name} still holds ${oldKeys(agent).length} SAs of the old generation`);
+      },
+      20_000,
+    );
     // And no key byte went into any object the API server holds for the mesh.
     const objects = JSON.stringify([await meshStatus(), ...(await Promise.all(NODES.map((n) => reportOf(n.name))))]);
     for (const agent of agents) for (const sa of agent.kernel.states) expect(objects).not.toContain(keyBytes(sa).toString('base64'));
