@@ -81,7 +81,7 @@ export default defineConfig({
         // through a rotation round with 0 lost (in `npm test`).
         test: {
           name: 'e2e-mesh',
-          include: ['test/e2e-mesh/mesh-churn.test.ts', 'test/e2e-mesh/mesh-modes.test.ts'],
+          include: ['test/e2e-mesh/mesh-churn.test.ts', 'test/e2e-mesh/mesh-modes.test.ts', 'test/e2e-mesh/mesh-natt.test.ts'],
           globalSetup: ['test/infra/build-dist.ts', 'test/infra/controlplane/global-setup.ts', 'test/infra/vm/global-setup.ts'],
           fileParallelism: false,
           testTimeout: 900_000,
@@ -92,7 +92,7 @@ export default defineConfig({
         // The same on the second kernel of the matrix (npm run test:e2e-mesh runs both).
         test: {
           name: 'e2e-mesh-6.12',
-          include: ['test/e2e-mesh/mesh-churn.test.ts', 'test/e2e-mesh/mesh-modes.test.ts'],
+          include: ['test/e2e-mesh/mesh-churn.test.ts', 'test/e2e-mesh/mesh-modes.test.ts', 'test/e2e-mesh/mesh-natt.test.ts'],
           env: { IPSEC_OPERATOR_VM_KERNEL: '6.12' },
           globalSetup: ['test/infra/build-dist.ts', 'test/infra/controlplane/global-setup.ts', 'test/infra/vm/global-setup.ts'],
           fileParallelism: false,

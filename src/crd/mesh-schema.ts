@@ -101,7 +101,7 @@ export const ipsecMeshSpec: Schema = obj(
     esn: bool('64-bit extended sequence numbers (RFC 4304): an SA never runs out of sequence numbers between rotations. Needs replayWindow above 0.', { default: true }),
     replayWindow: int('Anti-replay window in packets (0 disables replay protection; above 32 uses the kernel ESN replay state).', 0, 4096, { default: 128 }),
     natTraversal: obj(
-      'Carry ESP in UDP (RFC 3948), for networks that drop IP protocol 50. Absent: plain ESP.',
+      'Carry ESP in UDP (RFC 3948), for networks that pass only TCP and UDP (they drop IP protocol 50). Each agent holds the UDP encapsulation socket on destinationPort and exempts the carrier datagrams from its inbound policies. The node addresses must reach each other as they are: a NAT that rewrites a node address is not supported (each SA and its key name both addresses); use SecurityAssociations for that. Absent: plain ESP.',
       {
         sourcePort: int('UDP source port of the encapsulated packets.', 1, 65535, { default: 4500 }),
         destinationPort: int('UDP destination port (each agent listens on it).', 1, 65535, { default: 4500 }),

@@ -57,16 +57,18 @@ export interface MeshShape {
 
 const IPV4_TRANSPORT: MeshShape = { families: ['IPv4'], mode: 'transport' };
 
-/** Spec fields a mesh test may add: the fail-closed guards and clear-text exemptions. */
+/** Spec fields a mesh test may add: the fail-closed guards, clear-text exemptions and ESP in UDP. */
 export interface MeshGuards {
   readonly failClosed?: boolean;
   readonly exemptions?: readonly { readonly protocol: 'tcp' | 'udp' | 'sctp' | 'icmp' | 'ipv6-icmp'; readonly port?: number }[];
+  readonly natTraversal?: { readonly sourcePort?: number; readonly destinationPort?: number };
 }
 
 export function meshManifest(name: string, maxConcurrent: number, shape: MeshShape = IPV4_TRANSPORT, guards: MeshGuards = {}): string {
   const extra = [
     ...(guards.failClosed !== undefined ? [`  failClosed: ${guards.failClosed}`] : []),
     ...(guards.exemptions !== undefined ? [`  exemptions: ${JSON.stringify(guards.exemptions)}`] : []),
+    ...(guards.natTraversal !== undefined ? [`  natTraversal: ${JSON.stringify(guards.natTraversal)}`] : []),
   ];
   return `apiVersion: ipsec.xfrm.io/v1alpha1
 kind: IpsecMesh
@@ -392,8 +394,10 @@ export class MeshRun {
    * reached the node on the wire: a packet a policy blocked never gets there. tcpdump runs as a
    * process of the VM's agent (spawn), not in the background of a shell.
    */
-  async captureOnWire<T>(name: string, filter: string, during: () => Promise<T>): Promise<{ lines: string[]; result: T }> {
-    const { id } = await this.vm.spawn({ argv: ['ip', 'netns', 'exec', this.node(name).netns, 'tcpdump', '-l', '-n', '-i', 'eth0', ...filter.split(' ')] });
+  async captureOnWire<T>(name: string, filter: string, during: () => Promise<T>): Promise<{ lines: string[]; result: T; droppedByKernel: number }> {
+    // An 8 MiB capture buffer and short snapshots: under TCG at high load tcpdump falls behind
+    // and the kernel drops what its buffer cannot hold (reported below, for the checks that count).
+    const { id } = await this.vm.spawn({ argv: ['ip', 'netns', 'exec', this.node(name).netns, 'tcpdump', '-l', '-n', '-B', '8192', '-s', '128', '-i', 'eth0', ...filter.split(' ')] });
     for (;;) {
       const status = await this.vm.logs(id);
       if (!status.running) throw new Error(`tcpdump on ${name} exited before listening: ${status.stderr}`);
@@ -413,7 +417,9 @@ export class MeshRun {
     expect(status.running, `tcpdump on ${name} still running after SIGINT`).toBe(false);
     const lines = status.stdout.split('\n').filter((line) => line.trim() !== '');
     console.log(`[e2e-mesh] capture on ${name} (${filter}): ${lines.length} packets, the first: ${JSON.stringify(lines.slice(0, 2))}; tcpdump: ${status.stderr.trim().split('\n').slice(-3).join(' / ')}`);
-    return { lines, result };
+    const dropped = /(\d+) packets? dropped by kernel/.exec(status.stderr);
+    if (dropped === null) throw new Error(`tcpdump on ${name} did not say what the kernel dropped: ${status.stderr}`);
+    return { lines, result, droppedByKernel: Number(dropped[1]) };
   }
 
   async xfrmStats(): Promise<Map<string, Map<string, number>>> {
