@@ -15,7 +15,8 @@ import { join } from 'node:path';
 // image and the node binaries that scripts/bootstrap.sh builds.
 // e2e-mesh: test/e2e-mesh/mesh-churn.test.ts on 6.1 (rotation rounds, a join, a SIGKILLed agent, a
 // boot id change and a leave under traffic, the key scan, the agents' mesh metrics) and
-// mesh-modes.test.ts (dual-stack transport and tunnel mode for pod CIDRs, a round each); its 6.12
+// mesh-modes.test.ts (dual-stack transport and tunnel mode for pod CIDRs, a round each, failClosed) and
+// mesh-natt.test.ts (ESP in UDP across a switch that drops protocol 50); its 6.12
 // twin (e2e-mesh-6.12) is `npm run test:e2e-mesh`, outside CI's time bound.
 const layers = ['unit', 'kernel', 'vm', 'vm-6.12', 'controlplane', 'e2e', 'e2e-6.12', 'e2e-mesh', 'node'];
 const only = process.argv.slice(2);
