@@ -117,10 +117,7 @@ export class NodeWorker {
 
   async reconcile(key: string = NODE_KEY): Promise<{ requeueAfter?: number }> {
     if (key === DRIFT_KEY) return this.repairDrift();
-    const result = await this.fullPass(this.generation);
-    // After the pass, where a rewrite of the whole snapshot delays no repair (../ownership/ledger.ts deferCompaction).
-    await this.parts.kernel.handles().ledger.compactIfDue();
-    return result;
+    return this.fullPass(this.generation);
   }
 
   /**
@@ -314,6 +311,8 @@ export class NodeWorker {
       this.parts.mesh!.committed();
       metrics.mesh.record(meshes);
     }
+    // At the end, where a rewrite of the whole snapshot delays no repair (../ownership/ledger.ts deferCompaction).
+    await ledger.compactIfDue();
     return { requeueAfter: this.parts.resyncSeconds * 1000 };
   }
 
