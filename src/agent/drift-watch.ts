@@ -173,6 +173,11 @@ export class DriftWatch {
    * Hands the gathered identities to a targeted repair, and clears them; undefined when there
    * are none, or when a full reconcile is due (it is queued and repairs them).
    */
+  /** Whether a targeted repair has identities waiting (what takeTouched would hand over). */
+  get repairPending(): boolean {
+    return !this.fullDue && this.touched.size > 0;
+  }
+
   takeTouched(): TouchedSince | undefined {
     if (this.fullDue || this.touched.size === 0) return undefined;
     const taken = { touched: [...this.touched.values()], since: this.since ?? (this.options.now ?? Date.now)() };

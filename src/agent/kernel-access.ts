@@ -26,7 +26,8 @@ export class KernelAccess {
       name: 'kernel socket and ownership ledger',
       start: async () => {
         this.tables = await openKernelTables(netns);
-        this.ledger = await Ledger.open(path, { scope: this.tables.scope, lockWaitMs: LEDGER_LOCK_WAIT_MS });
+        // Compaction waits for the end of a full pass, off a drift repair's path (./node-worker.ts).
+        this.ledger = await Ledger.open(path, { scope: this.tables.scope, lockWaitMs: LEDGER_LOCK_WAIT_MS, deferCompaction: true });
       },
       stop: async () => {
         try {

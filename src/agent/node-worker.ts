@@ -10,9 +10,15 @@
  * (./drift-watch.ts, ./drift-repair.ts) against what the last full pass desired, and hands
  * anything it cannot settle alone to a full pass. A pass before every cache has synced does
  * nothing and comes back later (fail static).
+ *
+ * A drift event that arrives while a full pass runs does not wait for the whole pass (up to a
+ * second at 10,000 entries): the pass lets the pending targeted repair run at its safe points,
+ * where the repair's result cannot be lost or applied twice (see `safePoint`). The ledger's
+ * compaction runs after the pass, off the repair's path.
  */
 import type { Logger } from '../kube/logger.js';
 import type { OpenKernelTables } from '../engine/kernel.js';
+import type { KernelTables } from '../engine/converge.js';
 import { readDevices } from '../engine/devices.js';
 import type { Ledger } from '../ownership/ledger.js';
 import { inboundStateKeys, type ObservedTables } from '../plan/planner.js';
@@ -115,12 +121,32 @@ export class NodeWorker {
   }
 
   /**
+   * A full pass's safe point: a targeted repair the drift watch holds runs now, inline (the
+   * queue's `drift` key, run after the pass, then finds nothing). The pass calls it only where
+   * it has no kernel change of its own in flight and none planned from an older dump:
+   * - before its (first) dump, as long as it applied nothing: the dump then shows the repair's
+   *   result and the ledger its settled records, so the plan neither undoes nor repeats it;
+   * - after reconcileNode returned (its changes applied, verified, settled; the basis rebuilt):
+   *   the repair plans against this pass's desired tables, the pass's later dump shows it;
+   * - after that dump and its bookkeeping, before the report (an API call).
+   * One writer still: the repair is awaited by the pass, never run beside it. A repair left to a
+   * full pass queues one (never nested in this one); one whose basis is stale (the caches
+   * changed) stays gathered for the `drift` key after the pass, whose basis is then fresh.
+   */
+  private async safePoint(): Promise<void> {
+    // One turn of the event loop first: the monitor's events read meanwhile are observed.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    if (!this.parts.drift.repairPending) return;
+    await this.repairDrift({ inline: true });
+  }
+
+  /**
    * A targeted drift repair (./drift-repair.ts): the identities gathered, read, planned and
    * applied alone. Without a fresh basis (no full pass yet, the caches changed since) it leaves
    * them to the full pass that is queued; when the repair leaves anything to a full pass (a
    * conflict to report, a mesh entry, an error), it queues one and hands the identities back.
    */
-  private async repairDrift(): Promise<{ requeueAfter?: number }> {
+  private async repairDrift(how: { readonly inline?: boolean } = {}): Promise<{ requeueAfter?: number }> {
     const { kernel, drift, metrics, logger } = this.parts;
     const taken = drift.takeTouched();
     if (taken === undefined) return {};
@@ -134,7 +160,7 @@ export class NodeWorker {
     if ('full' in inputs) {
       logger.debug('drift left to a full reconcile', { why: inputs.full });
       drift.putBackTouched(taken);
-      return this.fullInstead();
+      return this.fullInstead(how);
     }
     const expired = drift.takeExpired();
     try {
@@ -150,7 +176,7 @@ export class NodeWorker {
     } catch (error) {
       logger.warn('targeted drift repair failed; a full reconcile follows', { error: error instanceof Error ? error.message : String(error) });
       drift.putBackTouched(taken);
-      return this.fullInstead();
+      return this.fullInstead(how);
     }
     metrics.recordApply(repair.applied, repair.failures);
     metrics.driftRepairPasses.inc({ path: 'targeted' });
@@ -172,17 +198,19 @@ export class NodeWorker {
     if (repair.full !== undefined) {
       logger.info('targeted drift repair leaves the rest to a full reconcile', { why: repair.full });
       drift.putBackTouched(taken);
-      return this.fullInstead();
+      return this.fullInstead(how);
     }
     return {};
   }
 
   /** Queues the full pass, or (no queue: tests) runs it now. */
-  private async fullInstead(): Promise<{ requeueAfter?: number }> {
+  private async fullInstead(how: { readonly inline?: boolean }): Promise<{ requeueAfter?: number }> {
     if (this.parts.requestFull) {
       this.parts.requestFull();
       return {};
     }
+    // Inside a full pass (no queue): the identities stay gathered; the caller's next pass takes them.
+    if (how.inline) return {};
     await this.reconcile(NODE_KEY);
     return {};
   }
@@ -235,11 +263,12 @@ export class NodeWorker {
         resolveDevice: (name) => devices.indexByName.get(name),
         notKept: this.notKept,
       },
-      tables,
+      withSafePointBeforeDump(tables, () => this.safePoint()),
       ledger,
     );
     metrics.recordApply(result.applied, result.failures);
     this.basis = { ...repairBasis(result.basis.desired, result.basis.protect, new Set(result.setAside.keys()), ledger.records()), generation };
+    await this.safePoint();
     if (suspicion.suspected) metrics.driftRepairPasses.inc({ path: 'full' });
     if (suspicion.suspected && result.changes > 0) {
       drift.repaired(result.changes);
@@ -266,6 +295,7 @@ export class NodeWorker {
     await this.forgetUnusedKeys(result.desiredKeys, observed, ledger);
     encapSockets.sync(observed.states, (sa) => ledger.records().get(stateKey(sa.id))?.resource);
     const meshes = meshPass ? await this.parts.mesh!.publish(meshPass, observed, ownerOf, result.setAside) : undefined;
+    await this.safePoint();
     await this.parts.reporter.report({
       ...(meshes !== undefined ? { meshes } : {}),
       converged: result.converged,
@@ -281,6 +311,8 @@ export class NodeWorker {
       this.parts.mesh!.committed();
       metrics.mesh.record(meshes);
     }
+    // At the end, where a rewrite of the whole snapshot delays no repair (../ownership/ledger.ts deferCompaction).
+    await ledger.compactIfDue();
     return { requeueAfter: this.parts.resyncSeconds * 1000 };
   }
 
@@ -301,6 +333,27 @@ export class NodeWorker {
       nowSeconds: Math.floor(Date.now() / 1000),
     });
   }
+}
+
+/**
+ * The kernel as a full pass's reconcile sees it, with the safe point before its dumps: each
+ * dump first lets a pending targeted repair run, until the pass applies anything (a dump after
+ * that verifies the pass's own changes, whose intents a repair must not plan around).
+ */
+export function withSafePointBeforeDump(tables: KernelTables & Required<Pick<KernelTables, 'read'>>, safePoint: () => Promise<void>): KernelTables & Required<Pick<KernelTables, 'read'>> {
+  let applied = false;
+  return {
+    ...(tables.features ? { features: tables.features } : {}),
+    dump: async () => {
+      if (!applied) await safePoint();
+      return tables.dump();
+    },
+    read: (ids) => tables.read(ids),
+    apply: (changes) => {
+      applied = true;
+      return tables.apply(changes);
+    },
+  };
 }
 
 /**

@@ -67,7 +67,17 @@ export interface LedgerOpenOptions {
   readonly checkpoint?: (label: string) => Promise<void>;
   /** Journal lines after which the snapshot is rewritten (default 512). */
   readonly compactAfterLines?: number;
+  /**
+   * Commits leave the due rewrite to `compactIfDue()` (the agent calls it after a full pass):
+   * the rewrite of a snapshot of 10,000 records is not on the path of a drift repair's intent.
+   * A journal that reaches DEFERRED_COMPACTION_FACTOR times compactAfterLines (no full pass
+   * called for long) is still compacted by the commit, so it stays bounded.
+   */
+  readonly deferCompaction?: boolean;
 }
+
+/** With deferCompaction: how far past compactAfterLines a commit still compacts by itself. */
+export const DEFERRED_COMPACTION_FACTOR = 4;
 
 interface SnapshotFile {
   readonly formatVersion: number;
@@ -116,6 +126,8 @@ export class Ledger implements OwnershipView, UsageView {
   readonly #scope: LedgerScope | null;
   readonly #checkpoint: (label: string) => Promise<void>;
   readonly #compactAfterLines: number;
+  /** The journal length at which a commit compacts by itself (compactAfterLines unless deferred). */
+  readonly #commitCompactsAt: number;
   #generation: number;
   #records: Map<string, OwnershipRecord>;
   readonly #usage: Map<string, KeyUsage>;
@@ -147,6 +159,7 @@ export class Ledger implements OwnershipView, UsageView {
     this.setAside = init.setAside;
     this.#checkpoint = init.options.checkpoint ?? (async () => undefined);
     this.#compactAfterLines = init.options.compactAfterLines ?? 512;
+    this.#commitCompactsAt = init.options.deferCompaction ? this.#compactAfterLines * DEFERRED_COMPACTION_FACTOR : this.#compactAfterLines;
   }
 
   /**
@@ -280,7 +293,20 @@ export class Ledger implements OwnershipView, UsageView {
     for (const record of set) this.#records.set(record.key, record);
     for (const key of forget) this.#usage.delete(key);
     for (const entry of usage) this.#usage.set(entry.key, entry);
-    if (this.#journalLines >= this.#compactAfterLines) await this.#compact().catch(() => undefined); // the journal stays valid
+    if (this.#journalLines >= this.#commitCompactsAt) await this.#compact().catch(() => undefined); // the journal stays valid
+  }
+
+  /**
+   * Rewrites the snapshot when the journal has reached compactAfterLines (with deferCompaction,
+   * the owner calls this where a rewrite delays nothing urgent). Serialised with the commits;
+   * a failed rewrite leaves the journal valid and is tried again next time. Returns whether it ran.
+   */
+  compactIfDue(): Promise<boolean> {
+    return this.#exclusive(async () => {
+      if (this.#closed || this.#broken || this.#journalLines < this.#compactAfterLines) return false;
+      await this.#compact().catch(() => undefined);
+      return true;
+    });
   }
 
   async close(): Promise<void> {

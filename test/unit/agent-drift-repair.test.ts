@@ -4,7 +4,7 @@
  * fake kernel (test/support/fake-kernel.ts) and a real ledger in a scratch directory. The same
  * path on the host kernel: test/kernel/host/agent-drift-repair.test.ts.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
@@ -14,12 +14,12 @@ import { concernOf, repairBasis, repairTouched, targetedInputs } from '../../src
 import { DriftWatch, MAX_TARGETED_IDENTITIES, touchedBy, type RepairPath } from '../../src/agent/drift-watch.js';
 import { AgentEncapSockets } from '../../src/agent/encap-sockets.js';
 import type { NodeStateFacts } from '../../src/agent/node-state-reporter.js';
-import { DRIFT_KEY, NODE_KEY, NodeWorker } from '../../src/agent/node-worker.js';
+import { DRIFT_KEY, NODE_KEY, NodeWorker, withSafePointBeforeDump } from '../../src/agent/node-worker.js';
 import type { IpsecPolicySpec, SecurityAssociationSpec } from '../../src/crd/types.js';
 import { RESUME_FLOOR, retiredUsage, observedSequence } from '../../src/engine/sequence-rule.js';
 import { silentLogger } from '../../src/kube/logger.js';
-import { Ledger } from '../../src/ownership/ledger.js';
-import type { LedgerCommit } from '../../src/ownership/ledger.js';
+import { DEFERRED_COMPACTION_FACTOR, Ledger } from '../../src/ownership/ledger.js';
+import type { LedgerCommit, LedgerOpenOptions } from '../../src/ownership/ledger.js';
 import { policyKey, stateKey } from '../../src/plan/identity.js';
 import type { SecurityPolicy } from '../../src/xfrm/types.js';
 import { FakeKernel } from '../support/fake-kernel.js';
@@ -53,9 +53,9 @@ const saResource = (name: string, spec: Partial<SecurityAssociationSpec>) => ({
 const policyAt = (i: number, spec: Partial<IpsecPolicySpec> = {}): SecurityPolicy => policy({ selector: selectorOf(i), ...spec });
 
 /** One agent as src/agent/agent.ts wires it: the drift watch's triggers into a queue this test drains. */
-async function agent(resources: readonly (ReturnType<typeof policyResource> | ReturnType<typeof saResource>)[], name = 'a') {
+async function agent(resources: readonly (ReturnType<typeof policyResource> | ReturnType<typeof saResource>)[], name = 'a', ledgerOptions: LedgerOpenOptions = {}) {
   const kernel = new FakeKernel();
-  const ledger = await Ledger.open(join(directory, `${name}.json`));
+  const ledger = await Ledger.open(join(directory, `${name}.json`), ledgerOptions);
   ledgers.push(ledger);
   const registry = new Registry();
   const metrics = new AgentMetrics(registry, { perSaMetrics: false, readXfrmStat: async () => new Map() });
@@ -298,3 +298,127 @@ describe('the targeted repair', () => {
     expect(await passes()).toEqual({ targeted: 0, full: 1 });
   });
 });
+
+describe('a drift during a full pass is repaired at the pass\'s safe points, not after it', () => {
+  /** Runs `during` once, inside the n-th dump of the kernel from now (before or after it reads). */
+  function duringDump(kernel: FakeKernel, when: 'before-read' | 'after-read', during: () => void, nth = 1) {
+    const dump = kernel.dump.bind(kernel);
+    let seen = 0;
+    kernel.dump = async () => {
+      seen += 1;
+      if (seen !== nth) return dump();
+      if (when === 'before-read') during();
+      const observed = await dump();
+      if (when === 'after-read') during();
+      return observed;
+    };
+  }
+
+  it('a deletion after the pass read the kernel: repaired once after its kernel stage, before its closing dump and its report', async () => {
+    const { kernel, drift, queued, drain, reports, passes, worker } = await agent([policyResource(1), policyResource(2), policyResource(3)]);
+    const key = policyKey(policyAt(2).id);
+    const order: string[] = [];
+    duringDump(kernel, 'after-read', () => {
+      kernel.foreign({ op: 'delete-policy', id: policyAt(2).id });
+      drift.observe({ kind: 'policy-deleted', policy: policyAt(2), origin: FOREIGN });
+    });
+    const dump = kernel.dump.bind(kernel);
+    kernel.dump = async () => {
+      order.push('dump');
+      return dump();
+    };
+    const log = kernel.log.length;
+    const reportsBefore = reports.length;
+    await worker.reconcile(NODE_KEY); // the resync; its plan (from the dump before the deletion) is empty
+    expect(kernel.log.slice(log)).toEqual(['delete-policy', 'add-policy']); // the foreign deletion, the repair's add once
+    expect(order).toEqual(['dump', 'dump']); // the pass's survey, then its closing dump, which saw the repair
+    expect(reports).toHaveLength(reportsBefore + 1);
+    expect(reports.at(-1)!.kernelPolicies).toBe(3);
+    expect(ledger(worker).records().get(key)).toMatchObject({ phase: 'present' });
+    // The queue's drift key, run after the pass, finds nothing left.
+    expect(queued).toEqual(['targeted']);
+    const after = kernel.log.length;
+    await drain();
+    expect(kernel.log.length).toBe(after);
+    expect(await passes()).toEqual({ targeted: 1, full: 0 });
+  });
+
+  it('a deletion the pass\'s own dump already saw: the pass re-adds it, the repair at its next safe point finds it present (no second add)', async () => {
+    const { kernel, drift, drain, worker } = await agent([policyResource(1), policyResource(2)]);
+    const key = policyKey(policyAt(2).id);
+    duringDump(kernel, 'before-read', () => {
+      kernel.foreign({ op: 'delete-policy', id: policyAt(2).id });
+      drift.observe({ kind: 'policy-deleted', policy: policyAt(2), origin: FOREIGN });
+    });
+    const log = kernel.log.length;
+    await worker.reconcile(NODE_KEY);
+    await drain();
+    expect(kernel.log.slice(log)).toEqual(['delete-policy', 'add-policy']); // the foreign deletion, then one add
+    expect(kernel.policies.filter((entry) => policyKey(entry.id) === key)).toHaveLength(1);
+    expect(ledger(worker).records().get(key)).toMatchObject({ phase: 'present', incarnation: { index: kernel.policies.find((entry) => policyKey(entry.id) === key)!.index } });
+  });
+
+  it('while the caches changed mid-pass the inline repair waits: the full pass the change queued repairs it', async () => {
+    const { kernel, drift, queued, drain, worker, passes } = await agent([policyResource(1)]);
+    duringDump(kernel, 'after-read', () => {
+      kernel.foreign({ op: 'delete-policy', id: policyAt(1).id });
+      worker.desiredChanged();
+      queued.push('full');
+      drift.observe({ kind: 'policy-deleted', policy: policyAt(1), origin: FOREIGN });
+    });
+    await worker.reconcile(NODE_KEY);
+    expect(kernel.policies).toEqual([]); // not repaired against the stale basis
+    await drain();
+    expect(kernel.policies).toHaveLength(1);
+    expect(await passes()).toEqual({ targeted: 0, full: 1 });
+  });
+
+  it('the safe point before a dump runs until the pass applies anything, never after', async () => {
+    const kernel = new FakeKernel();
+    const points: string[] = [];
+    const seen = withSafePointBeforeDump(kernel as never, async () => void points.push('safe point'));
+    await seen.dump();
+    await seen.read({ states: [], policies: [] });
+    await seen.dump(); // a second survey (a retired SA), still nothing of the pass applied
+    expect(points).toHaveLength(2);
+    await seen.apply([{ op: 'add-policy', policy: policyAt(1) }]);
+    await seen.dump(); // the verifying dump of the pass's own changes
+    expect(points).toHaveLength(2);
+    expect(kernel.dumps).toBe(3);
+  });
+});
+
+describe('the ledger compaction is off the repair\'s path', () => {
+  const generationOf = async (path: string) => (JSON.parse(await readFile(path, 'utf8')) as { generation: number }).generation;
+
+  it('with deferCompaction a commit past compactAfterLines does not rewrite the snapshot; the full pass does, after it', async () => {
+    const { kernel, drift, drain, worker } = await agent([policyResource(1), policyResource(2)], 'deferred', { compactAfterLines: 4, deferCompaction: true });
+    const path = join(directory, 'deferred.json');
+    const before = await generationOf(path);
+    for (let round = 0; round < 3; round++) {
+      kernel.foreign({ op: 'delete-policy', id: policyAt(1).id });
+      drift.observe({ kind: 'policy-deleted', policy: policyAt(1), origin: FOREIGN });
+      await drain(); // two journal lines per repair
+    }
+    expect(await generationOf(path)).toBe(before); // 6 lines past 4: no rewrite on the repairs' path
+    await worker.reconcile(NODE_KEY);
+    expect(await generationOf(path)).toBe(before + 1);
+  });
+
+  it('the journal stays bounded: a commit still compacts at DEFERRED_COMPACTION_FACTOR times the threshold', async () => {
+    const path = join(directory, 'bounded.json');
+    const ledger = await Ledger.open(path, { compactAfterLines: 2, deferCompaction: true });
+    ledgers.push(ledger);
+    const before = await generationOf(path);
+    const usageKey = 'k';
+    for (let line = 1; line < 2 * DEFERRED_COMPACTION_FACTOR; line++) await ledger.commit({ usage: [retiredUsage(`${usageKey}${line}`, undefined, 'expired', 'test', 1)] });
+    expect(await generationOf(path)).toBe(before);
+    await ledger.commit({ usage: [retiredUsage(`${usageKey}last`, undefined, 'expired', 'test', 1)] });
+    expect(await generationOf(path)).toBe(before + 1);
+    expect(await ledger.compactIfDue()).toBe(false); // the journal was just emptied
+  });
+});
+
+function ledger(worker: NodeWorker): Ledger {
+  return (worker as unknown as { parts: { kernel: { handles(): { ledger: Ledger } } } }).parts.kernel.handles().ledger;
+}
