@@ -1,6 +1,7 @@
 /**
  * V8 flags for the one-shot commands that hold a whole node's tables at once (`apply`, `diff`,
- * `import`), set at run time before those commands load. Issue 10 asks for a peak RSS of at
+ * `import`) and the agent, set at run time once the command's modules have loaded (./process.ts:
+ * V8 accepts a code cache only under the flags it was made with). Issue 10 asks for a peak RSS of at
  * most 120 MB at 10,000 policies, and most of that peak was not live data: the heap live after
  * a full collection stays under 50 MB, but by V8's defaults the young generation grows to
  * 16 MB semi-spaces and the old generation grows by a large factor before it is collected.
