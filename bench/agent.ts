@@ -18,6 +18,7 @@
 //
 //   npm run bench:agent [-- --policies 10000] [--drifts 20] [--small-policies 100]
 //                       [--resync-seconds 10] [--resyncs 3] [--cpu-prof] [--json FILE]
+//                       [--agent-node-flags="--trace-gc …"]
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -38,6 +39,9 @@ const { values } = parseArgs({
     resyncs: { type: 'string', default: '3' },
     'timeout-seconds': { type: 'string', default: '900' },
     'cpu-prof': { type: 'boolean', default: false },
+    // Extra node flags for the agent (space-separated), e.g. "--trace-gc" or
+    // "--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=/tmp/x": to see where its memory goes.
+    'agent-node-flags': { type: 'string', default: '' },
     json: { type: 'string' },
   },
 });
@@ -246,7 +250,7 @@ async function startAgent(table: Table, kubeconfig: string, scratch: string, mad
   const metricsPort = await freePort();
   const logFile = join(scratch, `${table.node}.log`);
   const profileDir = join(scratch, `${table.node}-profile`);
-  const node = values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+  const node = [...(values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []), ...values['agent-node-flags']!.split(' ').filter(Boolean)];
   const args = agentArgs({ node: table.node, netns: table.netns, kubeconfig, stateDir: join(scratch, 'state', table.node), metricsPort, resyncSeconds: values['resync-seconds']! });
   const output = openSync(logFile, 'a');
   const child = spawn(process.execPath, [...node, ...args], { stdio: ['ignore', output, output] });

@@ -18,8 +18,10 @@ export type Main = (argv: readonly string[]) => Promise<number>;
 export async function runProcess(argv: readonly string[], loadMain: () => Promise<Main> = async () => (await import('./main.js')).main): Promise<void> {
   installFatalHandlers();
   const signals = processSignals();
-  compactHeapFor(argv[0]);
   const main = await loadMain();
+  // After the commands load: V8 accepts a code cache only under the flags it was made with, and
+  // the agent's (./entry.ts, made with V8's defaults) would be rejected under the compact heap's.
+  compactHeapFor(argv[0]);
   const status = await main(argv);
   // A long-running command has stopped everything it started; leave now rather than wait for
   // whatever a library still holds open (a keep-alive socket, a timer).
