@@ -142,7 +142,14 @@ export class NetlinkConnection {
     const maxInFlight = options.maxInFlight ?? this.#options.maxInFlight;
     const maxDatagramBytes = options.maxDatagramBytes ?? this.#options.maxDatagramBytes;
     const outcomes: Array<BatchOutcome | undefined> = new Array(requests.length).fill(undefined);
-    const completions: Array<Promise<void>> = [];
+    // One promise for the whole batch, not one per request: with 10,000 requests the per-request
+    // promises and their Promise.all were garbage the first (unoptimised) batch paid for.
+    let unsettled = 0;
+    let allSent = false;
+    let settledAll: () => void = () => undefined;
+    const settled = new Promise<void>((resolve) => {
+      settledAll = resolve;
+    });
     let inFlight = 0;
     let wake: (() => void) | undefined;
     let next = 0;
@@ -175,16 +182,14 @@ export class NetlinkConnection {
         const sequence = this.#nextSequence();
         offset += writeMessage(datagram, offset, this.#header(request, NLM_F_REQUEST | NLM_F_ACK | request.flags, sequence), request.body);
         inFlight += 1;
-        completions.push(
-          new Promise<void>((resolve) => {
-            sent.push(
-              this.#register(request, sequence, (outcome) => {
-                outcomes[index] = outcome;
-                inFlight -= 1;
-                wake?.();
-                resolve();
-              }),
-            );
+        unsettled += 1;
+        sent.push(
+          this.#register(request, sequence, (outcome) => {
+            outcomes[index] = outcome;
+            inFlight -= 1;
+            unsettled -= 1;
+            wake?.();
+            if (allSent && unsettled === 0) settledAll();
           }),
         );
       }
@@ -194,7 +199,8 @@ export class NetlinkConnection {
         for (const pending of sent) this.#fail(pending, sendError(pending, error));
       }
     }
-    await Promise.all(completions);
+    allSent = true;
+    if (unsettled > 0) await settled;
     return outcomes.map((outcome, i) => outcome ?? { ok: false, error: this.#closedError(requests[i]!, 0) });
   }
 
