@@ -14,7 +14,9 @@ function promtool(args: string[]): { status: number | null; output: string } {
   return { status: run.status, output: `$ promtool ${args.join(' ')}\n${run.stdout}${run.stderr}` };
 }
 
-describe('promtool', () => {
+// promtool evaluates every rule test over its time series: seconds of CPU, and beyond vitest's 5 s
+// default on a loaded 2-core machine (seen at load 14). The bound is for a hung process only.
+describe('promtool', { timeout: 60_000 }, () => {
   it('check rules monitoring/alerts.yaml', () => {
     const { status, output } = promtool(['check', 'rules', 'monitoring/alerts.yaml']);
     expect(status, output).toBe(0);
