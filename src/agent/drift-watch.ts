@@ -169,17 +169,17 @@ export class DriftWatch {
     return taken;
   }
 
-  /**
-   * Hands the gathered identities to a targeted repair, and clears them; undefined when there
-   * are none, or when a full reconcile is due (it is queued and repairs them).
-   */
   /** Whether a targeted repair has identities waiting (what takeTouched would hand over). */
   get repairPending(): boolean {
     return !this.fullDue && this.touched.size > 0;
   }
 
+  /**
+   * Hands the gathered identities to a targeted repair, and clears them; undefined when there
+   * are none, or when a full reconcile is due (it is queued and repairs them).
+   */
   takeTouched(): TouchedSince | undefined {
-    if (this.fullDue || this.touched.size === 0) return undefined;
+    if (!this.repairPending) return undefined;
     const taken = { touched: [...this.touched.values()], since: this.since ?? (this.options.now ?? Date.now)() };
     this.touched.clear();
     this.since = undefined;
