@@ -98,25 +98,6 @@ async function policiesOf(node: string): Promise<GuardPolicy[]> {
   return parseGuardPolicies((await run.node(node).sh('ip xfrm policy')).stdout);
 }
 
-/** Deletes the run's mesh; waits until no node holds an SA or a policy. */
-async function deletedEverywhere(): Promise<void> {
-  const started = Date.now();
-  await run.cluster.kubectl(['delete', 'ipsecmesh', run.mesh, '--wait=false']);
-  await waitFor(
-    'no SA and no policy left on any node',
-    async () => {
-      for (const name of NODES) {
-        const left = await run.node(name).sh('ip xfrm state; ip xfrm policy');
-        if (left.stdout.trim() !== '') return false;
-      }
-      return true;
-    },
-    120_000,
-    1000,
-  );
-  run.timings.push(`${run.mesh} deleted, nothing left in the kernels after ${((Date.now() - started) / 1000).toFixed(1)} s`);
-}
-
 /**
  * Tcpdump lines (`-n`) of clear-text datagrams from `from`:`port` to `to`:`port` in a capture
  * filtered to UDP (and ESP, whose lines name no port). Not matched on "UDP": tcpdump decodes
@@ -205,7 +186,7 @@ describe('IpsecMesh on real kernels: a dual-stack transport mesh, then a tunnel 
     });
 
     it('removes every SA and policy of the mesh from every node when it is deleted', async () => {
-      await deletedEverywhere();
+      await run.deletedEverywhere();
     });
   });
 
@@ -241,7 +222,7 @@ describe('IpsecMesh on real kernels: a dual-stack transport mesh, then a tunnel 
     });
 
     it('removes every SA and policy of the tunnel mesh from every node when it is deleted', async () => {
-      await deletedEverywhere();
+      await run.deletedEverywhere();
     });
   });
 

@@ -199,6 +199,28 @@ export class MeshRun {
     await this.cluster.stop();
   }
 
+  /**
+   * Deletes the run's mesh; waits until no node holds an SA or a policy and `alsoGone(node)`
+   * (what else the mesh made a node hold) is true on every node.
+   */
+  async deletedEverywhere(what = 'no SA and no policy left on any node', alsoGone: (node: string) => Promise<boolean> = async () => true): Promise<void> {
+    const started = Date.now();
+    await this.cluster.kubectl(['delete', 'ipsecmesh', this.mesh, '--wait=false']);
+    await waitFor(
+      what,
+      async () => {
+        for (const name of this.nodes) {
+          const left = await this.node(name).sh('ip xfrm state; ip xfrm policy');
+          if (left.stdout.trim() !== '' || !(await alsoGone(name))) return false;
+        }
+        return true;
+      },
+      120_000,
+      1000,
+    );
+    this.timings.push(`${this.mesh} deleted, ${what} after ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  }
+
   /** Each node's key generation as the mesh's status shows it. */
   async generations(): Promise<Map<string, number>> {
     return new Map(((await this.status()).nodes ?? []).map((entry) => [entry.name, entry.generation ?? 0]));
